@@ -1,0 +1,335 @@
+//! The CNN engine: tensors, layers, models made of units, the model zoo.
+//!
+//! A [`Model`] is an ordered list of [`Unit`]s. A unit is the smallest piece
+//! a pipeline partition can move between stages: one layer, or one whole
+//! residual block. Running units `0..k` and then `k..N` on a frame gives
+//! exactly the output of running `0..N`, bit for bit, which is what lets the
+//! pipeline move cut points while frames are in flight.
+//!
+//! Every layer implements [`Layer`]: `forward` computes, `output_shape`
+//! checks and propagates shapes, and `cost` (FLOPs and bytes) seeds the
+//! cost profile before anything has been measured.
+
+pub mod ops;
+pub mod profile;
+pub mod tensor;
+pub mod zoo;
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Range};
+
+pub use tensor::{Shape, Tensor};
+
+/// Why a layer cannot take an input of some shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{layer}: input {input}: {reason}")]
+pub struct ShapeError {
+    /// The layer's kind.
+    pub layer: &'static str,
+    /// The offending input shape.
+    pub input: Shape,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ShapeError {
+    /// A shape error for `layer` on `input`.
+    pub fn new(layer: &'static str, input: Shape, reason: impl Into<String>) -> Self {
+        Self {
+            layer,
+            input,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The static cost of running a layer once on a given input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cost {
+    /// Multiply-accumulates of convolutions and dense layers.
+    pub macs: u64,
+    /// Floating-point operations: two per multiply-accumulate, plus bias,
+    /// activation, pooling and residual work.
+    pub flops: u64,
+    /// Bytes of weights read.
+    pub weight_bytes: u64,
+    /// Bytes of activations read and written (input plus output).
+    pub activation_bytes: u64,
+}
+
+impl Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            macs: self.macs + o.macs,
+            flops: self.flops + o.flops,
+            weight_bytes: self.weight_bytes + o.weight_bytes,
+            activation_bytes: self.activation_bytes + o.activation_bytes,
+        }
+    }
+}
+
+impl AddAssign for Cost {
+    fn add_assign(&mut self, o: Cost) {
+        *self = *self + o;
+    }
+}
+
+impl std::iter::Sum for Cost {
+    fn sum<I: Iterator<Item = Cost>>(iter: I) -> Cost {
+        iter.fold(Cost::default(), Add::add)
+    }
+}
+
+/// Bytes of an f32 tensor of `shape`.
+pub(crate) fn f32_bytes(elements: usize) -> u64 {
+    (elements * std::mem::size_of::<f32>()) as u64
+}
+
+/// Scratch memory a thread reuses across layers and frames (im2col buffers
+/// and the like), so the steady state allocates nothing but activations.
+#[derive(Default, Debug)]
+pub struct Workspace {
+    scratch: Vec<f32>,
+}
+
+impl Workspace {
+    /// An empty workspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A scratch buffer of at least `len` elements. Its contents are
+    /// unspecified: callers overwrite what they read.
+    pub fn scratch(&mut self, len: usize) -> &mut [f32] {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0.0);
+        }
+        &mut self.scratch[..len]
+    }
+}
+
+/// A network layer.
+pub trait Layer: Send + Sync + fmt::Debug {
+    /// Short kind name (`conv`, `dwconv`, `maxpool`, `dense`, `bottleneck`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// The output shape for `input`, or why `input` is not acceptable.
+    fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError>;
+
+    /// Computes the layer. `x` must have a shape `output_shape` accepts.
+    fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor;
+
+    /// FLOPs and bytes of one forward on `input`.
+    fn cost(&self, input: Shape) -> Cost;
+
+    /// Learnable parameters, counted as in the reference (PyTorch)
+    /// definition: a convolution whose batch norm was folded in still counts
+    /// the batch norm's scale and shift.
+    fn params(&self) -> usize;
+}
+
+/// Layers run one after another, as one layer.
+#[derive(Debug)]
+pub struct Sequential {
+    kind: &'static str,
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl Sequential {
+    /// A sequence reported under `kind`.
+    pub fn new(kind: &'static str, layers: Vec<Box<dyn Layer>>) -> Self {
+        Self { kind, layers }
+    }
+
+    /// The layers in order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+}
+
+impl Layer for Sequential {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
+        self.layers.iter().try_fold(input, |s, l| l.output_shape(s))
+    }
+
+    fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
+        let Some((first, rest)) = self.layers.split_first() else {
+            return x.clone();
+        };
+        rest.iter()
+            .fold(first.forward(x, ws), |x, l| l.forward(&x, ws))
+    }
+
+    fn cost(&self, input: Shape) -> Cost {
+        let mut shape = input;
+        let mut total = Cost::default();
+        for l in &self.layers {
+            total += l.cost(shape);
+            shape = l
+                .output_shape(shape)
+                .expect("shapes checked when the model was built");
+        }
+        total
+    }
+
+    fn params(&self) -> usize {
+        self.layers.iter().map(|l| l.params()).sum()
+    }
+}
+
+/// One movable piece of a model: a layer or a residual block.
+#[derive(Debug)]
+pub struct Unit {
+    /// Name in the reference model (`features.0`, `layer3.2`, ...).
+    pub name: String,
+    /// The computation.
+    pub layer: Box<dyn Layer>,
+    /// Shape the unit takes.
+    pub input: Shape,
+    /// Shape the unit produces.
+    pub output: Shape,
+}
+
+impl Unit {
+    /// The unit's kind.
+    pub fn kind(&self) -> &'static str {
+        self.layer.kind()
+    }
+
+    /// The unit's static cost on its input.
+    pub fn cost(&self) -> Cost {
+        self.layer.cost(self.input)
+    }
+}
+
+/// Why a model could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A unit does not accept the previous unit's output.
+    #[error("model {model}, unit {index} ({name}): {source}")]
+    Shape {
+        /// Model name.
+        model: String,
+        /// Unit index.
+        index: usize,
+        /// Unit name.
+        name: String,
+        /// The shape mismatch.
+        #[source]
+        source: Box<ShapeError>,
+    },
+    /// The model name is not in the zoo.
+    #[error("unknown model {0:?}; valid models: {valid}", valid = zoo::NAMES.join(", "))]
+    Unknown(String),
+}
+
+/// A network as an ordered list of units.
+#[derive(Debug)]
+pub struct Model {
+    name: String,
+    input: Shape,
+    units: Vec<Unit>,
+}
+
+impl Model {
+    /// An empty model taking `input`.
+    pub fn new(name: impl Into<String>, input: Shape) -> Self {
+        Self {
+            name: name.into(),
+            input,
+            units: Vec::new(),
+        }
+    }
+
+    /// Appends a unit, checking that it accepts the current output shape.
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        layer: impl Layer + 'static,
+    ) -> Result<(), ModelError> {
+        let name = name.into();
+        let input = self.output();
+        let output = layer
+            .output_shape(input)
+            .map_err(|source| ModelError::Shape {
+                model: self.name.clone(),
+                index: self.units.len(),
+                name: name.clone(),
+                source: Box::new(source),
+            })?;
+        self.units.push(Unit {
+            name,
+            layer: Box::new(layer),
+            input,
+            output,
+        });
+        Ok(())
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Shape of the model's input.
+    pub fn input(&self) -> Shape {
+        self.input
+    }
+
+    /// Shape of the model's output.
+    pub fn output(&self) -> Shape {
+        self.units.last().map_or(self.input, |u| u.output)
+    }
+
+    /// The units in order.
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    /// Number of units.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// True for a model without units.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// Learnable parameters, counted as in the reference definition.
+    pub fn params(&self) -> usize {
+        self.units.iter().map(|u| u.layer.params()).sum()
+    }
+
+    /// Total static cost of one forward pass.
+    pub fn cost(&self) -> Cost {
+        self.units.iter().map(Unit::cost).sum()
+    }
+
+    /// Runs units `range` on `x`, which must have the shape unit
+    /// `range.start` takes.
+    pub fn forward_range(&self, range: Range<usize>, x: &Tensor, ws: &mut Workspace) -> Tensor {
+        let units = &self.units[range.clone()];
+        let Some((first, rest)) = units.split_first() else {
+            return x.clone();
+        };
+        assert_eq!(
+            x.shape(),
+            first.input,
+            "input shape of unit {}",
+            range.start
+        );
+        rest.iter()
+            .fold(first.layer.forward(x, ws), |x, u| u.layer.forward(&x, ws))
+    }
+
+    /// The whole forward pass.
+    pub fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
+        self.forward_range(0..self.units.len(), x, ws)
+    }
+}

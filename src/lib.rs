@@ -1,0 +1,7 @@
+//! odin keeps a CNN inference pipeline fast while other programs share its
+//! machine.
+//!
+//! The network runs as a pipeline of stages (contiguous groups of
+//! [`engine::Unit`]s), each stage a thread pinned to a processing element.
+
+pub mod engine;
