@@ -333,3 +333,102 @@ impl Model {
         self.forward_range(0..self.units.len(), x, ws)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output of every unit on one input, unit by unit.
+    fn trace(model: &Model, x: &Tensor) -> Vec<Tensor> {
+        let mut ws = Workspace::new();
+        let mut outs: Vec<Tensor> = Vec::with_capacity(model.len());
+        for i in 0..model.len() {
+            let input = outs.last().unwrap_or(x);
+            let y = model.forward_range(i..i + 1, input, &mut ws);
+            assert_eq!(y.shape(), model.units()[i].output, "unit {i}");
+            outs.push(y);
+        }
+        outs
+    }
+
+    /// Every split `0..k, k..N` gives the whole forward pass bit for bit,
+    /// with the second half on a fresh workspace as another stage would be;
+    /// and the seeded weights keep every activation finite and bounded.
+    fn check_model(name: &str, split_step: usize) {
+        let model = zoo::build(name, 1).unwrap();
+        let x = Tensor::random(model.input(), 11);
+        let outs = trace(&model, &x);
+        for (i, y) in outs.iter().enumerate() {
+            let max = y.as_slice().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                y.as_slice().iter().all(|v| v.is_finite()) && max < 1e4,
+                "{name} unit {i}: max |y| {max}"
+            );
+        }
+        let out = outs.last().unwrap();
+        let mean = out.as_slice().iter().sum::<f32>() / out.shape().len() as f32;
+        let var = out
+            .as_slice()
+            .iter()
+            .map(|v| (v - mean).powi(2))
+            .sum::<f32>()
+            / out.shape().len() as f32;
+        assert!(var > 1e-6, "{name}: logits are degenerate (variance {var})");
+
+        let n = model.len();
+        let whole = model.forward(&x, &mut Workspace::new());
+        assert_eq!(&whole, out, "{name}: forward = unit by unit");
+        let mut splits: Vec<usize> = (1..n).step_by(split_step).collect();
+        splits.push(n - 1);
+        for k in splits {
+            let tail = model.forward_range(k..n, &outs[k - 1], &mut Workspace::new());
+            assert!(tail == whole, "{name}: split at {k} differs");
+        }
+        assert_eq!(model.forward_range(0..0, &x, &mut Workspace::new()), x);
+    }
+
+    #[test]
+    fn resnet18_splits_are_bit_identical() {
+        check_model("resnet18", 1);
+    }
+
+    #[test]
+    fn mobilenet_v2_splits_are_bit_identical() {
+        check_model("mobilenet_v2", 1);
+    }
+
+    #[test]
+    fn alexnet_splits_are_bit_identical() {
+        check_model("alexnet", 1);
+    }
+
+    #[test]
+    fn resnet50_splits_are_bit_identical() {
+        check_model("resnet50", 3);
+    }
+
+    #[test]
+    fn resnet152_splits_are_bit_identical() {
+        check_model("resnet152", 9);
+    }
+
+    #[test]
+    fn vgg16_splits_are_bit_identical() {
+        check_model("vgg16", 4);
+    }
+
+    #[test]
+    fn push_rejects_a_unit_that_does_not_fit() {
+        let mut m = Model::new("t", Shape::new(1, 3, 8, 8));
+        m.push("flat", ops::Flatten).unwrap();
+        let err = m
+            .push("pool", ops::MaxPool2d(ops::PoolConfig::new(3, 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unit 1") && err.contains("pool") && err.contains("1x192x1x1"),
+            "{err}"
+        );
+        assert_eq!(m.len(), 1);
+    }
+}

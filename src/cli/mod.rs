@@ -1,0 +1,110 @@
+//! `odin` subcommands, one file each.
+
+mod profile;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// odin keeps a CNN inference pipeline fast while other programs share its
+/// machine: it runs the network as pinned pipeline stages, watches for
+/// interference and re-balances the stages online.
+#[derive(Debug, Parser)]
+#[command(name = "odin", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure each unit of a model on one CPU and print or save its cost profile.
+    Profile(profile::Args),
+}
+
+/// An error in what the user asked for (exit code 2), as opposed to a
+/// failure while doing it (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Parses the command line, runs the subcommand and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Profile(args) => profile::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("odin: {e:#}");
+            if e.is::<UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Folds a clap error into one line, naming the valid choices: the
+/// possible values of a bad value, the flags of the subcommand for an
+/// unknown flag.
+fn one_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let mut parts: Vec<String> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(str::to_string)
+        .collect();
+    if matches!(
+        e.kind(),
+        ErrorKind::UnknownArgument
+            | ErrorKind::MissingRequiredArgument
+            | ErrorKind::InvalidSubcommand
+    ) {
+        parts.push(valid_choices());
+    }
+    let mut line = String::new();
+    for p in parts {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(&p);
+    }
+    line
+}
+
+/// The subcommands and their flags, on one line.
+fn valid_choices() -> String {
+    let cmd = Cli::command();
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| {
+            let flags: Vec<String> = s
+                .get_arguments()
+                .filter_map(|a| {
+                    a.get_long()
+                        .map(|l| format!("--{l}"))
+                        .or_else(|| Some(format!("<{}>", a.get_id())))
+                })
+                .collect();
+            format!("{} [{}]", s.get_name(), flags.join(" "))
+        })
+        .collect();
+    format!("valid: {}", subs.join(", "))
+}

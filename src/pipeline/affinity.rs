@@ -1,0 +1,129 @@
+//! CPU affinity of threads, behind a small trait so the runtime can be
+//! tested with a recording fake.
+
+use nix::sched::{CpuSet as NixCpuSet, sched_getaffinity, sched_setaffinity};
+use nix::unistd::Pid;
+
+use crate::cpulist::CpuSet;
+
+/// Why an affinity could not be set or read.
+#[derive(Debug, thiserror::Error)]
+pub enum AffinityError {
+    /// The CPU number exceeds what the kernel's affinity mask can hold.
+    #[error("CPU {cpu} does not fit the affinity mask (max {max})")]
+    OutOfRange {
+        /// The CPU.
+        cpu: usize,
+        /// Largest CPU the mask holds.
+        max: usize,
+    },
+    /// The empty set cannot be an affinity.
+    #[error("empty CPU set")]
+    Empty,
+    /// The system call failed.
+    #[error("sched_{op}affinity(tid {tid}, {cpus}): {source}")]
+    Sys {
+        /// `set` or `get`.
+        op: &'static str,
+        /// Thread id (0: the calling thread).
+        tid: i32,
+        /// The CPUs asked for (empty for `get`).
+        cpus: String,
+        /// The kernel's answer.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Sets and reads the CPUs a thread may run on.
+pub trait Affinity: Send + Sync {
+    /// Restricts thread `tid` (0: the calling thread) to `cpus`.
+    fn set(&self, tid: i32, cpus: &CpuSet) -> Result<(), AffinityError>;
+    /// The CPUs thread `tid` (0: the calling thread) may run on.
+    fn get(&self, tid: i32) -> Result<CpuSet, AffinityError>;
+}
+
+/// The kernel's `sched_setaffinity(2)` and `sched_getaffinity(2)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SchedAffinity;
+
+impl Affinity for SchedAffinity {
+    fn set(&self, tid: i32, cpus: &CpuSet) -> Result<(), AffinityError> {
+        if cpus.is_empty() {
+            return Err(AffinityError::Empty);
+        }
+        let mut mask = NixCpuSet::new();
+        for cpu in cpus.iter() {
+            mask.set(cpu).map_err(|_| AffinityError::OutOfRange {
+                cpu,
+                max: NixCpuSet::count() - 1,
+            })?;
+        }
+        sched_setaffinity(Pid::from_raw(tid), &mask).map_err(|source| AffinityError::Sys {
+            op: "set",
+            tid,
+            cpus: cpus.to_string(),
+            source,
+        })
+    }
+
+    fn get(&self, tid: i32) -> Result<CpuSet, AffinityError> {
+        let mask = sched_getaffinity(Pid::from_raw(tid)).map_err(|source| AffinityError::Sys {
+            op: "get",
+            tid,
+            cpus: String::new(),
+            source,
+        })?;
+        Ok((0..NixCpuSet::count())
+            .filter(|&c| mask.is_set(c).unwrap_or(false))
+            .collect())
+    }
+}
+
+/// Pins the calling thread to `cpus`.
+pub fn pin_current_thread(cpus: &CpuSet) -> Result<(), AffinityError> {
+    SchedAffinity.set(0, cpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_a_thread_reads_back_and_shows_in_proc() {
+        let online = crate::topology::online_cpus(std::path::Path::new("/")).unwrap();
+        let last = CpuSet::single(online.iter().last().unwrap());
+        let (got, status) = std::thread::spawn(move || {
+            pin_current_thread(&last).unwrap();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+            (SchedAffinity.get(0).unwrap(), status)
+        })
+        .join()
+        .unwrap();
+        let want = CpuSet::single(online.iter().last().unwrap());
+        assert_eq!(got, want);
+        let listed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .parse::<CpuSet>()
+            .unwrap();
+        assert_eq!(listed, want);
+    }
+
+    #[test]
+    fn empty_and_huge_sets_are_refused() {
+        assert!(matches!(
+            SchedAffinity.set(0, &CpuSet::default()),
+            Err(AffinityError::Empty)
+        ));
+        let huge = CpuSet::single(CpuSet::MAX_CPU);
+        assert!(matches!(
+            SchedAffinity.set(0, &huge),
+            Err(AffinityError::OutOfRange { .. }) | Err(AffinityError::Sys { .. })
+        ));
+    }
+}

@@ -1,0 +1,3 @@
+//! The pipeline runtime: stages pinned to processing elements.
+
+pub mod affinity;
