@@ -1,3 +1,13 @@
-//! The pipeline runtime: stages pinned to processing elements.
+//! The pipeline runtime: stages pinned to processing elements, bounded
+//! queues, live repartition.
 
 pub mod affinity;
+pub mod frame;
+pub mod partition;
+pub mod runtime;
+pub mod source;
+mod stage;
+
+pub use frame::{Completed, Frame};
+pub use partition::{Partition, PartitionError};
+pub use runtime::{Admitter, Pipeline, PipelineConfig, PipelineError, Rejected, StageStats};

@@ -1,0 +1,257 @@
+//! The pipeline runtime with real threads pinned to real CPUs.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use odin::cpulist::CpuSet;
+use odin::pipeline::affinity::{Affinity, SchedAffinity};
+use odin::pipeline::source::{Load, Source, synthetic_input};
+use odin::pipeline::{Partition, Pipeline, PipelineConfig, Rejected};
+use odin::topology::online_cpus;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn online() -> Vec<usize> {
+    online_cpus(Path::new("/")).unwrap().iter().collect()
+}
+
+/// PEs for `stages` stages over this machine's CPUs: one CPU each, wrapping
+/// around when there are more stages than CPUs.
+fn pes(stages: usize) -> Vec<CpuSet> {
+    let cpus = online();
+    (0..stages)
+        .map(|s| CpuSet::single(cpus[s % cpus.len()]))
+        .collect()
+}
+
+fn cpus_allowed(tid: i32) -> CpuSet {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn stages_are_pinned_to_their_pes_and_follow_remaps() {
+    let model = common::tiny_model();
+    let cpus = online();
+    let pes: Vec<CpuSet> = vec![
+        CpuSet::single(cpus[0]),
+        CpuSet::single(*cpus.last().unwrap()),
+    ];
+    let p = Partition::even(model.len(), 2).unwrap();
+    let pipe = Pipeline::start(
+        model,
+        PipelineConfig::new(pes.clone(), p),
+        Arc::new(SchedAffinity),
+    )
+    .unwrap();
+    for (st, pe) in pipe.stage_stats().iter().zip(&pes) {
+        assert!(st.tid > 0);
+        assert_eq!(
+            &SchedAffinity.get(st.tid).unwrap(),
+            pe,
+            "sched_getaffinity of stage {}",
+            st.stage
+        );
+        assert_eq!(
+            &cpus_allowed(st.tid),
+            pe,
+            "Cpus_allowed_list of stage {}",
+            st.stage
+        );
+        assert_eq!(st.pin_error, None);
+    }
+    // Move stage 0 onto the other CPU; the idle stage applies it at once.
+    let target = pes[1].clone();
+    pipe.remap(0, target.clone())
+        .unwrap()
+        .recv()
+        .unwrap()
+        .unwrap();
+    let st = &pipe.stage_stats()[0];
+    assert_eq!(SchedAffinity.get(st.tid).unwrap(), target);
+    assert_eq!(cpus_allowed(st.tid), target);
+    assert_eq!(st.pe, target.to_string());
+    // A CPU the kernel refuses: the error comes back, the old pinning stays.
+    let bad = CpuSet::single(4000);
+    assert!(pipe.remap(0, bad).unwrap().recv().unwrap().is_err());
+    assert_eq!(
+        SchedAffinity.get(pipe.stage_stats()[0].tid).unwrap(),
+        target
+    );
+    assert!(pipe.remap(5, target).is_err(), "no stage 5");
+    assert!(pipe.shutdown().is_empty());
+}
+
+/// At least 200 random repartitions and remaps while frames flow: every
+/// admitted frame comes out exactly once, in order, bit-identical to a
+/// single-threaded forward of its input.
+#[test]
+fn repartitions_and_remaps_under_load_lose_nothing() {
+    let model = common::tiny_model();
+    let inputs = common::inputs(&model, 5);
+    let expected = common::reference_outputs(&model, &inputs);
+    let stages = 3;
+    let cfg = PipelineConfig::new(pes(stages), Partition::even(model.len(), stages).unwrap());
+    let pipe = Pipeline::start(model.clone(), cfg, Arc::new(SchedAffinity)).unwrap();
+    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs.clone(), 1).unwrap();
+
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let all_cpus = online();
+    let (mut changes, mut remaps, mut next_id) = (0, 0, 0u64);
+    let n = model.len();
+    while changes < 250 {
+        let done = pipe.completed().recv().unwrap();
+        assert_eq!(done.id, next_id, "frames come out in order");
+        assert!(
+            done.output == expected[(done.id % 5) as usize],
+            "frame {} differs",
+            done.id
+        );
+        next_id += 1;
+        // A random valid partition: stages - 1 distinct cuts in 1..n.
+        let mut cuts: Vec<usize> = Vec::new();
+        while cuts.len() < stages - 1 {
+            let c = rng.random_range(1..n);
+            if !cuts.contains(&c) {
+                cuts.push(c);
+            }
+        }
+        cuts.sort();
+        pipe.set_partition(Partition::new(n, cuts).unwrap())
+            .unwrap();
+        changes += 1;
+        if changes % 3 == 0 {
+            let stage = rng.random_range(0..stages);
+            let cpu = all_cpus[rng.random_range(0..all_cpus.len())];
+            // Not waited for: the stage applies it between frames.
+            drop(pipe.remap(stage, CpuSet::single(cpu)).unwrap());
+            remaps += 1;
+        }
+    }
+    let offered = source.stop();
+    let admitted = pipe.admitted();
+    assert!(offered >= admitted && admitted >= next_id);
+    for done in pipe.shutdown() {
+        assert_eq!(done.id, next_id, "drained frames in order");
+        assert!(
+            done.output == expected[(done.id % 5) as usize],
+            "frame {} differs",
+            done.id
+        );
+        next_id += 1;
+    }
+    assert_eq!(next_id, admitted, "frames in = frames out");
+    assert!(remaps >= 80 && changes >= 200);
+}
+
+#[test]
+fn service_times_and_frames_are_readable_while_running() {
+    let model = common::tiny_model();
+    let inputs = common::inputs(&model, 2);
+    let cfg = PipelineConfig::new(pes(2), Partition::even(model.len(), 2).unwrap());
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs, 1).unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        last = Some(pipe.completed().recv().unwrap());
+    }
+    let stats = pipe.stage_stats();
+    for s in &stats {
+        assert!(
+            s.frames >= 49 && s.service_ms > 0.0 && s.busy_s > 0.0,
+            "{s:?}"
+        );
+    }
+    let last = last.unwrap();
+    let service: f64 = last.service.iter().map(|d| d.as_secs_f64()).sum();
+    let wait: f64 = last.wait.iter().map(|d| d.as_secs_f64()).sum();
+    assert!(
+        last.latency.as_secs_f64() >= service + wait - 1e-6,
+        "latency covers service and queue wait"
+    );
+    assert!(last.service.iter().all(|d| !d.is_zero()));
+    source.stop();
+    pipe.shutdown();
+}
+
+#[test]
+fn open_loop_overload_rejects_and_counts_never_loses() {
+    let model = common::tiny_model();
+    let inputs = common::inputs(&model, 2);
+    let mut cfg = PipelineConfig::new(pes(1), Partition::single(model.len()).unwrap());
+    cfg.admission_capacity = 1;
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    // Far more arrivals than one stage can serve.
+    let source = Source::spawn(pipe.admitter(), Load::Open { rate: 1e6 }, inputs, 7).unwrap();
+    let mut received = 0u64;
+    while pipe.rejected() < 100 {
+        pipe.completed().recv().unwrap();
+        received += 1;
+    }
+    let offered = source.stop();
+    let admitted = pipe.admitted();
+    let rejected = pipe.rejected();
+    received += pipe.shutdown().len() as u64;
+    assert_eq!(
+        offered,
+        admitted + rejected,
+        "every offered frame is admitted or counted"
+    );
+    assert_eq!(received, admitted, "every admitted frame completes");
+}
+
+#[test]
+fn shutdown_drains_admitted_frames_and_refuses_new_ones() {
+    let model = common::tiny_model();
+    let inputs = common::inputs(&model, 1);
+    let mut cfg = PipelineConfig::new(pes(2), Partition::even(model.len(), 2).unwrap());
+    cfg.admission_capacity = 8;
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    let admitter = pipe.admitter();
+    for _ in 0..8 {
+        admitter.admit(|id| synthetic_input(&inputs, id)).unwrap();
+    }
+    let drained = pipe.shutdown();
+    assert_eq!(
+        drained.iter().map(|c| c.id).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        admitter.admit(|id| synthetic_input(&inputs, id)),
+        Err(Rejected::Closing)
+    );
+}
+
+#[test]
+fn partitions_that_do_not_fit_are_refused() {
+    let model = common::tiny_model();
+    let n = model.len();
+    let bad_stages = PipelineConfig::new(pes(2), Partition::even(n, 3).unwrap());
+    let err = Pipeline::start(model.clone(), bad_stages, Arc::new(SchedAffinity))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("3 stages for 2 PEs"), "{err}");
+    let cfg = PipelineConfig::new(pes(2), Partition::even(n, 2).unwrap());
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    let err = pipe
+        .set_partition(Partition::even(n + 1, 2).unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("covers {} units", n + 1)),
+        "{err}"
+    );
+    assert_eq!(
+        pipe.partition(),
+        Partition::even(n, 2).unwrap(),
+        "the old partition stays"
+    );
+    pipe.shutdown();
+}
