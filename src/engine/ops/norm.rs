@@ -71,3 +71,61 @@ impl Layer for BatchNorm2d {
         2 * self.channels()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bn(c: usize, seed: u64) -> BatchNorm2d {
+        let r = |k: u64| Tensor::random(Shape::new(1, 1, 1, c), seed + k).into_vec();
+        BatchNorm2d {
+            gamma: r(0),
+            beta: r(1),
+            mean: r(2).iter().map(|v| 2.0 * v).collect(),
+            var: r(3).iter().map(|v| 0.75 + 0.5 * v).collect(),
+            eps: 1e-5,
+        }
+    }
+
+    #[test]
+    fn matches_formula() {
+        let b = bn(5, 1);
+        let s = Shape::new(2, 5, 3, 4);
+        let x = Tensor::random(s, 9);
+        let y = b.forward(&x, &mut Workspace::new());
+        assert_eq!(y.shape(), s);
+        let a = x.array();
+        for n in 0..s.n {
+            for c in 0..s.c {
+                let g = |v: &[f32]| f64::from(v[c]);
+                let std = (g(&b.var) + f64::from(b.eps)).sqrt();
+                for h in 0..s.h {
+                    for w in 0..s.w {
+                        let v = f64::from(a[[n, c, h, w]]);
+                        let want = (v - g(&b.mean)) / std * g(&b.gamma) + g(&b.beta);
+                        // The op folds to x * scale + shift: scale has ~3
+                        // roundings (add, sqrt, divide), shift 2 more, the
+                        // affine map 2; 8 eps relative to the magnitudes
+                        // involved bounds it.
+                        let scale = g(&b.gamma) / std;
+                        let mag = (v * scale).abs() + g(&b.beta).abs() + (g(&b.mean) * scale).abs();
+                        let got = f64::from(y.array()[[n, c, h, w]]);
+                        assert!(
+                            (got - want).abs() <= 8.0 * f64::from(f32::EPSILON) * mag,
+                            "n{n} c{c}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn channel_count_is_checked() {
+        let b = bn(4, 2);
+        assert!(b.output_shape(Shape::new(1, 4, 2, 2)).is_ok());
+        let err = b.output_shape(Shape::new(1, 3, 2, 2)).expect_err("3 != 4");
+        assert_eq!(err.layer, "batchnorm");
+        assert_eq!(b.params(), 8);
+    }
+}

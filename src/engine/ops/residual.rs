@@ -31,6 +31,18 @@ impl Residual {
     }
 }
 
+/// `y = act(y + side)` in one pass, with the activation chosen outside the
+/// loop so each arm vectorises.
+fn add_activate(y: &mut [f32], side: &[f32], act: Activation) {
+    assert_eq!(y.len(), side.len(), "residual operands of equal length");
+    let pairs = y.iter_mut().zip(side);
+    match act {
+        Activation::Identity => pairs.for_each(|(a, b)| *a += b),
+        Activation::Relu => pairs.for_each(|(a, b)| *a = (*a + b).max(0.0)),
+        Activation::Relu6 => pairs.for_each(|(a, b)| *a = (*a + b).clamp(0.0, 6.0)),
+    }
+}
+
 impl Layer for Residual {
     fn kind(&self) -> &'static str {
         self.kind
@@ -56,11 +68,7 @@ impl Layer for Residual {
         let mut y = self.body.forward(x, ws);
         let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
         let side = side.as_ref().unwrap_or(x);
-        let act = self.act;
-        y.as_mut_slice()
-            .iter_mut()
-            .zip(side.as_slice())
-            .for_each(|(a, b)| *a = act.apply_one(*a + b));
+        add_activate(y.as_mut_slice(), side.as_slice(), self.act);
         y
     }
 
@@ -83,5 +91,105 @@ impl Layer for Residual {
 
     fn params(&self) -> usize {
         self.body.params() + self.shortcut.as_ref().map_or(0, |s| s.params())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ops::{AvgPool2d, BatchNorm2d, MaxPool2d, PoolConfig};
+
+    fn bn(c: usize, shift: f32) -> Box<dyn Layer> {
+        Box::new(BatchNorm2d {
+            gamma: (0..c).map(|i| 1.5 - 0.5 * i as f32).collect(),
+            beta: vec![shift; c],
+            mean: vec![0.25; c],
+            var: vec![1.0; c],
+            eps: 0.0,
+        })
+    }
+
+    fn pool(k: usize) -> PoolConfig {
+        PoolConfig::new(k, k)
+    }
+
+    /// `act(body(x) + side(x))` element by element, from the parts' own
+    /// outputs (each op is checked against its reference elsewhere).
+    fn reference(body: &Tensor, side: &Tensor, act: Activation) -> Vec<f32> {
+        body.as_slice()
+            .iter()
+            .zip(side.as_slice())
+            .map(|(a, b)| {
+                let v = a + b;
+                match act {
+                    Activation::Identity => v,
+                    Activation::Relu => v.max(0.0),
+                    Activation::Relu6 => v.clamp(0.0, 6.0),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn identity_shortcut() {
+        let mut ws = Workspace::new();
+        let s = Shape::new(2, 3, 5, 5);
+        let mut x = Tensor::random(s, 1);
+        // Scale to [-4, 4) so ReLU6 clamps some sums.
+        x.as_mut_slice().iter_mut().for_each(|v| *v *= 4.0);
+        let body = bn(3, 0.5).forward(&x, &mut ws);
+        for act in [Activation::Identity, Activation::Relu, Activation::Relu6] {
+            let r = Residual::new("basic", vec![bn(3, 0.5)], None, act);
+            assert_eq!(r.output_shape(s), Ok(s));
+            let y = r.forward(&x, &mut ws);
+            // The same f32 add and clamps in the same order: exact.
+            assert_eq!(y.as_slice(), &reference(&body, &x, act)[..], "{act:?}");
+            if act == Activation::Relu6 {
+                assert!(y.as_slice().contains(&6.0) && y.as_slice().contains(&0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn projection_shortcut() {
+        let mut ws = Workspace::new();
+        let s = Shape::new(1, 2, 6, 6);
+        let x = Tensor::random(s, 2);
+        let (body, side) = (MaxPool2d(pool(2)), AvgPool2d(pool(2)));
+        let want_body = body.forward(&x, &mut ws);
+        let want_side = side.forward(&x, &mut ws);
+        for act in [Activation::Identity, Activation::Relu] {
+            let r = Residual::new("down", vec![Box::new(body)], Some(Box::new(side)), act);
+            assert_eq!(r.output_shape(s), Ok(Shape::new(1, 2, 3, 3)));
+            let y = r.forward(&x, &mut ws);
+            assert_eq!(y.shape(), Shape::new(1, 2, 3, 3));
+            assert_eq!(y.as_slice(), &reference(&want_body, &want_side, act)[..]);
+        }
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let s = Shape::new(1, 2, 6, 6);
+        // The body halves the map but the identity shortcut does not.
+        let r = Residual::new(
+            "bad",
+            vec![Box::new(MaxPool2d(pool(2)))],
+            None,
+            Activation::Relu,
+        );
+        let err = r.output_shape(s).expect_err("6x6 vs 3x3");
+        assert_eq!((err.layer, err.input), ("bad", s));
+        assert!(err.reason.contains("shortcut"), "{}", err.reason);
+        // The shortcut disagrees with the body.
+        let r = Residual::new(
+            "bad",
+            vec![Box::new(MaxPool2d(pool(2)))],
+            Some(Box::new(AvgPool2d(pool(3)))),
+            Activation::Identity,
+        );
+        assert!(r.output_shape(s).is_err());
+        // An error inside the body propagates.
+        let r = Residual::new("bad", vec![bn(5, 0.0)], None, Activation::Identity);
+        assert_eq!(r.output_shape(s).expect_err("channels").layer, "batchnorm");
     }
 }
