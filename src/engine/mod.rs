@@ -170,9 +170,11 @@ impl Layer for Sequential {
         let mut total = Cost::default();
         for l in &self.layers {
             total += l.cost(shape);
-            shape = l
-                .output_shape(shape)
-                .expect("shapes checked when the model was built");
+            // A layer that rejects its input costs nothing, as the ops do.
+            let Ok(next) = l.output_shape(shape) else {
+                return total;
+            };
+            shape = next;
         }
         total
     }
