@@ -1,6 +1,7 @@
 //! `odin` subcommands, one file each.
 
 mod profile;
+mod run;
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the model as a pipeline of pinned stages on this machine.
+    Run(run::Args),
     /// Measure each unit of a model on one CPU and print or save its cost profile.
     Profile(profile::Args),
 }
@@ -42,8 +45,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

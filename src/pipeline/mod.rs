@@ -4,6 +4,7 @@
 pub mod affinity;
 pub mod frame;
 pub mod partition;
+pub mod recorder;
 pub mod runtime;
 pub mod source;
 mod stage;

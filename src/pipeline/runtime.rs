@@ -48,8 +48,8 @@ impl PipelineConfig {
         Self {
             pes,
             partition,
-            admission_capacity: 4,
-            queue_capacity: 2,
+            admission_capacity: 2,
+            queue_capacity: 1,
             ewma_alpha: 0.2,
         }
     }

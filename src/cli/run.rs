@@ -1,0 +1,237 @@
+//! `odin run`: the pipeline on this machine, with a status line per second.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::builder::PossibleValuesParser;
+use crossbeam_channel::{Receiver, after, never, select, tick};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::UsageError;
+use odin::cpulist::CpuSet;
+use odin::engine::profile::CostProfile;
+use odin::engine::{Tensor, zoo};
+use odin::pipeline::affinity::SchedAffinity;
+use odin::pipeline::recorder::{Recorder, TimelineEntry};
+use odin::pipeline::source::{Load, Source};
+use odin::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use odin::topology;
+
+/// FLOP rate assumed for the initial partition when no profile is given.
+const NOMINAL_GFLOPS: f64 = 50.0;
+
+/// Runs the model as a pipeline of pinned stages and prints frames/s, p50
+/// and p99 latency, per-stage service times and the partition every second.
+/// SIGINT or SIGTERM drains the pipeline, writes the summary and exits 0.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model to run.
+    #[arg(long, default_value = "resnet18", value_parser = PossibleValuesParser::new(zoo::NAMES))]
+    model: String,
+    /// One CPU set per stage, separated by ';' (e.g. "0;1" or "0-1;2-3").
+    /// Default: one stage per online CPU.
+    #[arg(long, value_name = "SETS")]
+    pes: Option<String>,
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Open loop: Poisson arrivals at this many frames per second
+    /// (default: closed loop, keeping the pipeline full).
+    #[arg(long, value_name = "FPS")]
+    rate: Option<f64>,
+    /// Cost profile from `odin profile --output` for the initial partition
+    /// (default: FLOP-based costs).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Write the run's summary as JSON to this file at exit.
+    #[arg(long, value_name = "FILE")]
+    json_summary: Option<PathBuf>,
+    /// Seed of the model's random weights.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
+fn parse_pes(text: &str, online: &CpuSet) -> Result<Vec<CpuSet>, UsageError> {
+    text.split(';')
+        .enumerate()
+        .map(|(i, part)| {
+            let set: CpuSet = part
+                .parse()
+                .map_err(|e| UsageError(format!("--pes: PE {i} ({part:?}): {e}")))?;
+            let offline = set.difference(online);
+            if !offline.is_empty() {
+                return Err(UsageError(format!(
+                    "--pes: PE {i}: CPU {offline} not online (online: {online})"
+                )));
+            }
+            Ok(set)
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = Path::new("/");
+    let online = topology::online_cpus(root)?;
+    let pes = match &args.pes {
+        Some(text) => parse_pes(text, &online)?,
+        None => online.iter().map(CpuSet::single).collect(),
+    };
+    if let Some(d) = args.duration
+        && !(d.is_finite() && d > 0.0)
+    {
+        return Err(UsageError(format!(
+            "--duration {d}: must be a positive number of seconds"
+        ))
+        .into());
+    }
+    let load = match args.rate {
+        None => Load::Closed,
+        Some(r) if r.is_finite() && r > 0.0 => Load::Open { rate: r },
+        Some(r) => {
+            return Err(UsageError(format!(
+                "--rate {r}: must be a positive number of frames per second"
+            ))
+            .into());
+        }
+    };
+    let model = Arc::new(zoo::build(&args.model, args.seed)?);
+    let profile = match &args.profile {
+        Some(path) => {
+            let p = CostProfile::load(path)?;
+            p.check_fits(&model)
+                .with_context(|| format!("--profile {}", path.display()))?;
+            p
+        }
+        None => CostProfile::nominal(&model, NOMINAL_GFLOPS),
+    };
+    if pes.len() > model.len() {
+        return Err(UsageError(format!(
+            "--pes: {} stages but {} has only {} units",
+            pes.len(),
+            model.name(),
+            model.len()
+        ))
+        .into());
+    }
+    // A PE with more CPUs is proportionally faster.
+    let speeds: Vec<f64> = pes.iter().map(|p| p.len() as f64).collect();
+    let partition = Partition::optimal(&profile.unit_ms(), &speeds)?;
+    let stages = pes.len();
+
+    let signals = signal_channel()?;
+    let pipeline = Pipeline::start(
+        model.clone(),
+        PipelineConfig::new(pes, partition.clone()),
+        Arc::new(SchedAffinity),
+    )?;
+    for s in pipeline.stage_stats() {
+        if let Some(e) = &s.pin_error {
+            tracing::warn!(stage = s.stage, "stage runs unpinned: {e}");
+        }
+    }
+    let inputs: Vec<Tensor> = (0..4)
+        .map(|i| Tensor::random(model.input(), 100 + i))
+        .collect();
+    let source = Source::spawn(pipeline.admitter(), load, inputs, args.seed)?;
+    println!(
+        "odin run: {} ({} units) on {} stages, partition {}, {}",
+        model.name(),
+        model.len(),
+        stages,
+        partition,
+        match load {
+            Load::Closed => "closed loop".to_string(),
+            Load::Open { rate } => format!("open loop at {rate} frames/s"),
+        }
+    );
+
+    let start = Instant::now();
+    let mut recorder = Recorder::new(start, &partition);
+    let ticker = tick(Duration::from_secs(1));
+    let deadline = args
+        .duration
+        .map_or_else(never, |d| after(Duration::from_secs_f64(d)));
+    loop {
+        select! {
+            recv(pipeline.completed()) -> c => match c {
+                Ok(c) => recorder.record(&c),
+                Err(_) => break,
+            },
+            recv(ticker) -> _ => {
+                let now = Instant::now();
+                let entry = recorder.close_window(now, pipeline.partition().cuts());
+                println!("{}", status_line(&entry, &pipeline.stage_stats()));
+            },
+            recv(deadline) -> _ => break,
+            recv(signals) -> s => {
+                tracing::info!("signal {}: draining", s.unwrap_or_default());
+                break;
+            },
+        }
+    }
+    source.stop();
+    let rejected = pipeline.rejected();
+    let stats = pipeline.stage_stats();
+    for c in pipeline.shutdown() {
+        recorder.record(&c);
+    }
+    let summary = recorder.summary(model.name(), rejected, &stats, Instant::now());
+    println!(
+        "done: {} frames in {:.1} s, {:.2} frames/s, p50 {:.1} ms, p99 {:.1} ms, {} rejected",
+        summary.frames,
+        summary.duration_s,
+        summary.throughput_fps,
+        summary.latency_ms.p50,
+        summary.latency_ms.p99,
+        summary.rejected
+    );
+    if let Some(path) = &args.json_summary {
+        let text = serde_json::to_string_pretty(&summary)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM as messages; a second one exits at once.
+fn signal_channel() -> Result<Receiver<i32>> {
+    let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("odin-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for s in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    eprintln!("odin: second signal {s}, exiting without draining");
+                    std::process::exit(130);
+                }
+                let _ = tx.send(s);
+            }
+        })?;
+    Ok(rx)
+}
+
+fn status_line(w: &TimelineEntry, stages: &[StageStats]) -> String {
+    let stages: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            format!(
+                "[{}..{}) {:.1} ms @{}",
+                s.units[0], s.units[1], s.service_ms, s.pe
+            )
+        })
+        .collect();
+    format!(
+        "t={:>4.0}s {:>7.2} frames/s  p50 {:>7.1} ms  p99 {:>7.1} ms | {}",
+        w.t,
+        w.throughput_fps,
+        w.p50_ms,
+        w.p99_ms,
+        stages.join("  ")
+    )
+}

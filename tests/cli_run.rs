@@ -1,0 +1,205 @@
+//! `odin run` as a user runs it: the real binary, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn odin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_odin"))
+}
+
+fn check_summary(v: &serde_json::Value, model: &str) {
+    assert_eq!(v["model"], model);
+    assert!(v["frames"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["rejected"].is_u64());
+    assert!(v["throughput_fps"].as_f64().unwrap() > 0.0);
+    let (p50, p99) = (
+        v["latency_ms"]["p50"].as_f64().unwrap(),
+        v["latency_ms"]["p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{p50} {p99}");
+    let stages = v["stages"].as_array().unwrap();
+    let mut end = 0;
+    for s in stages {
+        let units = s["units"].as_array().unwrap();
+        assert_eq!(units[0].as_u64().unwrap(), end, "stages are contiguous");
+        end = units[1].as_u64().unwrap();
+        assert!(s["pe"].is_string() && s["service_ms"].is_f64());
+    }
+    let parts = v["partitions"].as_array().unwrap();
+    assert_eq!(parts[0]["t"], 0.0);
+    assert_eq!(parts[0]["cuts"].as_array().unwrap().len(), stages.len() - 1);
+    for e in v["timeline"].as_array().unwrap() {
+        for k in ["t", "throughput_fps", "p50_ms", "p99_ms", "cuts"] {
+            assert!(!e[k].is_null(), "timeline entry lacks {k}: {e}");
+        }
+    }
+}
+
+#[test]
+fn sigint_drains_writes_the_summary_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut child = odin()
+        .args([
+            "run",
+            "--model",
+            "mobilenet_v2",
+            "--json-summary",
+            summary.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    assert!(
+        header.contains("mobilenet_v2") && header.contains("closed loop"),
+        "{header}"
+    );
+    // The first status line proves frames flow; then interrupt.
+    let status = lines.next().unwrap().unwrap();
+    assert!(
+        status.starts_with("t=") && status.contains("frames/s") && status.contains("p99"),
+        "{status}"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(rest.last().unwrap().starts_with("done: "), "{rest:?}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    check_summary(&v, "mobilenet_v2");
+    assert!(!v["timeline"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn open_loop_run_for_a_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let cpus = odin::topology::online_cpus(std::path::Path::new("/")).unwrap();
+    let pes = cpus
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(";");
+    let out = odin()
+        .args([
+            "run",
+            "--model",
+            "alexnet",
+            "--rate",
+            "5",
+            "--duration",
+            "2.5",
+            "--pes",
+            &pes,
+        ])
+        .args(["--json-summary", summary.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    check_summary(&v, "alexnet");
+    assert_eq!(v["stages"].as_array().unwrap().len(), cpus.len());
+    let header = String::from_utf8(out.stdout).unwrap();
+    assert!(header.contains("open loop at 5 frames/s"), "{header}");
+}
+
+#[test]
+fn bad_pes_and_values_exit_2_naming_the_problem() {
+    for (args, needle) in [
+        (vec!["--pes", "0;4095"], "4095 not online"),
+        (vec!["--pes", "0;x"], "PE 1"),
+        (vec!["--rate", "-3"], "--rate"),
+        (vec!["--duration", "0"], "--duration"),
+        (vec!["--model", "resnet51"], "possible values"),
+    ] {
+        let out = odin().arg("run").args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn a_measured_profile_sets_the_initial_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("alexnet.json");
+    let out = odin()
+        .args([
+            "profile", "--model", "alexnet", "--runs", "1", "--warmup", "0", "--output",
+        ])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = odin()
+        .args([
+            "run",
+            "--model",
+            "alexnet",
+            "--duration",
+            "1",
+            "--pes",
+            "0;0",
+            "--profile",
+        ])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The partition printed is the optimal one for the profiled costs.
+    let p: odin::engine::profile::CostProfile =
+        odin::engine::profile::CostProfile::load(&profile).unwrap();
+    let want = odin::pipeline::Partition::optimal(&p.unit_ms(), &[1.0, 1.0]).unwrap();
+    let header = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        header.contains(&format!("partition {want}")),
+        "{want} not in {header}"
+    );
+
+    let out = odin()
+        .args([
+            "run",
+            "--model",
+            "mobilenet_v2",
+            "--duration",
+            "1",
+            "--profile",
+        ])
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("profile is for alexnet") && err.contains("alexnet.json"),
+        "{err}"
+    );
+}
