@@ -8,3 +8,4 @@ pub mod cpulist;
 pub mod engine;
 pub mod pipeline;
 pub mod topology;
+pub mod policy;
