@@ -2,6 +2,7 @@
 
 mod profile;
 mod run;
+mod stress;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the model as a pipeline of pinned stages on this machine.
     Run(run::Args),
+    /// Run a built-in antagonist (busy loop, cache thrasher, memory streamer) on some CPUs.
+    Stress(stress::Args),
     /// Measure each unit of a model on one CPU and print or save its cost profile.
     Profile(profile::Args),
 }
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),
+        Command::Stress(args) => stress::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,127 @@
+//! `odin stress`: a real antagonist process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the child when dropped, also when an assertion fails.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Guard {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_odin"))
+        .arg("stress")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The banner is printed once the arguments are accepted.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("odin stress: "), "{line}");
+    Guard(child)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// CPUs used by `pid` over about a second.
+fn cpu_share(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    std::thread::sleep(Duration::from_millis(1000));
+    let (t1, c1) = (Instant::now(), cpu_ticks(pid));
+    (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64()
+}
+
+fn last_cpu() -> String {
+    let online = odin::topology::online_cpus(std::path::Path::new("/")).unwrap();
+    online.iter().last().unwrap().to_string()
+}
+
+#[test]
+fn cpu_stress_is_pinned_and_busy_and_duty_limits_it() {
+    let cpu = last_cpu();
+    let busy = start(&["--kind", "cpu", "--cpus", &cpu]);
+    let pid = busy.0.id();
+    // Every worker thread is pinned to the CPU asked for.
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .collect();
+    let mut workers = 0;
+    for t in tasks {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        if status.contains("odin-stress-") {
+            workers += 1;
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap();
+            assert_eq!(allowed.trim(), cpu);
+        }
+    }
+    assert_eq!(workers, 1);
+    let full = cpu_share(pid);
+    drop(busy);
+
+    let light = start(&["--kind", "cpu", "--cpus", &cpu, "--duty", "20"]);
+    let partial = cpu_share(light.0.id());
+    drop(light);
+    assert!(full > 0.3, "a busy loop uses its CPU: {full}");
+    assert!(partial < 0.45, "20% duty stays well below a CPU: {partial}");
+    assert!(partial < full, "{partial} vs {full}");
+}
+
+#[test]
+fn stress_ends_after_its_duration_and_rejects_bad_cpus() {
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_odin"))
+        .args([
+            "stress",
+            "--kind",
+            "membw",
+            "--cpus",
+            &last_cpu(),
+            "--duration",
+            "0.5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(500));
+    let out = Command::new(env!("CARGO_BIN_EXE_odin"))
+        .args(["stress", "--kind", "cpu", "--cpus", "4095"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4095 not online"));
+    let out = Command::new(env!("CARGO_BIN_EXE_odin"))
+        .args(["stress", "--kind", "gpu", "--cpus", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cpu") && err.contains("cache") && err.contains("membw"),
+        "{err}"
+    );
+}
