@@ -208,7 +208,7 @@ mod tests {
             (d.path().join("sys/fs/cgroup/cpu,cpuacct").as_path(), false)
         );
         assert_eq!(l.controller("cpuacct").unwrap().0, cpu);
-        assert_eq!(l.controller("hugetlb").unwrap().1, true);
+        assert!(l.controller("hugetlb").unwrap().1);
         assert!(l.controller("memory").is_none());
         assert!(!l.v1.contains_key("xattr") && !l.v1.contains_key("name=systemd"));
     }

@@ -178,8 +178,8 @@ impl Partition {
         // Pass 1: best[k][i] = smallest bottleneck of units 0..i on stages 0..k.
         let inf = f64::INFINITY;
         let mut best = vec![vec![inf; n + 1]; s];
-        for i in 1..=n {
-            best[0][i] = time(0, 0, i);
+        for (i, b) in best[0].iter_mut().enumerate().skip(1) {
+            *b = time(0, 0, i);
         }
         for k in 1..s {
             for i in k + 1..=n {
@@ -196,10 +196,10 @@ impl Partition {
         // Pass 2: least total time with every stage within the bound.
         let mut sum = vec![vec![inf; n + 1]; s];
         let mut from = vec![vec![0usize; n + 1]; s];
-        for i in 1..=n {
+        for (i, total) in sum[0].iter_mut().enumerate().skip(1) {
             let t = time(0, 0, i);
             if t <= limit {
-                sum[0][i] = t;
+                *total = t;
             }
         }
         for k in 1..s {

@@ -1,0 +1,73 @@
+//! Convolution throughput on the layer shapes that dominate the zoo models,
+//! one thread. Throughput is in FLOPs (2 per multiply-accumulate), so
+//! criterion's "Gelem/s" reads as GFLOP/s.
+//!
+//! `taskset -c 1 cargo bench --bench conv` (about a minute); filter with
+//! e.g. `cargo bench --bench conv -- dw_`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::Array4;
+use odin::engine::ops::{Activation, Conv2dConfig, conv2d};
+use odin::engine::{Layer, Shape, Tensor, Workspace};
+
+/// (name, in channels, out channels, input size, kernel, stride, padding, groups)
+type Spec = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+);
+
+const SPECS: &[Spec] = &[
+    ("r50_stem_7x7s2", 3, 64, 224, 7, 2, 3, 1),
+    ("r50_3x3_56", 64, 64, 56, 3, 1, 1, 1),
+    ("r50_3x3_28", 128, 128, 28, 3, 1, 1, 1),
+    ("r50_3x3_14", 256, 256, 14, 3, 1, 1, 1),
+    ("r50_3x3_7", 512, 512, 7, 3, 1, 1, 1),
+    ("r50_1x1_56_expand", 64, 256, 56, 1, 1, 0, 1),
+    ("r50_1x1_56_reduce", 256, 64, 56, 1, 1, 0, 1),
+    ("r50_1x1_28_reduce", 512, 128, 28, 1, 1, 0, 1),
+    ("r50_1x1_14_expand", 256, 1024, 14, 1, 1, 0, 1),
+    ("r50_1x1_7_expand", 512, 2048, 7, 1, 1, 0, 1),
+    ("r50_1x1s2_downsample_28", 256, 512, 56, 1, 2, 0, 1),
+    ("vgg16_conv1_2", 64, 64, 224, 3, 1, 1, 1),
+    ("dw_144_56_s1", 144, 144, 56, 3, 1, 1, 144),
+    ("dw_144_56_s2", 144, 144, 56, 3, 2, 1, 144),
+    ("dw_384_14_s1", 384, 384, 14, 3, 1, 1, 384),
+    ("dw_960_7_s1", 960, 960, 7, 3, 1, 1, 960),
+];
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for &(name, cin, cout, hw, k, stride, padding, groups) in SPECS {
+        let w = Tensor::random(Shape::new(cout, cin / groups, k, k), 1);
+        let w =
+            Array4::from_shape_vec((cout, cin / groups, k, k), w.into_vec()).expect("weight shape");
+        let cfg = Conv2dConfig {
+            stride,
+            padding,
+            groups,
+        };
+        let conv = conv2d(w, Some(vec![0.01; cout]), cfg).with_activation(Activation::Relu);
+        let input = Shape::new(1, cin, hw, hw);
+        let x = Tensor::random(input, 2);
+        group.throughput(Throughput::Elements(2 * conv.cost(input).macs));
+        let mut ws = Workspace::new();
+        group.bench_function(name, |b| b.iter(|| conv.forward(black_box(&x), &mut ws)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,315 @@
+//! Depthwise convolution: one filter per channel, vectorised over each
+//! output row. Each input plane is padded and phase-split first (see
+//! `super::im2col::phase_split`) into a buffer that stays in L1, so every
+//! tap of a row of outputs reads a contiguous slice, for any stride.
+
+use std::mem::MaybeUninit;
+
+use super::super::activation::Activation;
+use super::im2col::{Phases, phase_split};
+
+/// One depthwise convolution over a phase-split input.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Depthwise<'a> {
+    /// The input, `[image][channel][h][w]`.
+    pub x: &'a [f32],
+    pub h: usize,
+    pub w: usize,
+    pub pad: usize,
+    /// Elements of one phase-split plane: `[row][phase][l]`.
+    pub plane: usize,
+    /// Channels per image.
+    pub c: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub s: usize,
+    pub l: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// `[c][kh][kw]`.
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub act: Activation,
+}
+
+impl Depthwise<'_> {
+    /// Pads and phase-splits input plane `ch` into `buf`.
+    #[inline(always)]
+    fn split(&self, ch: usize, buf: &mut [f32]) {
+        let hw = self.h * self.w;
+        let ph = Phases::with(self.plane / (self.s * self.l), self.s, self.l);
+        phase_split(
+            &self.x[ch * hw..(ch + 1) * hw],
+            self.h,
+            self.w,
+            self.pad,
+            ph,
+            buf,
+        );
+    }
+}
+
+/// Instruction sets the kernel can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl Isa {
+    /// The best the CPU supports.
+    pub(super) fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+}
+
+/// Computes `y` (`[image][channel][oh][ow]`) with `isa` if the CPU has it,
+/// portable code otherwise. Every element of `y` is written.
+pub(super) fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut [f32], isa: Isa) {
+    let planes = y.len() / (d.oh * d.ow).max(1);
+    assert_eq!(y.len(), planes * d.oh * d.ow);
+    assert!(d.x.len() == planes * d.h * d.w && buf.len() >= d.plane);
+    assert!(d.weight.len() == d.c * d.kh * d.kw && d.plane.is_multiple_of(d.s * d.l));
+    assert!(d.bias.len() == d.c && d.c > 0 && d.oh > 0 && d.ow > 0);
+    // The farthest tap (last row, worst column phase) of the last output
+    // of a plane stays inside the plane.
+    let far = (0..d.kw)
+        .map(|kx| kx % d.s * d.l + kx / d.s)
+        .max()
+        .unwrap_or(0);
+    let last = ((d.oh - 1) * d.s + d.kh - 1) * d.s * d.l + far + (d.ow - 1);
+    assert!(last < d.plane, "phase-split planes cover every window");
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+            // SAFETY: the CPU supports AVX-512F (checked just above); the
+            // asserts above bound every read of the kernel.
+            return unsafe { avx512::depthwise(d, y, buf) };
+        }
+        Isa::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { depthwise_avx2(d, y, buf) };
+        }
+        _ => {}
+    }
+    let _ = isa;
+    body::<false>(d, y, buf);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::{
+        __m512, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
+
+    use super::{Activation, Depthwise, MaybeUninit};
+
+    /// Taps whose weights stay in broadcast registers (7x7 fits; larger
+    /// kernels broadcast the rest on every use).
+    const MAX_TAPS: usize = 49;
+
+    /// Each output row in 16-lane chunks (the last one masked), four chunks
+    /// at a time so four independent FMA chains hide the latency.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F; `d` and `y` as [`super::depthwise`] checks them.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut [f32]) {
+        let (oh, ow, taps) = (d.oh, d.ow, d.kh * d.kw);
+        let offs: Vec<usize> = (0..taps)
+            .map(|t| {
+                let (ky, kx) = (t / d.kw, t % d.kw);
+                (ky * d.s + kx % d.s) * d.l + kx / d.s
+            })
+            .collect();
+        let (relu, cap) = match d.act {
+            Activation::Identity => (false, f32::INFINITY),
+            Activation::Relu => (true, f32::INFINITY),
+            Activation::Relu6 => (true, 6.0),
+        };
+        let row_stride = d.s * d.s * d.l;
+        let chunks = ow.div_ceil(16);
+        let tail = ow - (chunks - 1) * 16;
+        let tail_mask: u16 = if tail == 16 {
+            u16::MAX
+        } else {
+            (1 << tail) - 1
+        };
+        let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+        for (ch, yc) in y.chunks_exact_mut(oh * ow).enumerate() {
+            d.split(ch, buf);
+            let xc = buf.as_ptr();
+            let wk = &d.weight[(ch % d.c) * taps..][..taps];
+            for (v, &w) in wv.iter_mut().zip(wk) {
+                *v = _mm512_set1_ps(w);
+            }
+            let row = Row {
+                offs: &offs,
+                wv: &wv[..taps.min(MAX_TAPS)],
+                wk,
+                bias: _mm512_set1_ps(d.bias[ch % d.c]),
+                relu,
+                cap: _mm512_set1_ps(cap),
+            };
+            for oy in 0..oh {
+                // SAFETY: `xc + oy * row_stride + offs[t] + ox` for ox < ow
+                // is inside the plane (checked by `super::depthwise`); masked
+                // lanes past `ow` are neither read nor written.
+                unsafe {
+                    let x = xc.add(oy * row_stride);
+                    let out = yc.as_mut_ptr().add(oy * ow).cast::<f32>();
+                    let mut c = 0;
+                    while c + 4 <= chunks {
+                        row.chunks::<4>(x, out, c, chunks, tail_mask);
+                        c += 4;
+                    }
+                    match chunks - c {
+                        3 => row.chunks::<3>(x, out, c, chunks, tail_mask),
+                        2 => row.chunks::<2>(x, out, c, chunks, tail_mask),
+                        1 => row.chunks::<1>(x, out, c, chunks, tail_mask),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// What every row of one channel shares.
+    struct Row<'a> {
+        offs: &'a [usize],
+        wv: &'a [__m512],
+        wk: &'a [f32],
+        bias: __m512,
+        relu: bool,
+        cap: __m512,
+    }
+
+    impl Row<'_> {
+        /// Outputs `16 c .. 16 (c + U)` of one row.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `x + off + 16 * chunk + lane` readable and `out + 16 *
+        /// chunk + lane` writable for every tap and every unmasked lane.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn chunks<const U: usize>(
+            &self,
+            x: *const f32,
+            out: *mut f32,
+            c: usize,
+            chunks: usize,
+            tail_mask: u16,
+        ) {
+            let mut mask = [u16::MAX; U];
+            if c + U == chunks {
+                mask[U - 1] = tail_mask;
+            }
+            let mut acc = [self.bias; U];
+            // SAFETY: the caller's contract covers every access below.
+            unsafe {
+                for (t, &off) in self.offs.iter().enumerate() {
+                    let w = match self.wv.get(t) {
+                        Some(&w) => w,
+                        None => _mm512_set1_ps(self.wk[t]),
+                    };
+                    for (u, a) in acc.iter_mut().enumerate() {
+                        let v = _mm512_maskz_loadu_ps(mask[u], x.add(off + (c + u) * 16));
+                        *a = _mm512_fmadd_ps(w, v, *a);
+                    }
+                }
+                let zero = _mm512_setzero_ps();
+                for (u, &a) in acc.iter().enumerate() {
+                    let v = if self.relu {
+                        _mm512_min_ps(_mm512_max_ps(a, zero), self.cap)
+                    } else {
+                        a
+                    };
+                    _mm512_mask_storeu_ps(out.add((c + u) * 16), mask[u], v);
+                }
+            }
+        }
+    }
+}
+
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_avx2(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut [f32]) {
+    body::<true>(d, y, buf);
+}
+
+/// `a * b + c`, fused only where the caller was compiled with FMA (a
+/// software `fmaf` would be slower than the separate operations).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+#[inline(always)]
+fn body<const FMA: bool>(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut [f32]) {
+    let (oh, ow, taps) = (d.oh, d.ow, d.kh * d.kw);
+    let row_stride = d.s * d.s * d.l;
+    for (ch, yc) in y.chunks_exact_mut(oh * ow).enumerate() {
+        d.split(ch, buf);
+        let xc = &buf[..d.plane];
+        let wk = &d.weight[(ch % d.c) * taps..][..taps];
+        let b = d.bias[ch % d.c];
+        for (oy, yrow) in yc.chunks_exact_mut(ow).enumerate() {
+            let base = oy * row_stride;
+            let mut ox = 0;
+            while ox + 16 <= ow {
+                block::<16, FMA>(d, xc, wk, b, base + ox, &mut yrow[ox..ox + 16]);
+                ox += 16;
+            }
+            while ox + 8 <= ow {
+                block::<8, FMA>(d, xc, wk, b, base + ox, &mut yrow[ox..ox + 8]);
+                ox += 8;
+            }
+            while ox < ow {
+                block::<1, FMA>(d, xc, wk, b, base + ox, &mut yrow[ox..ox + 1]);
+                ox += 1;
+            }
+        }
+    }
+}
+
+/// `W` adjacent outputs of one row, accumulated in registers over all taps.
+#[inline(always)]
+fn block<const W: usize, const FMA: bool>(
+    d: &Depthwise<'_>,
+    xc: &[f32],
+    wk: &[f32],
+    b: f32,
+    base: usize,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let mut acc = [b; W];
+    for ky in 0..d.kh {
+        for kx in 0..d.kw {
+            let wv = wk[ky * d.kw + kx];
+            let off = base + (ky * d.s + kx % d.s) * d.l + kx / d.s;
+            let src: &[f32; W] = xc[off..off + W].try_into().expect("W values");
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a = madd::<FMA>(wv, v, *a);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        o.write(d.act.apply_one(a));
+    }
+}

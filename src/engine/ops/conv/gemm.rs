@@ -1,0 +1,639 @@
+//! AVX-512 GEMM for convolutions: weights packed once, im2col fused into the
+//! packing of the input, bias and activation fused into the final store.
+//! Plus a small-N variant ([`gemm_small_n`]) for 7x7 outputs, which puts
+//! output channels rather than positions along the vectors.
+//!
+//! Problem: `C[m][n] = act(bias[m] + sum_k A[m][k] * B[k][n])` for one group
+//! of a convolution, with A its weights (M = out channels, K = in * kh * kw),
+//! B its receptive fields (N = oh * ow) and C its output planes (NCHW).
+//!
+//! Approach (Goto blocking, one core):
+//!
+//! ```text
+//! for each NC block of columns          B block (KC x NC) lives in L2
+//!   for each KC block of depth            packed from the input on the fly
+//!     pack B[k0..k0+KC][n0..n0+NC] into NR-column panels
+//!     for each MR-row panel of A          A panel (MR x KC) lives in L1
+//!       for each NR-column panel of B
+//!         micro-kernel: MR x NR tile of C in up to 28 zmm accumulators
+//! ```
+//!
+//! Invariants: A is pre-packed as `[panel][k][MR]` (rows past a panel's
+//! rows are zero; panels split M evenly);
+//! packed B is `[panel][k][NR]`. Every element of C in the computed rows is
+//! written by the first KC block and read back only by later ones, so C
+//! need not be initialised. Edge tiles use fewer rows (a kernel per row
+//! count) and masked loads and stores for the last columns.
+//!
+//! The row loop takes any range of panels, so a later intra-op split can
+//! hand each thread a block of output channels ([`gemm_rows`]).
+
+use std::arch::x86_64::{
+    __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+    _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32, _mm512_set1_epi32, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_storeu_ps,
+};
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use super::super::activation::Activation;
+
+/// Rows (output channels) of a micro-kernel tile.
+pub(super) const MR: usize = 14;
+/// Columns (output positions) of a micro-kernel tile: two zmm registers.
+pub(super) const NR: usize = 32;
+/// Prefetch distances, in depth steps, of the A and B panels.
+const PF_A: usize = 24;
+const PF_B: usize = 8;
+/// Largest depth block.
+const KC: usize = 256;
+/// Largest column block (a multiple of NR).
+const NC: usize = 512;
+/// f32 elements of the B packing buffer [`gemm_rows`] needs.
+pub(super) const PACK_LEN: usize = KC * NC;
+
+/// Weights of every group packed into row panels of at most `MR` rows,
+/// `[group][panel][k][MR]`. The panels split M evenly (64 rows are 13, 13,
+/// 13, 13, 12 rather than 14 x 4 + 8), so no tile runs with few rows.
+#[derive(Clone, Debug)]
+pub(super) struct PackedWeights {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedWeights {
+    /// Packs `weight` (`[groups * m][k]`, row-major).
+    pub(super) fn new(weight: &[f32], groups: usize, m: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), groups * m * k, "weight length");
+        let mut packed = Self {
+            m,
+            k,
+            data: Vec::new(),
+        };
+        let panels = packed.panels();
+        packed.data = vec![0.0; groups * panels * k * MR];
+        for (g, dst) in packed.data.chunks_exact_mut(panels * k * MR).enumerate() {
+            let w = &weight[g * m * k..(g + 1) * m * k];
+            for p in 0..panels {
+                let panel = &mut dst[p * k * MR..(p + 1) * k * MR];
+                for (r, row) in panel_rows(m, p).enumerate() {
+                    for (kk, &v) in w[row * k..(row + 1) * k].iter().enumerate() {
+                        panel[kk * MR + r] = v;
+                    }
+                }
+            }
+        }
+        packed
+    }
+
+    /// Row panels per group.
+    pub(super) fn panels(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    /// The packed panels of group `g`.
+    pub(super) fn group(&self, g: usize) -> &[f32] {
+        let len = self.panels() * self.k * MR;
+        &self.data[g * len..(g + 1) * len]
+    }
+}
+
+/// Rows of panel `p` when `m` rows are split evenly into `ceil(m / MR)`
+/// panels of at most `MR`.
+fn panel_rows(m: usize, p: usize) -> Range<usize> {
+    let panels = m.div_ceil(MR);
+    let (base, extra) = (m / panels.max(1), m % panels.max(1));
+    let start = p * base + p.min(extra);
+    start..start + base + usize::from(p < extra)
+}
+
+/// Weights transposed into `NR`-column panels, `[group][panel][k][NR]`
+/// (columns past M are zero), for [`gemm_small_n`].
+#[derive(Clone, Debug)]
+pub(super) struct PackedWeightsT {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedWeightsT {
+    /// Packs `weight` (`[groups * m][k]`, row-major).
+    pub(super) fn new(weight: &[f32], groups: usize, m: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), groups * m * k, "weight length");
+        let panels = m.div_ceil(NR);
+        let mut data = vec![0.0; groups * panels * k * NR];
+        for (g, dst) in data.chunks_exact_mut(panels * k * NR).enumerate() {
+            let w = &weight[g * m * k..(g + 1) * m * k];
+            for row in 0..m {
+                let (p, j) = (row / NR, row % NR);
+                for (kk, &v) in w[row * k..(row + 1) * k].iter().enumerate() {
+                    dst[(p * k + kk) * NR + j] = v;
+                }
+            }
+        }
+        Self { m, k, data }
+    }
+
+    /// Column panels (of `NR` output channels) per group.
+    pub(super) fn panels(&self) -> usize {
+        self.m.div_ceil(NR)
+    }
+
+    /// The packed panels of group `g`.
+    pub(super) fn group(&self, g: usize) -> &[f32] {
+        let len = self.panels() * self.k * NR;
+        &self.data[g * len..(g + 1) * len]
+    }
+}
+
+/// True when a GEMM with `m` rows and `n` columns wastes clearly fewer
+/// vector lanes with the output channels, rather than the positions, along
+/// the vectors: 7x7 outputs fill 49 of 64 lanes, 512 channels all of them.
+pub(super) fn prefer_small_n(m: usize, n: usize) -> bool {
+    let fill = |x: usize| x as f64 / (16 * x.div_ceil(16)) as f64;
+    n <= SMALL_N && fill(m) > fill(n) + 0.05
+}
+
+/// Largest N [`gemm_small_n`] takes.
+pub(super) const SMALL_N: usize = 64;
+
+/// Where the columns of B come from: `B[k][n]` with `k = (ci, ky, kx)` and
+/// `n = (oy, ox)` is `x[base(k) + oy * row_stride + ox]`.
+///
+/// `x` is an input laid out `[ci][row][phase][j]` (see `super::phase_split`):
+/// padded row `row`, padded column `j * stride + phase`. A 1x1, stride-1,
+/// unpadded convolution uses its input as is (one phase, `l = w`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cols<'a> {
+    /// The (phase-split, padded) input of this group's channels.
+    pub x: &'a [f32],
+    /// Elements per input channel in `x`.
+    pub plane: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    pub kw: usize,
+    /// Stride (number of phases).
+    pub s: usize,
+    /// Elements per phase row.
+    pub l: usize,
+    /// Output width (contiguous run of `n`).
+    pub ow: usize,
+    /// Distance in `x` between output rows: `s * s * l`.
+    pub row_stride: usize,
+}
+
+impl Cols<'_> {
+    /// Panics unless every `B[k][n]` of a `k x n` matrix is inside `x`.
+    fn check(&self, k: usize, n: usize) {
+        // The farthest element is a tap of the last input channel (the last
+        // tap need not be the farthest at stride 2) at the last output.
+        if n > 0 && k > 0 {
+            let taps = self.kh * self.kw;
+            let far = (k.saturating_sub(taps)..k).map(|kk| self.base(kk)).max();
+            let last = far.unwrap_or(0) + self.pos(n - 1);
+            assert!(last < self.x.len(), "input covers every window");
+        }
+    }
+
+    /// Offset of output position `n` from `base(k)`.
+    fn pos(&self, n: usize) -> usize {
+        (n / self.ow) * self.row_stride + n % self.ow
+    }
+
+    fn base(&self, k: usize) -> usize {
+        let taps = self.kh * self.kw;
+        let (ci, t) = (k / taps, k % taps);
+        let (ky, kx) = (t / self.kw, t % self.kw);
+        ci * self.plane + (ky * self.s + kx % self.s) * self.l + kx / self.s
+    }
+}
+
+/// `(fused relu, upper clamp)` of an activation.
+fn clamps(act: Activation) -> (bool, f32) {
+    match act {
+        Activation::Identity => (false, f32::INFINITY),
+        Activation::Relu => (true, f32::INFINITY),
+        Activation::Relu6 => (true, 6.0),
+    }
+}
+
+/// Computes row panels `panels` (of this group's output channels, see
+/// [`PackedWeights`]) of `y = act(bias + A * B)`, `y` being `[m][n]`
+/// row-major. Disjoint panel ranges write disjoint rows of `y`; every
+/// element of the rows of `panels` is written (so `y` may start
+/// uninitialised), and read back only after it was.
+///
+/// `pack` is scratch of at least [`PACK_LEN`] elements, best 64-byte aligned.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn gemm_rows(
+    a: &PackedWeights,
+    a_group: &[f32],
+    cols: &Cols<'_>,
+    n: usize,
+    bias: &[f32],
+    act: Activation,
+    panels: Range<usize>,
+    y: &mut [MaybeUninit<f32>],
+    pack: &mut [f32],
+) {
+    let (m, k) = (a.m, a.k);
+    assert!(panels.end <= a.panels(), "panel range");
+    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    assert_eq!(a_group.len(), a.panels() * k * MR, "packed group length");
+    cols.check(k, n);
+    let (relu, cap) = clamps(act);
+    // Balanced blocks: K = 576 gives 3 x 192 rather than 256 + 256 + 64.
+    let kc_max = k.div_ceil(k.div_ceil(KC).max(1));
+    let nc_max = n
+        .div_ceil(n.div_ceil(NC).max(1))
+        .next_multiple_of(NR)
+        .min(NC);
+    let mut n0 = 0;
+    while n0 < n {
+        let nc = nc_max.min(n - n0);
+        let mut k0 = 0;
+        while k0 < k {
+            let kc = kc_max.min(k - k0);
+            // SAFETY: AVX-512F is available (this function's contract); the
+            // asserts above bound every index `pack_b` reads in `cols.x`, and
+            // it writes `nc.div_ceil(NR) * kc * NR <= PACK_LEN` elements.
+            unsafe { pack_b(cols, k0, kc, n0, nc, pack) };
+            for p in panels.clone() {
+                let rows = panel_rows(m, p);
+                let (row, r) = (rows.start, rows.len());
+                let ap = a_group[p * k * MR + k0 * MR..].as_ptr();
+                let mut c0 = 0;
+                while c0 < nc {
+                    let cw = NR.min(nc - c0);
+                    let v = cw.div_ceil(16);
+                    let tail = cw - (v - 1) * 16;
+                    let tile = Tile {
+                        kc,
+                        a: ap,
+                        b: pack[(c0 / NR) * kc * NR..].as_ptr(),
+                        c: y[row * n + n0 + c0..].as_mut_ptr().cast::<f32>(),
+                        ldc: n,
+                        mask: if tail == 16 {
+                            u16::MAX
+                        } else {
+                            (1u16 << tail) - 1
+                        },
+                        first: k0 == 0,
+                        last: k0 + kc == k,
+                        bias: bias[row..].as_ptr(),
+                        relu,
+                        cap,
+                    };
+                    // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
+                    // inside `y` (row + r <= m, n0 + c0 + cw <= n); its A
+                    // panel has `kc` steps of MR values from `k0`, its B
+                    // panel `kc` steps of NR values; `bias` has `r` values
+                    // from `row`.
+                    unsafe { kernel_for(r, v)(&tile) };
+                    c0 += NR;
+                }
+            }
+            k0 += kc;
+        }
+        n0 += nc;
+    }
+}
+
+/// Small-N variant of [`gemm_rows`]: computes `C^T = B^T A^T`, broadcasting
+/// output positions (row panels of at most `MR` positions) against vectors
+/// of output channels, accumulates in `ct` (`[n][m]`), then writes
+/// `y[m][n] = act(ct[n][m] + bias[m])` for the channels of column panels
+/// `panels` (of `NR` channels, see [`PackedWeightsT`]). Disjoint panel
+/// ranges write disjoint rows of `y`, every element of which is written.
+///
+/// `pack` holds at least [`PACK_LEN`] elements and `ct` `n * m`.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn gemm_small_n(
+    a: &PackedWeightsT,
+    a_group: &[f32],
+    cols: &Cols<'_>,
+    n: usize,
+    bias: &[f32],
+    act: Activation,
+    panels: Range<usize>,
+    y: &mut [MaybeUninit<f32>],
+    pack: &mut [f32],
+    ct: &mut [f32],
+) {
+    let (m, k) = (a.m, a.k);
+    assert!(n <= SMALL_N && panels.end <= a.panels(), "panel range");
+    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    assert!(ct.len() >= n * m);
+    assert_eq!(a_group.len(), a.panels() * k * NR, "packed group length");
+    cols.check(k, n);
+    let (relu, cap) = clamps(act);
+    let row_panels = n.div_ceil(MR);
+    let kc_max = k.div_ceil(k.div_ceil(KC).max(1));
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kc_max.min(k - k0);
+        assert!(row_panels * kc * MR <= pack.len());
+        // SAFETY: AVX-512F (this function's contract); `cols.check` bounds
+        // the reads, the assert above the writes.
+        unsafe { pack_bt(cols, k0, kc, n, pack) };
+        for j in panels.clone() {
+            let cw = NR.min(m - j * NR);
+            let v = cw.div_ceil(16);
+            let tail = cw - (v - 1) * 16;
+            for p in 0..row_panels {
+                let rows = panel_rows(n, p);
+                let tile = Tile {
+                    kc,
+                    a: pack[p * kc * MR..].as_ptr(),
+                    b: a_group[(j * k + k0) * NR..].as_ptr(),
+                    c: ct[rows.start * m + j * NR..].as_mut_ptr(),
+                    ldc: m,
+                    mask: if tail == 16 {
+                        u16::MAX
+                    } else {
+                        (1u16 << tail) - 1
+                    },
+                    first: k0 == 0,
+                    last: false,
+                    bias: bias.as_ptr(),
+                    relu,
+                    cap,
+                };
+                // SAFETY: the tile's rows (positions `rows`) and `cw`
+                // channel columns from `j * NR` lie inside `ct` (n x m);
+                // the packed panels hold `kc` steps; with `last` false the
+                // kernel does not read `bias`.
+                unsafe { kernel_for(rows.len(), v)(&tile) };
+            }
+        }
+        k0 += kc;
+    }
+    // Transpose 16 channels at a time: a contiguous load from `ct`, bias
+    // and activation, a scatter down the 16 output planes.
+    let step = _mm512_set1_epi32(i32::try_from(n).expect("n <= SMALL_N"));
+    let idx = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        step,
+    );
+    let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
+    let yp = y.as_mut_ptr().cast::<f32>();
+    let (mut ch, end) = (panels.start * NR, (panels.end * NR).min(m));
+    while ch < end {
+        let left = end - ch;
+        let mask = if left >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << left) - 1
+        };
+        // SAFETY: unmasked lanes read `bias[ch..end]` and `ct[pos * m +
+        // ch..]` (pos < n, ch + lane < m), and store to `y[(ch + lane) * n +
+        // pos] < m * n`; `n <= SMALL_N` keeps the indices in i32.
+        unsafe {
+            let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(ch));
+            for pos in 0..n {
+                let mut v = _mm512_maskz_loadu_ps(mask, ct.as_ptr().add(pos * m + ch));
+                v = _mm512_add_ps(v, bv);
+                if relu {
+                    v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
+                }
+                _mm512_mask_i32scatter_ps::<4>(yp.add(ch * n + pos), mask, idx, v);
+            }
+        }
+        ch += 16;
+    }
+}
+
+/// Packs `B^T[0..n][k0..k0+kc]` into `dst` as `[panel][kk][MR]`, the panels
+/// being the balanced position panels of [`panel_rows`].
+///
+/// # Safety
+///
+/// AVX-512F; `cols.check(k0 + kc, n)` passed and `dst` holds
+/// `n.div_ceil(MR) * kc * MR` elements.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_bt(cols: &Cols<'_>, k0: usize, kc: usize, n: usize, dst: &mut [f32]) {
+    let panels = n.div_ceil(MR);
+    assert!(dst.len() >= panels * kc * MR && n <= SMALL_N);
+    let mut row = [0.0f32; SMALL_N];
+    let x = cols.x.as_ptr();
+    for kk in 0..kc {
+        let base = cols.base(k0 + kk);
+        let mut at = 0;
+        while at < n {
+            let run = (cols.ow - at % cols.ow).min(n - at);
+            let take = run.min(NR);
+            // SAFETY: `base + pos(at) .. + take` stays inside `cols.x`
+            // (checked by the caller) and `at + take <= n <= SMALL_N`.
+            unsafe { copy_short(x.add(base + cols.pos(at)), row.as_mut_ptr().add(at), take) };
+            at += take;
+        }
+        for p in 0..panels {
+            let rows = panel_rows(n, p);
+            // SAFETY: `rows` lies inside `row[..n]`; the destination is
+            // panel `p`, step `kk`, `rows.len() <= MR` values.
+            unsafe {
+                copy_short(
+                    row.as_ptr().add(rows.start),
+                    dst.as_mut_ptr().add((p * kc + kk) * MR),
+                    rows.len(),
+                );
+            }
+        }
+    }
+}
+
+/// One micro-kernel call.
+struct Tile {
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    /// Lanes of the last vector of each row that are inside C.
+    mask: u16,
+    first: bool,
+    last: bool,
+    bias: *const f32,
+    relu: bool,
+    cap: f32,
+}
+
+type Kernel = unsafe fn(&Tile);
+
+/// The kernel for `r` rows (1..=MR) and `v` vectors (1..=2) per row.
+fn kernel_for(r: usize, v: usize) -> Kernel {
+    macro_rules! table {
+        ($($r:literal)*) => {
+            match (r, v) {
+                $(($r, 1) => kernel::<$r, 1>, ($r, _) => kernel::<$r, 2>,)*
+                _ => unreachable!("tile rows in 1..=MR"),
+            }
+        };
+    }
+    table!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+}
+
+/// `R x (16 V)` tile: accumulates `kc` rank-1 updates in registers, then
+/// adds bias and applies the activation on the last depth block.
+///
+/// # Safety
+///
+/// AVX-512F; `t` describes memory as [`gemm_rows`] sets it up.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    // SAFETY: pointers and extents come from `gemm_rows`, which
+    // checks that R rows of `ldc` stride and V vectors (the last one masked)
+    // are inside C, and that A and B hold `kc` steps.
+    unsafe {
+        if !t.first {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (j, a) in row.iter_mut().enumerate() {
+                    let p = t.c.add(i * t.ldc + j * 16);
+                    *a = if j + 1 == V {
+                        _mm512_maskz_loadu_ps(t.mask, p)
+                    } else {
+                        _mm512_loadu_ps(p)
+                    };
+                }
+            }
+        }
+        let (mut a, mut b) = (t.a, t.b);
+        for _ in 0..t.kc {
+            // Weights stream from memory once per use: fetch them (and the
+            // packed B panel) a few hundred cycles ahead. Prefetches do not
+            // fault, and `wrapping_add` keeps the address arithmetic defined.
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PF_A).cast());
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * PF_B).cast());
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (j, bj) in bv.iter_mut().enumerate() {
+                *bj = _mm512_loadu_ps(b.add(j * 16));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                for (acc_ij, bj) in row.iter_mut().zip(bv) {
+                    *acc_ij = _mm512_fmadd_ps(ai, bj, *acc_ij);
+                }
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        if t.last {
+            let zero = _mm512_setzero_ps();
+            let cap = _mm512_set1_ps(t.cap);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let bi = _mm512_set1_ps(*t.bias.add(i));
+                for a in row.iter_mut() {
+                    let mut v: __m512 = _mm512_add_ps(*a, bi);
+                    if t.relu {
+                        v = _mm512_min_ps(_mm512_max_ps(v, zero), cap);
+                    }
+                    *a = v;
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, &a) in row.iter().enumerate() {
+                let p = t.c.add(i * t.ldc + j * 16);
+                if j + 1 == V {
+                    _mm512_mask_storeu_ps(p, t.mask, a);
+                } else {
+                    _mm512_storeu_ps(p, a);
+                }
+            }
+        }
+    }
+}
+
+/// Packs `B[k0..k0+kc][n0..n0+nc]` into `dst` as `[panel][kk][NR]`, zeroing
+/// the columns of the last panel past `nc`.
+///
+/// # Safety
+///
+/// AVX-512F; every `cols.x` index of the block is in bounds and `dst` holds
+/// `nc.div_ceil(NR) * kc * NR` elements (both checked by [`gemm_rows`]).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b(cols: &Cols<'_>, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+    let panels = nc.div_ceil(NR);
+    assert!(dst.len() >= panels * kc * NR);
+    let x = cols.x.as_ptr();
+    let d = dst.as_mut_ptr();
+    let contiguous = cols.row_stride == cols.ow;
+    for kk in 0..kc {
+        let base = cols.base(k0 + kk);
+        let (mut oy, mut ox) = (n0 / cols.ow, n0 % cols.ow);
+        let mut n = 0;
+        while n < nc {
+            let run = if contiguous {
+                nc - n
+            } else {
+                (cols.ow - ox).min(nc - n)
+            };
+            let mut src = base + oy * cols.row_stride + ox;
+            let mut left = run;
+            let mut at = n;
+            while left > 0 {
+                let (p, j) = (at / NR, at % NR);
+                let take = (NR - j).min(left);
+                // SAFETY: `src..src + take` is inside the block, which
+                // `gemm_rows` checked against `cols.x`; the destination is
+                // inside panel `p < panels` at row `kk < kc`.
+                unsafe { copy_short(x.add(src), d.add((p * kc + kk) * NR + j), take) };
+                src += take;
+                at += take;
+                left -= take;
+            }
+            n += run;
+            ox = 0;
+            oy += 1;
+        }
+        let end = nc % NR;
+        if end != 0 {
+            // SAFETY: the zeroed columns end..NR of the last panel's row kk
+            // are inside `dst` (asserted above).
+            unsafe {
+                let row = d.add(((panels - 1) * kc + kk) * NR);
+                for v in 0..NR / 16 {
+                    let valid = end.saturating_sub(v * 16).min(16);
+                    let keep = ((1u32 << valid) - 1) as u16;
+                    _mm512_mask_storeu_ps(row.add(v * 16), !keep, _mm512_setzero_ps());
+                }
+            }
+        }
+    }
+}
+
+/// Copies `len <= NR` floats with full and masked 16-lane moves (no call).
+///
+/// # Safety
+///
+/// AVX-512F; `src..src+len` readable, `dst..dst+len` writable.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_short(src: *const f32, dst: *mut f32, len: usize) {
+    let mut i = 0;
+    // SAFETY: each move touches lanes `i..i + 16` or, masked, `i..len`,
+    // which the caller guarantees are valid.
+    unsafe {
+        while i + 16 <= len {
+            _mm512_storeu_ps(dst.add(i), _mm512_loadu_ps(src.add(i)));
+            i += 16;
+        }
+        if i < len {
+            let m = (1u16 << (len - i)) - 1;
+            _mm512_mask_storeu_ps(dst.add(i), m, _mm512_maskz_loadu_ps(m, src.add(i)));
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! Every convolution path against a nested-loop reference.
+//!
+//! Tolerance: the reference accumulates in f64 (its own error is negligible)
+//! and also returns, per output, `mag = |b| + sum |w * x|` over the window.
+//! An f32 dot product of K terms in any order (with or without FMA) is off
+//! by at most `gamma_K * mag`, `gamma_K = K u / (1 - K u)`, `u = 2^-24`
+//! (Higham, Accuracy and Stability of Numerical Algorithms, 3.1); adding
+//! the bias and rounding the result add `2 u mag`; the activations are
+//! clamps, which never increase a difference. So every path must satisfy
+//! `|y - ref| <= (K + 2) * f32::EPSILON * mag` (EPSILON = 2u: a factor 2 of
+//! slack, still far below what a wrong tap, offset or bias produces, which
+//! `tolerance_catches_wrong_padding` checks).
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::engine::{Layer, Shape, Tensor, Workspace, zoo};
+
+/// One test convolution.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+    bias: bool,
+    act: Activation,
+}
+
+impl Case {
+    fn cfg(&self) -> Conv2dConfig {
+        Conv2dConfig {
+            stride: self.stride,
+            padding: self.pad,
+            groups: self.groups,
+        }
+    }
+
+    fn build(&self, seed: u64) -> Conv2d {
+        let cin_g = self.cin / self.groups;
+        let w = Tensor::random(Shape::new(self.cout, cin_g, self.k, self.k), seed);
+        let w = w.array().clone();
+        let b = self
+            .bias
+            .then(|| Tensor::random(Shape::new(1, self.cout, 1, 1), seed + 1).into_vec());
+        conv2d(w, b, self.cfg()).with_activation(self.act)
+    }
+
+    fn input(&self, seed: u64) -> Tensor {
+        Tensor::random(Shape::new(self.n, self.cin, self.h, self.w), seed)
+    }
+}
+
+/// Nested-loop convolution in f64: `(output, mag)` with `mag` the sum of
+/// `|w * x|` over each window plus `|bias|` (see the module doc).
+fn reference(conv: &Conv2d, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+    let s = x.shape();
+    let cfg = conv.config();
+    let (kh, kw) = conv.kernel();
+    let out = conv.output_shape(s).unwrap();
+    let (cin_g, cout_g) = (
+        conv.in_channels() / cfg.groups,
+        conv.out_channels() / cfg.groups,
+    );
+    let (w, b, xs) = (conv.weight(), conv.bias(), x.as_slice());
+    let mut y = vec![0.0f64; out.len()];
+    let mut mag = vec![0.0f64; out.len()];
+    for n in 0..s.n {
+        for o in 0..out.c {
+            let g = o / cout_g;
+            for oy in 0..out.h {
+                for ox in 0..out.w {
+                    let mut acc = f64::from(b[o]);
+                    let mut m = f64::from(b[o]).abs();
+                    for ci in 0..cin_g {
+                        let c = g * cin_g + ci;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * cfg.stride + ky) as isize - cfg.padding as isize;
+                                let ix = (ox * cfg.stride + kx) as isize - cfg.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    xs[((n * s.c + c) * s.h + iy as usize) * s.w + ix as usize];
+                                let wv = w[((o * cin_g + ci) * kh + ky) * kw + kx];
+                                let p = f64::from(wv) * f64::from(xv);
+                                acc += p;
+                                m += p.abs();
+                            }
+                        }
+                    }
+                    let i = ((n * out.c + o) * out.h + oy) * out.w + ox;
+                    y[i] = match conv.activation() {
+                        Activation::Identity => acc,
+                        Activation::Relu => acc.max(0.0),
+                        Activation::Relu6 => acc.clamp(0.0, 6.0),
+                    };
+                    mag[i] = m;
+                }
+            }
+        }
+    }
+    (y, mag)
+}
+
+/// Largest `|y - ref| / (tol * mag)`; at most 1 passes.
+fn worst_ratio(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let tol = (k + 2) as f64 * f64::from(f32::EPSILON);
+    got.iter()
+        .zip(want)
+        .zip(mag)
+        .map(|((&g, &r), &m)| (f64::from(g) - r).abs() / (tol * m).max(f64::MIN_POSITIVE))
+        .fold(0.0, f64::max)
+}
+
+/// The error scale of Winograd F(2x2, 3x3) per output, for `conv` with
+/// groups 1, a 3x3 kernel and stride 1.
+///
+/// Each stage of the algorithm is a short signed sum, so its rounding error
+/// is bounded by the same sum over absolute values (Higham 3.5): computing
+/// `|At| (sum_ci (|G| |g| |Gt|) . (|Bt| |d| |B|)) |A| + |bias|` bounds
+/// every intermediate. Rounding U once (u), V's 4-term sums (3u), the
+/// cin-term GEMM (cin u) and the 9-term output sum plus bias (10u) give
+/// `|y - ref| <= (cin + 14) u * mag`; the tests allow `(cin + 16) EPSILON`.
+fn winograd_mag(conv: &Conv2d, x: &Tensor) -> Vec<f64> {
+    const BT: [[f64; 4]; 4] = [
+        [1.0, 0.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0, 1.0],
+    ];
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, 0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]];
+    let s = x.shape();
+    let out = conv.output_shape(s).unwrap();
+    let (cin, pad) = (conv.in_channels(), conv.config().padding as isize);
+    let (w, b, xs) = (conv.weight(), conv.bias(), x.as_slice());
+    let mut mag = vec![0.0f64; out.len()];
+    for n in 0..s.n {
+        for o in 0..out.c {
+            for ty in 0..out.h.div_ceil(2) {
+                for tx in 0..out.w.div_ceil(2) {
+                    let mut m = [[0.0f64; 4]; 4];
+                    for ci in 0..cin {
+                        let g =
+                            |i: usize, j: usize| f64::from(w[(o * cin + ci) * 9 + i * 3 + j]).abs();
+                        let d = |i: usize, j: usize| {
+                            let iy = (2 * ty + i) as isize - pad;
+                            let ix = (2 * tx + j) as isize - pad;
+                            if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                0.0
+                            } else {
+                                let at = ((n * s.c + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                f64::from(xs[at]).abs()
+                            }
+                        };
+                        for (a, ma) in m.iter_mut().enumerate() {
+                            for (bb, mab) in ma.iter_mut().enumerate() {
+                                let mut u = 0.0;
+                                let mut v = 0.0;
+                                for i in 0..4 {
+                                    for j in 0..4 {
+                                        if i < 3 && j < 3 {
+                                            u += G[a][i] * g(i, j) * G[bb][j];
+                                        }
+                                        v += BT[a][i] * d(i, j) * BT[bb][j];
+                                    }
+                                }
+                                *mab += u * v;
+                            }
+                        }
+                    }
+                    for (a, at_a) in AT.iter().enumerate() {
+                        for (c, at_c) in AT.iter().enumerate() {
+                            let (oy, ox) = (2 * ty + a, 2 * tx + c);
+                            if oy >= out.h || ox >= out.w {
+                                continue;
+                            }
+                            let mut y = f64::from(b[o]).abs();
+                            for i in 0..4 {
+                                for j in 0..4 {
+                                    y += at_a[i] * m[i][j] * at_c[j];
+                                }
+                            }
+                            mag[((n * out.c + o) * out.h + oy) * out.w + ox] = y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    mag
+}
+
+fn check(case: &Case, seed: u64) -> Result<(), String> {
+    let conv = case.build(seed);
+    let x = case.input(seed + 7);
+    let (want, mag) = reference(&conv, &x);
+    let k = case.cin / case.groups * case.k * case.k;
+    let mut ws = Workspace::new();
+    for path in [Path::Fast, Path::Avx2, Path::Portable] {
+        let y = conv.forward_with(&x, &mut ws, path);
+        assert_eq!(y.shape(), conv.output_shape(x.shape()).unwrap());
+        #[cfg(target_arch = "x86_64")]
+        let r = if path == Path::Fast && conv.uses_winograd(x.shape()) {
+            // worst_ratio's tolerance is (k + 2) EPSILON; Winograd's is
+            // (cin + 16) EPSILON times its own scale.
+            let wmag = winograd_mag(&conv, &x);
+            worst_ratio(y.as_slice(), &want, &wmag, case.cin + 14)
+        } else {
+            worst_ratio(y.as_slice(), &want, &mag, k)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let r = worst_ratio(y.as_slice(), &want, &mag, k);
+        if r > 1.0 {
+            return Err(format!("{case:?} {path:?}: error {r:.2}x the tolerance"));
+        }
+    }
+    Ok(())
+}
+
+fn case(
+    (n, cin, cout, h, w): (usize, usize, usize, usize, usize),
+    (k, stride, pad, groups): (usize, usize, usize, usize),
+    bias: bool,
+    act: Activation,
+) -> Case {
+    Case {
+        n,
+        cin,
+        cout,
+        h,
+        w,
+        k,
+        stride,
+        pad,
+        groups,
+        bias,
+        act,
+    }
+}
+
+use Activation::{Identity, Relu, Relu6};
+
+/// Hand-picked cases: every kernel size, stride, padding and group kind,
+/// odd sizes, batch 2, and shapes that cross the GEMM's row, column and
+/// depth blocks (M = 37 leaves a 1-row tile, K = 630 three depth blocks,
+/// N = 720 two column blocks, 49 and 13 columns masked tiles).
+fn cases() -> Vec<Case> {
+    vec![
+        case((1, 3, 64, 23, 19), (7, 2, 3, 1), false, Relu),
+        case((2, 8, 16, 9, 11), (3, 1, 1, 1), true, Relu6),
+        case((1, 16, 24, 13, 13), (1, 1, 0, 1), true, Identity),
+        case((2, 16, 32, 15, 9), (1, 2, 0, 1), false, Identity),
+        case((1, 5, 7, 17, 21), (5, 2, 0, 1), true, Relu),
+        case((1, 5, 7, 17, 21), (5, 1, 3, 1), true, Identity),
+        case((1, 3, 13, 31, 29), (11, 2, 3, 1), true, Relu),
+        case((2, 3, 16, 35, 39), (11, 4, 2, 1), true, Relu),
+        case((2, 8, 12, 10, 11), (3, 1, 1, 2), true, Relu),
+        case((1, 6, 9, 11, 7), (1, 1, 0, 3), false, Relu6),
+        case((1, 70, 37, 24, 30), (3, 1, 1, 1), true, Relu),
+        case((1, 64, 50, 7, 7), (3, 1, 1, 1), false, Identity),
+        case((1, 520, 20, 7, 7), (1, 1, 0, 1), true, Relu6),
+        case((1, 24, 30, 9, 13), (1, 2, 1, 1), true, Relu),
+        case((2, 12, 12, 15, 17), (3, 1, 1, 12), true, Relu6),
+        case((1, 24, 24, 16, 16), (3, 2, 1, 24), false, Relu),
+        case((1, 8, 8, 19, 19), (5, 2, 3, 8), true, Identity),
+        case((1, 4, 4, 20, 29), (3, 1, 1, 4), true, Relu6),
+        case((2, 5, 5, 9, 40), (7, 1, 3, 5), false, Identity),
+        case((1, 3, 3, 13, 15), (11, 1, 0, 3), true, Relu),
+        case((1, 4, 20, 9, 45), (3, 2, 1, 1), true, Relu),
+        case((1, 6, 6, 9, 46), (3, 2, 2, 6), true, Relu6),
+        case((1, 9, 17, 5, 37), (1, 2, 0, 1), true, Identity),
+        case((2, 9, 17, 6, 38), (1, 3, 0, 1), false, Relu),
+        // Small N (transposed GEMM): 49 and 45 positions, 2 depth blocks.
+        case((1, 40, 64, 7, 7), (3, 1, 1, 1), true, Relu),
+        case((2, 300, 48, 5, 9), (1, 1, 0, 1), true, Relu6),
+        case((1, 16, 64, 12, 12), (3, 2, 1, 2), false, Identity),
+        case((1, 24, 100, 14, 14), (1, 2, 0, 1), true, Relu),
+        // Winograd: >= 32 channels and > 64 outputs; odd sizes clip tiles;
+        // 300 input channels give two GEMM depth blocks.
+        case((1, 32, 40, 11, 13), (3, 1, 1, 1), true, Relu),
+        case((2, 48, 32, 12, 9), (3, 1, 0, 1), false, Relu6),
+        case((1, 33, 35, 9, 10), (3, 1, 2, 1), true, Identity),
+        case((1, 300, 64, 16, 16), (3, 1, 1, 1), true, Relu),
+    ]
+}
+
+#[test]
+fn every_path_matches_the_reference() {
+    for (i, c) in cases().iter().enumerate() {
+        check(c, 100 + i as u64).unwrap();
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn winograd_cases_take_the_winograd_path() {
+    if !is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let wino: Vec<_> = cases()
+        .into_iter()
+        .filter(|c| c.build(0).uses_winograd(Shape::new(c.n, c.cin, c.h, c.w)))
+        .collect();
+    assert_eq!(wino.len(), 5, "{wino:?}");
+    // The Winograd scale is larger than the direct one, but not so large
+    // that a tap error would pass: one output off by |w x| for a typical
+    // tap fails.
+    let c = wino[0];
+    let conv = c.build(5);
+    let x = c.input(6);
+    let (want, mag) = reference(&conv, &x);
+    let wmag = winograd_mag(&conv, &x);
+    let tol = (c.cin + 16) as f64 * f64::from(f32::EPSILON);
+    let typical = mag.iter().sum::<f64>() / mag.len() as f64 / (9 * c.cin) as f64;
+    assert!(wmag.iter().zip(&mag).all(|(w, m)| w >= m));
+    assert!(wmag.iter().all(|w| tol * w < typical), "bound too loose");
+    assert_eq!(want.len(), wmag.len());
+}
+
+#[test]
+fn tolerance_catches_wrong_padding() {
+    // A convolution with padding 1 compared against the reference of the
+    // same weights with the windows shifted by one must fail the bound.
+    let c = case((1, 8, 8, 9, 9), (3, 1, 1, 1), true, Identity);
+    let conv = c.build(1);
+    let x = c.input(2);
+    let y = conv.forward(&x, &mut Workspace::new());
+    let shifted = Case {
+        pad: 0,
+        h: 11,
+        w: 11,
+        ..c
+    };
+    let mut xs = vec![0.0; 8 * 11 * 11];
+    // x placed one pixel right and one down of where padding puts it.
+    for ch in 0..8 {
+        for r in 0..9 {
+            for col in 0..9 {
+                xs[(ch * 11 + r + 2) * 11 + col + 2] = x.as_slice()[(ch * 9 + r) * 9 + col];
+            }
+        }
+    }
+    let conv_s = shifted.build(1);
+    let (want, mag) = reference(&conv_s, &Tensor::from_vec(Shape::new(1, 8, 11, 11), xs));
+    assert!(worst_ratio(y.as_slice(), &want, &mag, 72) > 100.0);
+}
+
+#[test]
+fn folded_batch_norm_matches_conv_then_batch_norm() {
+    // Unfolded: f32 conv (error <= (K+1) u sum|w x|), times |scale|, then the
+    // BN layer adds ~2u (|scale y| + |shift|). Folded: the rounded w' = w *
+    // scale adds u per product. Bound: (K + 4) EPSILON * (|scale| (sum|w x| +
+    // |b|) + |shift|), with the sums from the unfolded reference.
+    for c in [
+        case((2, 6, 10, 11, 9), (3, 2, 1, 1), true, Identity),
+        case((1, 8, 8, 12, 12), (3, 1, 1, 8), false, Identity),
+        case((1, 16, 20, 7, 9), (1, 1, 0, 1), true, Identity),
+    ] {
+        for act in [Identity, Relu, Relu6] {
+            let conv = c.build(11);
+            let x = c.input(12);
+            let bn = zoo::Init::new(13).batch_norm(c.cout, 1.0);
+            let mut ws = Workspace::new();
+            let mut unfolded = bn.forward(&conv.forward(&x, &mut ws), &mut ws);
+            act.apply(unfolded.as_mut_slice());
+            let folded = conv.clone().fold_batch_norm(&bn).with_activation(act);
+            let (_, mag) = reference(&conv, &x);
+            let k = c.cin / c.groups * c.k * c.k;
+            let tol = (k + 4) as f64 * f64::from(f32::EPSILON);
+            let hw = unfolded.shape().h * unfolded.shape().w;
+            for path in [Path::Fast, Path::Avx2, Path::Portable] {
+                let y = folded.forward_with(&x, &mut ws, path);
+                for (i, ((&a, &b), &m)) in y
+                    .as_slice()
+                    .iter()
+                    .zip(unfolded.as_slice())
+                    .zip(&mag)
+                    .enumerate()
+                {
+                    let (scale, shift) = bn.scale_shift((i / hw) % c.cout);
+                    let bound = tol * (f64::from(scale.abs()) * m + f64::from(shift.abs()));
+                    let d = (f64::from(a) - f64::from(b)).abs();
+                    assert!(d <= bound, "{c:?} {act:?} {path:?} at {i}: {d} > {bound}");
+                }
+            }
+            assert_eq!(folded.params(), conv.params() + 2 * c.cout);
+        }
+    }
+}
+
+#[test]
+fn folding_after_a_forward_repacks() {
+    // Packings are made on first use; folding must drop them. One case per
+    // packing: plain GEMM, small-N GEMM, Winograd.
+    for c in [
+        case((1, 8, 16, 12, 12), (3, 1, 1, 1), true, Relu),
+        case((1, 40, 64, 7, 7), (3, 1, 1, 1), true, Relu),
+        case((1, 32, 40, 11, 13), (3, 1, 1, 1), true, Relu),
+    ] {
+        let conv = c.build(21);
+        let x = c.input(22);
+        let mut ws = Workspace::new();
+        let before = conv.forward(&x, &mut ws);
+        let bn = zoo::Init::new(23).batch_norm(c.cout, 1.0);
+        let folded = conv.fold_batch_norm(&bn);
+        let after = folded.forward(&x, &mut ws);
+        assert_ne!(before, after);
+        let (want, _) = reference(&folded, &x);
+        let mag = if cfg!(target_arch = "x86_64") && c.cin >= 32 {
+            winograd_mag(&folded, &x)
+        } else {
+            reference(&folded, &x).1
+        };
+        let k = c.cin * c.k * c.k;
+        assert!(
+            worst_ratio(after.as_slice(), &want, &mag, k) <= 1.0,
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn kernels_ignore_stale_workspace() {
+    // A workspace full of NaN from an earlier layer must not leak into
+    // padding or packed tiles.
+    let mut ws = Workspace::new();
+    ws.scratch(1 << 20).fill(f32::NAN);
+    for (i, c) in cases().iter().enumerate() {
+        let conv = c.build(200 + i as u64);
+        let x = c.input(300 + i as u64);
+        let y = conv.forward(&x, &mut ws);
+        assert!(y.as_slice().iter().all(|v| v.is_finite()), "{c:?}");
+        ws.scratch(1 << 20).fill(f32::NAN);
+    }
+}
+
+#[test]
+fn deinterleave_splits_even_and_odd() {
+    for len in 0usize..80 {
+        let src: Vec<f32> = (0..len).map(|v| v as f32).collect();
+        for (ne, no) in [
+            (len.div_ceil(2), len / 2),
+            (len / 2, len / 2),
+            (len.div_ceil(2), 0),
+        ] {
+            let (mut e, mut o) = (vec![-1.0; ne + 3], vec![-1.0; no + 3]);
+            im2col::deinterleave2(&src, &mut e[..ne], &mut o[..no]);
+            for (i, v) in e.iter().enumerate() {
+                assert_eq!(*v, if i < ne { (2 * i) as f32 } else { -1.0 }, "len {len}");
+            }
+            for (i, v) in o.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    if i < no { (2 * i + 1) as f32 } else { -1.0 },
+                    "len {len}"
+                );
+            }
+            if is_x86_feature_detected!("avx512f") {
+                let (mut e2, mut o2) = (vec![-1.0; ne + 3], vec![-1.0; no + 3]);
+                // SAFETY: AVX-512F checked; lengths within the source.
+                unsafe { im2col::avx512::deinterleave2(&src, &mut e2[..ne], &mut o2[..no]) };
+                assert_eq!((e2, o2), (e, o), "len {len}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rejects_inputs_that_do_not_fit() {
+    let conv = case((1, 4, 4, 5, 5), (7, 1, 0, 1), true, Identity).build(1);
+    assert!(conv.output_shape(Shape::new(1, 4, 5, 5)).is_err());
+    assert!(conv.output_shape(Shape::new(1, 3, 9, 9)).is_err());
+    assert_eq!(
+        conv.output_shape(Shape::new(2, 4, 9, 8)).unwrap(),
+        Shape::new(2, 4, 3, 2)
+    );
+}
+
+fn activation() -> impl Strategy<Value = Activation> {
+    prop_oneof![Just(Identity), Just(Relu), Just(Relu6)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn shape_arithmetic(
+        h in 1usize..40, w in 1usize..40, k in 1usize..8,
+        stride in 1usize..4, pad in 0usize..4, cin in 1usize..5, n in 1usize..3,
+    ) {
+        let conv = case((n, cin, 3, h, w), (k, stride, pad, 1), false, Identity).build(0);
+        let got = conv.output_shape(Shape::new(n, cin, h, w));
+        let fits = h + 2 * pad >= k && w + 2 * pad >= k;
+        prop_assert_eq!(got.is_ok(), fits);
+        if let Ok(out) = got {
+            prop_assert_eq!(out.h, (h + 2 * pad - k) / stride + 1);
+            prop_assert_eq!(out.w, (w + 2 * pad - k) / stride + 1);
+            // Every output window starts inside the padded input...
+            prop_assert!((out.h - 1) * stride + k <= h + 2 * pad);
+            // ...and one more would not fit.
+            prop_assert!(out.h * stride + k > h + 2 * pad);
+            let cost = conv.cost(Shape::new(n, cin, h, w));
+            prop_assert_eq!(cost.macs as usize, out.len() * cin * k * k);
+        }
+    }
+
+    #[test]
+    fn random_small_convs_match_the_reference(
+        n in 1usize..3, cin_g in 1usize..5, cout_g in 1usize..15,
+        groups in 1usize..4, depthwise in any::<bool>(),
+        h in 1usize..14, w in 1usize..14, k in prop_oneof![Just(1usize), Just(3), Just(5)],
+        stride in 1usize..3, pad in 0usize..4, bias in any::<bool>(),
+        act in activation(), seed in 0u64..1000,
+    ) {
+        let (cin, cout) = if depthwise {
+            (groups * cin_g, groups * cin_g)
+        } else {
+            (groups * cin_g, groups * cout_g)
+        };
+        let groups = if depthwise { cin } else { groups };
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let c = case((n, cin, cout, h, w), (k, stride, pad, groups), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
+}
+
+/// CPU time of the calling thread, in ms (excludes time other processes
+/// held the CPU, which wall time on this shared machine does not).
+fn thread_cpu_ms() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0);
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+}
+
+/// Whole-model single-thread timing (best and median of `ODIN_REPS`, wall
+/// and thread CPU time):
+/// `ODIN_MODELS=resnet50 taskset -c 1 cargo test --release --lib
+/// conv::tests::time_models -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_models() {
+    let names = std::env::var("ODIN_MODELS")
+        .unwrap_or_else(|_| "resnet18,resnet50,vgg16,mobilenet_v2".into());
+    let reps: usize = std::env::var("ODIN_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    for name in names.split(',') {
+        let m = zoo::build(name, 1).unwrap();
+        let x = Tensor::random(m.input(), 3);
+        let mut ws = Workspace::new();
+        let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+        for _ in 0..reps + 1 {
+            let (t, c) = (std::time::Instant::now(), thread_cpu_ms());
+            std::hint::black_box(m.forward(&x, &mut ws));
+            wall.push(t.elapsed().as_secs_f64() * 1e3);
+            cpu.push(thread_cpu_ms() - c);
+        }
+        wall.remove(0);
+        cpu.remove(0);
+        wall.sort_by(f64::total_cmp);
+        cpu.sort_by(f64::total_cmp);
+        let gflop = m.cost().flops as f64 / 1e9;
+        println!(
+            "{name}: wall best {:.1} ms, median {:.1} ms; cpu best {:.1} ms, median {:.1} ms \
+             ({:.1} GFLOP/s at best wall)",
+            wall[0],
+            wall[wall.len() / 2],
+            cpu[0],
+            cpu[cpu.len() / 2],
+            gflop / wall[0] * 1e3
+        );
+    }
+}
+
+/// Thread CPU ms of each unit of `ODIN_MODELS` (first name), best of 5:
+/// `taskset -c 1 cargo test --release --lib conv::tests::time_units --
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn time_units() {
+    let name = std::env::var("ODIN_MODELS").unwrap_or_else(|_| "resnet18".into());
+    let m = zoo::build(name.split(',').next().unwrap_or("resnet18"), 1).unwrap();
+    let mut ws = Workspace::new();
+    let mut total = 0.0;
+    // ODIN_COLD=1 evicts the caches before every run (as a whole forward
+    // pass finds each layer's weights).
+    let cold = std::env::var("ODIN_COLD").is_ok();
+    let mut junk = vec![0u8; if cold { 256 << 20 } else { 0 }];
+    for (i, u) in m.units().iter().enumerate() {
+        let x = Tensor::random(u.input, 1);
+        let mut best = f64::MAX;
+        for rep in 0..5 {
+            junk.iter_mut().for_each(|b| *b = b.wrapping_add(rep as u8));
+            std::hint::black_box(&junk);
+            let c = thread_cpu_ms();
+            std::hint::black_box(m.forward_range(i..i + 1, &x, &mut ws));
+            best = best.min(thread_cpu_ms() - c);
+        }
+        total += best;
+        let gf = u.cost().flops as f64 / best / 1e6;
+        println!(
+            "{:>14} {:>10} {:>16}: {best:7.3} ms {gf:6.1} GFLOP/s",
+            u.name,
+            u.kind(),
+            u.input.to_string()
+        );
+    }
+    println!("sum of units: {total:.1} ms");
+}
+
+fn as_uninit(s: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the GEMM only stores
+    // initialised f32 values through the view.
+    unsafe { &mut *(s as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
+}
+
+/// GFLOP/s of the candidate GEMMs on resnet50's shapes (M = out channels,
+/// K = in * kh * kw, N = oh * ow), B a plain `[K][N]` matrix:
+/// `taskset -c 1 cargo test --release --lib conv::tests::compare_gemms --
+/// --ignored --nocapture`.
+#[test]
+#[ignore]
+fn compare_gemms() {
+    let shapes = [
+        (64, 147, 12544),
+        (64, 576, 3136),
+        (128, 1152, 784),
+        (256, 2304, 196),
+        (512, 4608, 49),
+        (64, 64, 3136),
+        (256, 64, 3136),
+        (64, 256, 3136),
+        (512, 128, 784),
+        (128, 512, 784),
+        (1024, 256, 196),
+        (256, 1024, 196),
+        (2048, 512, 49),
+        (512, 2048, 49),
+    ];
+    let best = |f: &mut dyn FnMut()| {
+        let mut t = f64::MAX;
+        for _ in 0..7 {
+            let s = std::time::Instant::now();
+            f();
+            t = t.min(s.elapsed().as_secs_f64());
+        }
+        t
+    };
+    println!(
+        "{:>18} {:>8} {:>8} {:>8} {:>8}",
+        "M x K x N", "gemm", "mm", "odin", "odin-sN"
+    );
+    for (m, k, n) in shapes {
+        let a = Tensor::random(Shape::new(1, 1, m, k), 1).into_vec();
+        let b = Tensor::random(Shape::new(1, 1, k, n), 2).into_vec();
+        let mut c = vec![0.0f32; m * n];
+        let gf = |t: f64| 2.0 * (m * k * n) as f64 / t / 1e9;
+        let t_gemm = best(&mut || im2col::gemm_f32(m, n, k, &a, &b, &mut c));
+        let t_mm = best(&mut || {
+            // SAFETY: row-major m x k, k x n and m x n buffers of exactly
+            // those sizes; `c` is borrowed mutably so does not alias.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    n as isize,
+                    1,
+                    0.0,
+                    c.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            }
+        });
+        let want = c.clone();
+        let t_odin = if is_x86_feature_detected!("avx512f") {
+            let packed = gemm::PackedWeights::new(&a, 1, m, k);
+            let cols = gemm::Cols {
+                x: &b,
+                plane: n,
+                kh: 1,
+                kw: 1,
+                s: 1,
+                l: n,
+                ow: n,
+                row_stride: n,
+            };
+            let bias = vec![0.0; m];
+            let mut pack = vec![0.0; gemm::PACK_LEN];
+            let t = best(&mut || {
+                // SAFETY: AVX-512F checked above.
+                unsafe {
+                    gemm::gemm_rows(
+                        &packed,
+                        packed.group(0),
+                        &cols,
+                        n,
+                        &bias,
+                        Identity,
+                        0..packed.panels(),
+                        as_uninit(&mut c),
+                        &mut pack,
+                    )
+                }
+            });
+            let diff = c
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-2, "{m}x{k}x{n}: {diff}");
+            // The small-N variant (used by the convolutions when it fills
+            // more lanes).
+            let t_small = (n <= gemm::SMALL_N).then(|| {
+                let packed = gemm::PackedWeightsT::new(&a, 1, m, k);
+                let mut ct = vec![0.0; m * n];
+                let t = best(&mut || {
+                    // SAFETY: AVX-512F checked above.
+                    unsafe {
+                        gemm::gemm_small_n(
+                            &packed,
+                            packed.group(0),
+                            &cols,
+                            n,
+                            &bias,
+                            Identity,
+                            0..packed.panels(),
+                            as_uninit(&mut c),
+                            &mut pack,
+                            &mut ct,
+                        )
+                    }
+                });
+                let diff = c
+                    .iter()
+                    .zip(&want)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-2, "{m}x{k}x{n} small N: {diff}");
+                gf(t)
+            });
+            (gf(t), t_small.unwrap_or(0.0))
+        } else {
+            (0.0, 0.0)
+        };
+        println!(
+            "{:>18} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            format!("{m}x{k}x{n}"),
+            gf(t_gemm),
+            gf(t_mm),
+            t_odin.0,
+            t_odin.1
+        );
+    }
+}
