@@ -255,3 +255,54 @@ fn partitions_that_do_not_fit_are_refused() {
     );
     pipe.shutdown();
 }
+
+/// A stage on a PE of several CPUs runs one worker per CPU, each pinned to
+/// its CPU, and its output stays bit-identical.
+#[test]
+fn a_multi_cpu_pe_uses_every_cpu() {
+    let cpus = online();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs 2 online CPUs, have {}", cpus.len());
+        return;
+    }
+    let model = common::tiny_model();
+    let inputs = common::inputs(&model, 3);
+    let expected = common::reference_outputs(&model, &inputs);
+    let pe: CpuSet = cpus.iter().copied().collect();
+    let cfg = PipelineConfig::new(vec![pe.clone()], Partition::single(model.len()).unwrap());
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    let stage_tid = pipe.stage_stats()[0].tid;
+    assert_eq!(cpus_allowed(stage_tid), pe);
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.starts_with("odin-stage-0-w") {
+            let tid: i32 = path.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            workers.push(cpus_allowed(tid));
+        }
+    }
+    workers.sort();
+    let want: Vec<CpuSet> = cpus.iter().map(|&c| CpuSet::single(c)).collect();
+    assert_eq!(workers, want, "one worker pinned to each CPU of the PE");
+    let admitter = pipe.admitter();
+    for _ in 0..30 {
+        admitter.admit(|id| synthetic_input(&inputs, id)).unwrap();
+        let done = pipe.completed().recv().unwrap();
+        assert!(
+            done.output == expected[(done.id % 3) as usize],
+            "frame {}",
+            done.id
+        );
+    }
+    // Remapped to one CPU, the stage drops its workers and still computes the same.
+    pipe.remap(0, CpuSet::single(cpus[0]))
+        .unwrap()
+        .recv()
+        .unwrap()
+        .unwrap();
+    admitter.admit(|id| synthetic_input(&inputs, id)).unwrap();
+    let done = pipe.completed().recv().unwrap();
+    assert!(done.output == expected[(done.id % 3) as usize]);
+    pipe.shutdown();
+}

@@ -17,6 +17,7 @@ pub mod zoo;
 
 use std::fmt;
 use std::ops::{Add, AddAssign, Range};
+use std::sync::Arc;
 
 pub use tensor::{Shape, Tensor};
 
@@ -87,16 +88,38 @@ pub(crate) fn f32_bytes(elements: usize) -> u64 {
 }
 
 /// Scratch memory a thread reuses across layers and frames (im2col buffers
-/// and the like), so the steady state allocates nothing but activations.
+/// and the like), so the steady state allocates nothing but activations,
+/// and the threads a layer may spread its work over.
 #[derive(Default, Debug)]
 pub struct Workspace {
     scratch: Vec<f32>,
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Workspace {
-    /// An empty workspace.
+    /// An empty workspace; layers run on the calling thread alone.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A workspace whose layers split their work over `pool`'s threads
+    /// (intra-op parallelism). Results are bit-identical to [`Workspace::new`]:
+    /// work is split over output channels, never over a sum.
+    pub fn with_pool(pool: Arc<rayon::ThreadPool>) -> Self {
+        Self {
+            scratch: Vec::new(),
+            pool: Some(pool),
+        }
+    }
+
+    /// The pool layers may use, if any.
+    pub fn pool(&self) -> Option<&rayon::ThreadPool> {
+        self.pool.as_deref()
+    }
+
+    /// Threads a layer may use (1 without a pool).
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
     /// A scratch buffer of at least `len` elements. Its contents are
@@ -107,6 +130,45 @@ impl Workspace {
         }
         &mut self.scratch[..len]
     }
+
+    /// The scratch buffer and the pool at once, for layers that use both.
+    pub fn scratch_and_pool(&mut self, len: usize) -> (&mut [f32], Option<&rayon::ThreadPool>) {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0.0);
+        }
+        (&mut self.scratch[..len], self.pool.as_deref())
+    }
+}
+
+/// Runs `f` on every item, spread over `pool`'s threads when there is a
+/// pool and more than one item, else on the calling thread in order.
+pub fn par_for_each<T: Send>(
+    pool: Option<&rayon::ThreadPool>,
+    items: Vec<T>,
+    f: impl Fn(T) + Sync + Send,
+) {
+    use rayon::iter::{IntoParallelIterator, ParallelIterator};
+    match pool {
+        Some(pool) if items.len() > 1 => pool.install(|| items.into_par_iter().for_each(f)),
+        _ => items.into_iter().for_each(f),
+    }
+}
+
+thread_local! {
+    static THREAD_SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's own scratch buffer of at least `len`
+/// elements (contents unspecified), kept across calls: for work items
+/// running on pool threads.
+pub fn with_thread_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    THREAD_SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// A network layer.
@@ -417,6 +479,27 @@ mod tests {
     #[test]
     fn vgg16_splits_are_bit_identical() {
         check_model("vgg16", 4);
+    }
+
+    /// Intra-op parallelism splits work over output channels only, so a
+    /// pool of any size gives the single-threaded output bit for bit.
+    #[test]
+    fn thread_pools_give_bit_identical_outputs() {
+        for name in ["resnet50", "mobilenet_v2", "alexnet"] {
+            let model = zoo::build(name, 1).unwrap();
+            let x = Tensor::random(model.input(), 5);
+            let alone = model.forward(&x, &mut Workspace::new());
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut ws = Workspace::with_pool(Arc::new(pool));
+                assert_eq!(ws.threads(), threads);
+                let shared = model.forward(&x, &mut ws);
+                assert!(shared == alone, "{name} with {threads} threads differs");
+            }
+        }
     }
 
     #[test]

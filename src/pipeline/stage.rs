@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use super::frame::{Completed, Frame};
 use super::runtime::{Shared, StageControl};
+use crate::cpulist::CpuSet;
 use crate::engine::Workspace;
 
 /// Where a stage sends its frames.
@@ -40,13 +41,13 @@ impl Stage {
             tracing::warn!(stage = self.index, pe = %initial, "cannot pin stage thread: {e}");
         }
         *me.pin_error.lock().expect("pin error lock") = pinned.err().map(|e| e.to_string());
+        let mut ws = self.workspace(&initial);
         let _ = self.shared.ready.send(self.index);
-        let mut ws = Workspace::new();
         loop {
             let frame = select! {
                 recv(self.control) -> msg => {
                     if let Ok(c) = msg {
-                        self.apply(c);
+                        self.apply(c, &mut ws);
                     }
                     continue;
                 }
@@ -57,7 +58,7 @@ impl Stage {
             };
             // Controls sent while the frame waited take effect before it runs.
             while let Ok(c) = self.control.try_recv() {
-                self.apply(c);
+                self.apply(c, &mut ws);
             }
             if !self.process(frame, &mut ws) {
                 break;
@@ -65,13 +66,14 @@ impl Stage {
         }
     }
 
-    fn apply(&self, control: StageControl) {
+    fn apply(&self, control: StageControl, ws: &mut Workspace) {
         match control {
             StageControl::Pin(cpus, ack) => {
                 let me = &self.shared.stages[self.index];
                 let result = self.shared.affinity.set(0, &cpus);
                 match &result {
                     Ok(()) => {
+                        *ws = self.workspace(&cpus);
                         *me.pe.lock().expect("pe lock") = cpus;
                         *me.pin_error.lock().expect("pin error lock") = None;
                     }
@@ -80,6 +82,34 @@ impl Stage {
                     }
                 }
                 let _ = ack.send(result);
+            }
+        }
+    }
+
+    /// A workspace for a PE: on more than one CPU, with a pool of one
+    /// worker per CPU, each pinned to its CPU, for intra-op parallelism.
+    fn workspace(&self, pe: &CpuSet) -> Workspace {
+        if pe.len() < 2 {
+            return Workspace::new();
+        }
+        let cpus: Vec<usize> = pe.iter().collect();
+        let affinity = self.shared.affinity.clone();
+        let stage = self.index;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus.len())
+            .thread_name(move |i| format!("odin-stage-{stage}-w{i}"))
+            .start_handler(move |i| {
+                let cpu = CpuSet::single(cpus[i % cpus.len()]);
+                if let Err(e) = affinity.set(0, &cpu) {
+                    tracing::warn!(stage, worker = i, "cannot pin worker thread: {e}");
+                }
+            })
+            .build();
+        match pool {
+            Ok(pool) => Workspace::with_pool(Arc::new(pool)),
+            Err(e) => {
+                tracing::warn!(stage, pe = %pe, "no worker threads, running on one CPU: {e}");
+                Workspace::new()
             }
         }
     }

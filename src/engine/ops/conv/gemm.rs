@@ -102,6 +102,14 @@ impl PackedWeights {
 
 /// Rows of panel `p` when `m` rows are split evenly into `ceil(m / MR)`
 /// panels of at most `MR`.
+/// Rows of `m` covered by the panels `panels` (empty for no panel).
+pub(super) fn panel_row_range(m: usize, panels: &Range<usize>) -> Range<usize> {
+    if panels.is_empty() {
+        return 0..0;
+    }
+    panel_rows(m, panels.start).start..panel_rows(m, panels.end - 1).end
+}
+
 fn panel_rows(m: usize, p: usize) -> Range<usize> {
     let panels = m.div_ceil(MR);
     let (base, extra) = (m / panels.max(1), m % panels.max(1));
@@ -220,10 +228,11 @@ fn clamps(act: Activation) -> (bool, f32) {
 }
 
 /// Computes row panels `panels` (of this group's output channels, see
-/// [`PackedWeights`]) of `y = act(bias + A * B)`, `y` being `[m][n]`
-/// row-major. Disjoint panel ranges write disjoint rows of `y`; every
-/// element of the rows of `panels` is written (so `y` may start
-/// uninitialised), and read back only after it was.
+/// [`PackedWeights`]) of `y = act(bias + A * B)`, `y` holding the rows of
+/// those panels (from the first row of `panels.start`), `n` values each,
+/// row-major. Every element of those rows is written (so `y` may start
+/// uninitialised), and read back only after it was; disjoint panel ranges
+/// cover disjoint rows, so threads can share one output.
 ///
 /// `pack` is scratch of at least [`PACK_LEN`] elements, best 64-byte aligned.
 ///
@@ -245,7 +254,8 @@ pub(super) unsafe fn gemm_rows(
 ) {
     let (m, k) = (a.m, a.k);
     assert!(panels.end <= a.panels(), "panel range");
-    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    let base = panel_row_range(m, &panels);
+    assert!(y.len() >= base.len() * n && bias.len() >= m && pack.len() >= PACK_LEN);
     assert_eq!(a_group.len(), a.panels() * k * MR, "packed group length");
     cols.check(k, n);
     let (relu, cap) = clamps(act);
@@ -278,7 +288,9 @@ pub(super) unsafe fn gemm_rows(
                         kc,
                         a: ap,
                         b: pack[(c0 / NR) * kc * NR..].as_ptr(),
-                        c: y[row * n + n0 + c0..].as_mut_ptr().cast::<f32>(),
+                        c: y[(row - base.start) * n + n0 + c0..]
+                            .as_mut_ptr()
+                            .cast::<f32>(),
                         ldc: n,
                         mask: if tail == 16 {
                             u16::MAX
@@ -292,7 +304,8 @@ pub(super) unsafe fn gemm_rows(
                         cap,
                     };
                     // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
-                    // inside `y` (row + r <= m, n0 + c0 + cw <= n); its A
+                    // inside `y` (base.start <= row, row + r <= base.end,
+                    // n0 + c0 + cw <= n); its A
                     // panel has `kc` steps of MR values from `k0`, its B
                     // panel `kc` steps of NR values; `bias` has `r` values
                     // from `row`.
@@ -310,8 +323,10 @@ pub(super) unsafe fn gemm_rows(
 /// output positions (row panels of at most `MR` positions) against vectors
 /// of output channels, accumulates in `ct` (`[n][m]`), then writes
 /// `y[m][n] = act(ct[n][m] + bias[m])` for the channels of column panels
-/// `panels` (of `NR` channels, see [`PackedWeightsT`]). Disjoint panel
-/// ranges write disjoint rows of `y`, every element of which is written.
+/// `panels` (of `NR` channels, see [`PackedWeightsT`]), `y` holding those
+/// channels' rows from channel `panels.start * NR`. Every element of them
+/// is written; disjoint panel ranges cover disjoint rows, so threads can
+/// share one output (each with its own `ct`).
 ///
 /// `pack` holds at least [`PACK_LEN`] elements and `ct` `n * m`.
 ///
@@ -334,7 +349,8 @@ pub(super) unsafe fn gemm_small_n(
 ) {
     let (m, k) = (a.m, a.k);
     assert!(n <= SMALL_N && panels.end <= a.panels(), "panel range");
-    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    let (first, end) = (panels.start * NR, (panels.end * NR).min(m));
+    assert!(y.len() >= end.saturating_sub(first) * n && bias.len() >= m && pack.len() >= PACK_LEN);
     assert!(ct.len() >= n * m);
     assert_eq!(a_group.len(), a.panels() * k * NR, "packed group length");
     cols.check(k, n);
@@ -389,7 +405,7 @@ pub(super) unsafe fn gemm_small_n(
     );
     let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
     let yp = y.as_mut_ptr().cast::<f32>();
-    let (mut ch, end) = (panels.start * NR, (panels.end * NR).min(m));
+    let mut ch = first;
     while ch < end {
         let left = end - ch;
         let mask = if left >= 16 {
@@ -398,8 +414,9 @@ pub(super) unsafe fn gemm_small_n(
             (1u16 << left) - 1
         };
         // SAFETY: unmasked lanes read `bias[ch..end]` and `ct[pos * m +
-        // ch..]` (pos < n, ch + lane < m), and store to `y[(ch + lane) * n +
-        // pos] < m * n`; `n <= SMALL_N` keeps the indices in i32.
+        // ch..]` (pos < n, ch + lane < end <= m), and store to `y[(ch - first
+        // + lane) * n + pos] < (end - first) * n`; `n <= SMALL_N` keeps the
+        // indices in i32.
         unsafe {
             let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(ch));
             for pos in 0..n {
@@ -408,7 +425,7 @@ pub(super) unsafe fn gemm_small_n(
                 if relu {
                     v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
                 }
-                _mm512_mask_i32scatter_ps::<4>(yp.add(ch * n + pos), mask, idx, v);
+                _mm512_mask_i32scatter_ps::<4>(yp.add((ch - first) * n + pos), mask, idx, v);
             }
         }
         ch += 16;

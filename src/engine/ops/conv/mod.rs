@@ -37,7 +37,9 @@ use ndarray::Array4;
 use super::activation::Activation;
 use super::norm::BatchNorm2d;
 use super::window_out;
-use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes};
+use crate::engine::{
+    Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each, with_thread_scratch,
+};
 use im2col::Phases;
 
 /// Stride, padding and groups of a convolution.
@@ -308,9 +310,33 @@ impl Conv2d {
                 Path::Portable => depthwise::Isa::Portable,
             };
             let mut y = Vec::with_capacity(out.len());
-            let buf = ws.scratch(ph.plane());
-            depthwise::depthwise(&d, &mut y.spare_capacity_mut()[..out.len()], buf, isa);
-            // SAFETY: `depthwise` writes every output of every plane.
+            let pool = ws.pool();
+            let threads = ws.threads().min(self.cout);
+            let (plane_in, plane_out) = (s.h * s.w, oh * ow);
+            // Per image, contiguous channel ranges, one per thread.
+            let mut work = Vec::new();
+            let mut rest = &mut y.spare_capacity_mut()[..out.len()];
+            for image in 0..s.n {
+                for t in 0..threads {
+                    let (c0, c1) = (t * self.cout / threads, (t + 1) * self.cout / threads);
+                    let (mine, tail) = rest.split_at_mut((c1 - c0) * plane_out);
+                    rest = tail;
+                    let base = image * self.cout;
+                    let part = depthwise::Depthwise {
+                        x: &d.x[(base + c0) * plane_in..(base + c1) * plane_in],
+                        c: c1 - c0,
+                        weight: &d.weight[c0 * self.kh * self.kw..c1 * self.kh * self.kw],
+                        bias: &d.bias[c0..c1],
+                        ..d
+                    };
+                    work.push((part, mine));
+                }
+            }
+            par_for_each(pool, work, |(part, yp)| {
+                with_thread_scratch(ph.plane(), |buf| depthwise::depthwise(&part, yp, buf, isa));
+            });
+            // SAFETY: `depthwise` writes every output of every plane, and the
+            // channel ranges above cover every plane of every image.
             unsafe { y.set_len(out.len()) };
             return Tensor::from_vec(out, y);
         }
@@ -341,14 +367,14 @@ impl Conv2d {
             oh,
             ow,
         };
-        let scratch = ws.scratch(t.scratch_len());
+        let (scratch, pool) = ws.scratch_and_pool(t.scratch_len());
         for (xi, yi) in x
             .chunks_exact(s.per_image())
             .zip(y.chunks_exact_mut(self.cout * oh * ow))
         {
             // SAFETY: Winograd is used only when `avx512` is set, which
             // needs AVX-512F.
-            unsafe { winograd::forward(wg, &t, xi, &self.bias, self.act, yi, scratch) };
+            unsafe { winograd::forward(wg, &t, xi, &self.bias, self.act, yi, scratch, pool) };
         }
     }
 
@@ -370,11 +396,8 @@ impl Conv2d {
         let xp_len = self.prepared_len(s, ph, oh, ow);
         let small_n = gemm::prefer_small_n(cout_g, n);
         let ct_len = if small_n { cout_g * n } else { 0 };
-        let buf = ws.scratch(xp_len + ct_len + gemm::PACK_LEN + 16);
-        let (xp_buf, rest) = buf.split_at_mut(xp_len);
-        let (ct, rest) = rest.split_at_mut(ct_len);
-        let align = rest.as_ptr().align_offset(64).min(16);
-        let pack = &mut rest[align..align + gemm::PACK_LEN];
+        let (buf, pool) = ws.scratch_and_pool(xp_len);
+        let threads = pool.map_or(1, |p| p.current_num_threads());
         let k = cin_g * self.kh * self.kw;
         let packed_t = small_n.then(|| {
             self.packed_t
@@ -384,11 +407,17 @@ impl Conv2d {
             self.packed
                 .get_or_init(|| gemm::PackedWeights::new(&self.weight, g, cout_g, k))
         });
+        let panels = packed_t.map_or_else(|| packed.map_or(0, |p| p.panels()), |p| p.panels());
+        // Output rows (channels) covered by a range of panels.
+        let rows_of = |r: &std::ops::Range<usize>| match packed_t {
+            Some(_) => (r.start * gemm::NR).min(cout_g)..(r.end * gemm::NR).min(cout_g),
+            None => gemm::panel_row_range(cout_g, r),
+        };
         for (xi, yi) in x
             .chunks_exact(s.per_image())
             .zip(y.chunks_exact_mut(self.cout * n))
         {
-            let (xp, v) = self.prepare(xi, s, ph, (oh, ow), xp_buf);
+            let (xp, v) = self.prepare(xi, s, ph, (oh, ow), buf);
             for gi in 0..g {
                 let (kh, kw) = if v.matrix { (1, 1) } else { (self.kh, self.kw) };
                 let cols = gemm::Cols {
@@ -402,39 +431,56 @@ impl Conv2d {
                     row_stride: v.row_stride,
                 };
                 let bias = &self.bias[gi * cout_g..(gi + 1) * cout_g];
-                let yg = &mut yi[gi * cout_g * n..(gi + 1) * cout_g * n];
-                if let Some(pt) = packed_t {
-                    // SAFETY: this path runs only when `avx512` is set.
-                    unsafe {
-                        gemm::gemm_small_n(
-                            pt,
-                            pt.group(gi),
-                            &cols,
-                            n,
-                            bias,
-                            self.act,
-                            0..pt.panels(),
-                            yg,
-                            pack,
-                            ct,
-                        );
-                    }
-                } else if let Some(packed) = packed {
-                    // SAFETY: this path runs only when `avx512` is set.
-                    unsafe {
-                        gemm::gemm_rows(
-                            packed,
-                            packed.group(gi),
-                            &cols,
-                            n,
-                            bias,
-                            self.act,
-                            0..packed.panels(),
-                            yg,
-                            pack,
-                        );
-                    }
+                // Contiguous panel ranges, one per thread, each with the
+                // output rows it writes.
+                let mut rest = &mut yi[gi * cout_g * n..(gi + 1) * cout_g * n];
+                let parts = threads.min(panels).max(1);
+                let mut work = Vec::with_capacity(parts);
+                for t in 0..parts {
+                    let range = t * panels / parts..(t + 1) * panels / parts;
+                    let (mine, tail) = rest.split_at_mut(rows_of(&range).len() * n);
+                    rest = tail;
+                    work.push((range, mine));
                 }
+                par_for_each(pool, work, |(range, yr)| {
+                    with_thread_scratch(gemm::PACK_LEN + 16 + ct_len, |tb| {
+                        let align = tb.as_ptr().align_offset(64).min(16);
+                        let (head, ct) = tb.split_at_mut(gemm::PACK_LEN + 16);
+                        let pack = &mut head[align..align + gemm::PACK_LEN];
+                        if let Some(pt) = packed_t {
+                            // SAFETY: this path runs only when `avx512` is set.
+                            unsafe {
+                                gemm::gemm_small_n(
+                                    pt,
+                                    pt.group(gi),
+                                    &cols,
+                                    n,
+                                    bias,
+                                    self.act,
+                                    range,
+                                    yr,
+                                    pack,
+                                    ct,
+                                );
+                            }
+                        } else if let Some(packed) = packed {
+                            // SAFETY: this path runs only when `avx512` is set.
+                            unsafe {
+                                gemm::gemm_rows(
+                                    packed,
+                                    packed.group(gi),
+                                    &cols,
+                                    n,
+                                    bias,
+                                    self.act,
+                                    range,
+                                    yr,
+                                    pack,
+                                );
+                            }
+                        }
+                    });
+                });
             }
         }
     }

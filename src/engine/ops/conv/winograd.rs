@@ -23,6 +23,7 @@ use std::mem::MaybeUninit;
 use super::super::activation::Activation;
 use super::gemm::{self, Cols, PACK_LEN, PackedWeights};
 use super::im2col::{Phases, phase_split};
+use crate::engine::{par_for_each, with_thread_scratch};
 
 // Input transform Bt = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] and output
 // transform At = [1 1 1 0; 0 1 -1 -1] are written out in the kernels.
@@ -138,6 +139,7 @@ impl Tiling {
 /// # Safety
 ///
 /// The CPU must support AVX-512F.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn forward(
     wg: &WinogradWeights,
@@ -147,6 +149,7 @@ pub(super) unsafe fn forward(
     act: Activation,
     y: &mut [MaybeUninit<f32>],
     scratch: &mut [f32],
+    pool: Option<&rayon::ThreadPool>,
 ) {
     let (cin, cout, tw, th) = (t.cin, t.cout, t.tw(), t.th());
     assert!(x.len() == cin * t.h * t.w && y.len() == cout * t.oh * t.ow);
@@ -157,16 +160,20 @@ pub(super) unsafe fn forward(
     let (xp, rest) = scratch.split_at_mut(cin * ph.plane());
     phase_split(x, t.h, t.w, t.pad, ph, xp);
     let (v, rest) = rest.split_at_mut(16 * cin * rows * tw);
-    let (m, rest) = rest.split_at_mut(16 * cout * rows * tw);
-    let align = rest.as_ptr().align_offset(64).min(16);
-    let pack = &mut rest[align..align + PACK_LEN];
+    let (m, _) = rest.split_at_mut(16 * cout * rows * tw);
     let mut ty0 = 0;
     while ty0 < th {
         let nrows = rows.min(th - ty0);
         let tc = nrows * tw;
         // SAFETY: AVX-512F (this function's contract).
         unsafe { input_transform(xp, ph, cin, ty0, nrows, tw, &mut v[..16 * cin * tc]) };
-        for e in 0..16 {
+        // The 16 element-wise GEMMs are independent: spread them over the pool.
+        let v = &v[..16 * cin * tc];
+        let work: Vec<(usize, &mut [f32])> = m[..16 * cout * tc]
+            .chunks_exact_mut(cout * tc)
+            .enumerate()
+            .collect();
+        par_for_each(pool, work, |(e, me)| {
             let cols = Cols {
                 x: &v[e * cin * tc..(e + 1) * cin * tc],
                 plane: tc,
@@ -178,24 +185,27 @@ pub(super) unsafe fn forward(
                 row_stride: tc,
             };
             let u = &wg.u[e];
-            let me = &mut m[e * cout * tc..(e + 1) * cout * tc];
-            // SAFETY: AVX-512F (this function's contract). The view only
-            // receives initialised f32 stores.
-            unsafe {
-                let me = &mut *(me as *mut [f32] as *mut [MaybeUninit<f32>]);
-                gemm::gemm_rows(
-                    u,
-                    u.group(0),
-                    &cols,
-                    tc,
-                    &wg.zeros,
-                    Activation::Identity,
-                    0..u.panels(),
-                    me,
-                    pack,
-                );
-            }
-        }
+            with_thread_scratch(PACK_LEN + 16, |tb| {
+                let align = tb.as_ptr().align_offset(64).min(16);
+                let pack = &mut tb[align..align + PACK_LEN];
+                // SAFETY: AVX-512F (this function's contract). The view only
+                // receives initialised f32 stores.
+                unsafe {
+                    let me = &mut *(me as *mut [f32] as *mut [MaybeUninit<f32>]);
+                    gemm::gemm_rows(
+                        u,
+                        u.group(0),
+                        &cols,
+                        tc,
+                        &wg.zeros,
+                        Activation::Identity,
+                        0..u.panels(),
+                        me,
+                        pack,
+                    );
+                }
+            });
+        });
         // SAFETY: AVX-512F (this function's contract).
         unsafe { output_transform(&m[..16 * cout * tc], t, ty0, nrows, bias, act, y) };
         ty0 += nrows;
