@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod cpulist;
 pub mod engine;
+pub mod monitor;
 pub mod pipeline;
-pub mod topology;
 pub mod policy;
+pub mod topology;
