@@ -40,6 +40,15 @@ fn check_summary(v: &serde_json::Value, model: &str) {
 
 #[test]
 fn sigint_drains_writes_the_summary_and_exits_0() {
+    stop_with(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_drains_writes_the_summary_and_exits_0() {
+    stop_with(Signal::SIGTERM);
+}
+
+fn stop_with(signal: Signal) {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.json");
     let mut child = odin()
@@ -66,7 +75,7 @@ fn sigint_drains_writes_the_summary_and_exits_0() {
         status.starts_with("t=") && status.contains("frames/s") && status.contains("p99"),
         "{status}"
     );
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
