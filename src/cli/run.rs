@@ -14,11 +14,21 @@ use super::UsageError;
 use odin::cpulist::CpuSet;
 use odin::engine::profile::CostProfile;
 use odin::engine::{Tensor, zoo};
+use odin::monitor::observer::{Observer, StageView};
+use odin::monitor::perf::{self, PerfCounters};
+use odin::monitor::procfs::ProcReader;
 use odin::pipeline::affinity::SchedAffinity;
 use odin::pipeline::recorder::{Recorder, TimelineEntry};
 use odin::pipeline::source::{Load, Source};
 use odin::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use odin::policy::detector::{Detector, DetectorConfig, Event};
 use odin::topology;
+
+/// How often the monitor samples and the detector decides.
+const MONITOR_TICK: Duration = Duration::from_millis(100);
+
+/// Undisturbed run time after which the expectations are calibrated.
+const CALIBRATION: Duration = Duration::from_secs(1);
 
 /// FLOP rate assumed for the initial partition when no profile is given.
 const NOMINAL_GFLOPS: f64 = 50.0;
@@ -125,7 +135,7 @@ pub fn run(args: Args) -> Result<()> {
     let signals = signal_channel()?;
     let pipeline = Pipeline::start(
         model.clone(),
-        PipelineConfig::new(pes, partition.clone()),
+        PipelineConfig::new(pes.clone(), partition.clone()),
         Arc::new(SchedAffinity),
     )?;
     for s in pipeline.stage_stats() {
@@ -149,9 +159,25 @@ pub fn run(args: Args) -> Result<()> {
         }
     );
 
+    let mut counters = PerfCounters::new();
+    let support = perf::probe(&mut counters, root);
+    if !support.has_hardware() {
+        tracing::warn!("{support}; detection runs on stage times and scheduler signals");
+    }
+    let mut observer = Observer::new(
+        ProcReader::new(),
+        Box::new(counters),
+        &support,
+        pes.clone(),
+        profile.unit_ms(),
+    );
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut calibrated = false;
+
     let start = Instant::now();
     let mut recorder = Recorder::new(start, &partition);
     let ticker = tick(Duration::from_secs(1));
+    let monitor_tick = tick(MONITOR_TICK);
     let deadline = args
         .duration
         .map_or_else(never, |d| after(Duration::from_secs_f64(d)));
@@ -165,6 +191,23 @@ pub fn run(args: Args) -> Result<()> {
                 let now = Instant::now();
                 let entry = recorder.close_window(now, pipeline.partition().cuts());
                 println!("{}", status_line(&entry, &pipeline.stage_stats()));
+            },
+            recv(monitor_tick) -> now => {
+                let now = now.unwrap_or_else(|_| Instant::now());
+                let views = stage_views(&pipeline, &pes);
+                let (stages, pe_signals) = observer.tick(&views, now);
+                if !calibrated {
+                    // Expectations come from the first undisturbed second.
+                    if now - start >= CALIBRATION && views.iter().all(|v| v.service_ms.is_some()) {
+                        observer.calibrate(&views);
+                        detector.rebase();
+                        calibrated = true;
+                    }
+                    continue;
+                }
+                for e in detector.tick(&stages, &pe_signals) {
+                    println!("{}", event_line(now - start, &e, &pes));
+                }
             },
             recv(deadline) -> _ => break,
             recv(signals) -> s => {
@@ -194,6 +237,63 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The stages as the observer sees them; a stage's PE is the configured
+/// PE it is pinned to.
+fn stage_views(p: &Pipeline, pes: &[CpuSet]) -> Vec<StageView> {
+    let part = p.partition();
+    p.stage_stats()
+        .iter()
+        .map(|s| StageView {
+            tid: s.tid,
+            pe: pes
+                .iter()
+                .position(|pe| pe.to_string() == s.pe)
+                .unwrap_or(s.stage),
+            units: part.range(s.stage),
+            service_ms: (s.frames > 0).then_some(s.service_ms),
+        })
+        .collect()
+}
+
+fn event_line(t: Duration, e: &Event, pes: &[CpuSet]) -> String {
+    let cpus = |pe: usize| {
+        pes.get(pe)
+            .map_or_else(|| "?".to_string(), |c| c.to_string())
+    };
+    match e {
+        Event::Onset {
+            pe,
+            stage,
+            kind,
+            severity,
+            antagonists,
+        } => {
+            let names: Vec<String> = antagonists
+                .iter()
+                .take(3)
+                .map(|a| format!("{} {} ({:.2} CPU)", a.pid, a.comm, a.cpu_share))
+                .collect();
+            format!(
+                "t={:.1}s interference on PE {pe} (CPUs {}), stage {stage}: {}, {:.0}% slower; antagonists: {}",
+                t.as_secs_f64(),
+                cpus(*pe),
+                kind.as_str(),
+                severity * 100.0,
+                if names.is_empty() {
+                    "none named".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        }
+        Event::Offset { pe, stage } => format!(
+            "t={:.1}s interference ended on PE {pe} (CPUs {}), stage {stage}",
+            t.as_secs_f64(),
+            cpus(*pe)
+        ),
+    }
 }
 
 /// SIGINT and SIGTERM as messages; a second one exits at once.

@@ -42,6 +42,7 @@
 
 pub mod antagonists;
 pub mod derive;
+pub mod observer;
 pub mod procfs;
 pub mod sample;
 

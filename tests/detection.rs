@@ -1,0 +1,158 @@
+//! Real interference detection: a 2-stage pipeline on CPUs 0 and 1, a real
+//! busy-loop process put on CPU 1, the real monitor and the detector.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::tick;
+use odin::cpulist::CpuSet;
+use odin::engine::profile::CostProfile;
+use odin::engine::{Tensor, zoo};
+use odin::monitor::observer::{Observer, StageView};
+use odin::monitor::perf::{self, PerfCounters};
+use odin::monitor::procfs::ProcReader;
+use odin::pipeline::affinity::SchedAffinity;
+use odin::pipeline::source::{Load, Source};
+use odin::pipeline::{Partition, Pipeline, PipelineConfig};
+use odin::policy::detector::{Detector, DetectorConfig, Event, Kind};
+
+/// Kills the antagonist when dropped, also when an assertion fails.
+struct Antagonist(Child);
+
+impl Drop for Antagonist {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn views(p: &Pipeline) -> Vec<StageView> {
+    let part = p.partition();
+    p.stage_stats()
+        .iter()
+        .map(|s| StageView {
+            tid: s.tid,
+            pe: s.stage,
+            units: part.range(s.stage),
+            service_ms: (s.frames > 0).then_some(s.service_ms),
+        })
+        .collect()
+}
+
+#[test]
+fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
+    let online = odin::topology::online_cpus(Path::new("/")).unwrap();
+    if !(online.contains(0) && online.contains(1)) {
+        eprintln!("skipped: needs CPUs 0 and 1 online, have {online}");
+        return;
+    }
+    let model = Arc::new(zoo::build("resnet18", 1).unwrap());
+    let unit_ms = CostProfile::nominal(&model, 100.0).unit_ms();
+    let pes = vec![CpuSet::single(0), CpuSet::single(1)];
+    let partition = Partition::optimal(&unit_ms, &[1.0, 1.0]).unwrap();
+    let pipe = Pipeline::start(
+        model.clone(),
+        PipelineConfig::new(pes.clone(), partition),
+        Arc::new(SchedAffinity),
+    )
+    .unwrap();
+    let inputs = vec![Tensor::random(model.input(), 3)];
+    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs, 1).unwrap();
+
+    let mut counters = PerfCounters::new();
+    let support = perf::probe(&mut counters, Path::new("/"));
+    let mut observer = Observer::new(
+        ProcReader::new(),
+        Box::new(counters),
+        &support,
+        pes,
+        unit_ms,
+    );
+    let mut detector = Detector::new(DetectorConfig::default());
+    let ticker = tick(Duration::from_millis(100));
+    // Drain completions on a helper thread; the test thread only ticks.
+    let done = pipe.completed().clone();
+    let drain = std::thread::spawn(move || done.iter().count());
+
+    // Warm up undisturbed, then take the expectation from what we see.
+    let mut ticks = 0;
+    while ticks < 10 || pipe.stage_stats().iter().any(|s| s.frames < 20) {
+        let now = ticker.recv().unwrap();
+        let (stages, signals) = observer.tick(&views(&pipe), now);
+        let events = detector.tick(&stages, &signals);
+        assert!(events.is_empty(), "no interference yet: {events:?}");
+        ticks += 1;
+        assert!(ticks < 300, "the pipeline does not run");
+    }
+    observer.calibrate(&views(&pipe));
+    detector.rebase();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_odin"))
+        .args(["stress", "--kind", "cpu", "--cpus", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let stress = Antagonist(child);
+    let started = Instant::now();
+
+    let onset = loop {
+        let now = ticker.recv().unwrap();
+        let (stages, signals) = observer.tick(&views(&pipe), now);
+        let events = detector.tick(&stages, &signals);
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| matches!(e, Event::Onset { .. }))
+        {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no onset within 3 s"
+        );
+    };
+    let Event::Onset {
+        pe,
+        stage,
+        kind,
+        antagonists,
+        severity,
+    } = onset
+    else {
+        unreachable!()
+    };
+    assert_eq!((pe, stage), (1, 1), "the busy CPU's stage");
+    assert_eq!(kind, Kind::CpuTimeSharing);
+    assert!(severity > 0.15, "{severity}");
+    let pid = stress.0.id() as i32;
+    assert!(
+        antagonists.iter().any(|a| a.pid == pid),
+        "stress pid {pid} not among {antagonists:?}"
+    );
+    eprintln!("onset after {:?}: {antagonists:?}", started.elapsed());
+
+    drop(stress);
+    let gone = Instant::now();
+    loop {
+        let now = ticker.recv().unwrap();
+        let (stages, signals) = observer.tick(&views(&pipe), now);
+        let events = detector.tick(&stages, &signals);
+        if events.contains(&Event::Offset { pe: 1, stage: 1 }) {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "no offset within 5 s"
+        );
+    }
+    eprintln!("offset after {:?}", gone.elapsed());
+    source.stop();
+    pipe.shutdown();
+    assert!(drain.join().unwrap() > 0);
+}
