@@ -93,25 +93,28 @@ impl Stage {
             return Workspace::new();
         }
         let cpus: Vec<usize> = pe.iter().collect();
-        let affinity = self.shared.affinity.clone();
         let stage = self.index;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cpus.len())
             .thread_name(move |i| format!("odin-stage-{stage}-w{i}"))
-            .start_handler(move |i| {
-                let cpu = CpuSet::single(cpus[i % cpus.len()]);
-                if let Err(e) = affinity.set(0, &cpu) {
-                    tracing::warn!(stage, worker = i, "cannot pin worker thread: {e}");
-                }
-            })
             .build();
-        match pool {
-            Ok(pool) => Workspace::with_pool(Arc::new(pool)),
+        let pool = match pool {
+            Ok(pool) => pool,
             Err(e) => {
                 tracing::warn!(stage, pe = %pe, "no worker threads, running on one CPU: {e}");
-                Workspace::new()
+                return Workspace::new();
             }
-        }
+        };
+        // Pin every worker before the first frame: broadcast returns once
+        // each worker has run it.
+        let affinity = &self.shared.affinity;
+        pool.broadcast(|ctx| {
+            let cpu = CpuSet::single(cpus[ctx.index() % cpus.len()]);
+            if let Err(e) = affinity.set(0, &cpu) {
+                tracing::warn!(stage, worker = ctx.index(), "cannot pin worker thread: {e}");
+            }
+        });
+        Workspace::with_pool(Arc::new(pool))
     }
 
     /// Runs the frame's units up to this stage's end cut and forwards it.
