@@ -567,8 +567,16 @@ impl PerfCounters {
                 if e.class() == Some(OpenClass::NotPermitted)
                     && matches!(target, Target::Thread(_)) =>
             {
-                // perf_event_paranoid 2 allows user-space-only counting.
-                let (g, m) = open_group(target, kind, specs, true).map_err(|_| e)?;
+                // perf_event_paranoid 2 allows user-space-only counting. If
+                // the retry fails for another reason (no PMU), that reason
+                // is the one that matters; a second refusal keeps the first.
+                let (g, m) = open_group(target, kind, specs, true).map_err(|retry| {
+                    if retry.class() == Some(OpenClass::NotPermitted) {
+                        e
+                    } else {
+                        retry
+                    }
+                })?;
                 (g, m, true)
             }
             Err(e) => return Err(e),
