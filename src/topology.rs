@@ -1,5 +1,14 @@
 //! What CPUs the machine has, read from sysfs under a root directory.
+//!
+//! Per online CPU `N`, [`read_topology`] reads
+//! `<root>/sys/devices/system/cpu/cpuN/topology/{physical_package_id,core_id}`
+//! and, of the caches in `cpuN/cache/index*/`, the `shared_cpu_list` of the
+//! highest `level` (the last-level cache). Kernel quirks: `core_id` is only
+//! unique within a package (two packages both have a core 0), ids are `-1`
+//! where the architecture does not know them, and the cache directories are
+//! absent on some architectures and in some VMs; unknown values are `None`.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +35,14 @@ pub enum TopologyError {
         #[source]
         source: CpuListError,
     },
+    /// A sysfs file holds something other than the number it should.
+    #[error("{path}: not an integer: {text:?}")]
+    NotANumber {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
 }
 
 /// The online CPUs listed in `<root>/sys/devices/system/cpu/online`.
@@ -47,6 +64,157 @@ pub fn cpu_model_name(root: &Path) -> Option<String> {
             .split_once(':')
             .map(|(_, v)| v.trim().to_string())
     })
+}
+
+/// Where one online CPU sits: its package, core and last-level cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuPlace {
+    /// The CPU number.
+    pub cpu: usize,
+    /// `physical_package_id` (the socket); `None` if unknown.
+    pub package: Option<u32>,
+    /// `core_id`, unique only within the package; `None` if unknown.
+    pub core: Option<u32>,
+    /// The CPUs that share this CPU's last-level cache (itself included);
+    /// `None` if sysfs has no cache information.
+    pub llc: Option<CpuSet>,
+}
+
+/// The online CPUs and where each sits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// One entry per online CPU, ascending.
+    pub cpus: Vec<CpuPlace>,
+}
+
+impl Topology {
+    /// The online CPUs.
+    pub fn online(&self) -> CpuSet {
+        self.cpus.iter().map(|c| c.cpu).collect()
+    }
+
+    /// The distinct known packages.
+    pub fn packages(&self) -> BTreeSet<u32> {
+        self.cpus.iter().filter_map(|c| c.package).collect()
+    }
+
+    /// The number of distinct known physical cores (`(package, core)`
+    /// pairs: SMT siblings count once).
+    pub fn cores(&self) -> usize {
+        self.cpus
+            .iter()
+            .filter_map(|c| Some((c.package?, c.core?)))
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+
+    /// The distinct last-level-cache domains, restricted to online CPUs,
+    /// ordered by their first CPU. Empty if no CPU has cache information.
+    pub fn llc_domains(&self) -> Vec<CpuSet> {
+        let online = self.online();
+        let sets: BTreeSet<Vec<usize>> = self
+            .cpus
+            .iter()
+            .filter_map(|c| c.llc.as_ref())
+            .map(|l| l.iter().filter(|&c| online.contains(c)).collect())
+            .collect();
+        sets.into_iter().map(CpuSet::from_cpus).collect()
+    }
+
+    /// The online CPUs without cache information.
+    pub fn without_llc(&self) -> CpuSet {
+        self.cpus
+            .iter()
+            .filter(|c| c.llc.is_none())
+            .map(|c| c.cpu)
+            .collect()
+    }
+}
+
+/// Reads the package, core and last-level cache of every online CPU under
+/// `root`. Missing files leave `None`; unreadable or malformed ones are
+/// errors naming the file.
+pub fn read_topology(root: &Path) -> Result<Topology, TopologyError> {
+    let base = root.join("sys/devices/system/cpu");
+    let cpus = online_cpus(root)?
+        .iter()
+        .map(|cpu| {
+            let dir = base.join(format!("cpu{cpu}"));
+            Ok(CpuPlace {
+                cpu,
+                package: read_id(&dir.join("topology/physical_package_id"))?,
+                core: read_id(&dir.join("topology/core_id"))?,
+                llc: read_llc(&dir.join("cache"))?,
+            })
+        })
+        .collect::<Result<_, TopologyError>>()?;
+    Ok(Topology { cpus })
+}
+
+/// Reads a file, `None` if it does not exist.
+fn read_optional(path: &Path) -> Result<Option<String>, TopologyError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TopologyError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// A topology id; absent or `-1` (unknown to the architecture) is `None`.
+fn read_id(path: &Path) -> Result<Option<u32>, TopologyError> {
+    let Some(text) = read_optional(path)? else {
+        return Ok(None);
+    };
+    let n: i64 = text.trim().parse().map_err(|_| TopologyError::NotANumber {
+        path: path.to_path_buf(),
+        text: text.trim().to_string(),
+    })?;
+    Ok(u32::try_from(n).ok())
+}
+
+/// The `shared_cpu_list` of the highest-level cache under `cache_dir`.
+fn read_llc(cache_dir: &Path) -> Result<Option<CpuSet>, TopologyError> {
+    let entries = match std::fs::read_dir(cache_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(TopologyError::Io {
+                path: cache_dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut best: Option<(u32, PathBuf)> = None;
+    for entry in entries {
+        let entry = entry.map_err(|source| TopologyError::Io {
+            path: cache_dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with("index")) {
+            continue;
+        }
+        let Some(level) = read_id(&entry.path().join("level"))? else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(l, _)| level > *l) {
+            best = Some((level, entry.path()));
+        }
+    }
+    let Some((_, dir)) = best else {
+        return Ok(None);
+    };
+    let path = dir.join("shared_cpu_list");
+    let Some(text) = read_optional(&path)? else {
+        return Ok(None);
+    };
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|source| TopologyError::Parse { path, source })
 }
 
 #[cfg(test)]
@@ -82,6 +250,117 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("nowhere"), "{missing}");
+    }
+
+    /// Writes `cpuN/topology` and `cpuN/cache/index*` for `(cpu, package,
+    /// core, [(level, shared_cpu_list)])`.
+    fn place(d: &Path, cpu: usize, package: &str, core: &str, caches: &[(&str, &str)]) {
+        let dir = d.join(format!("sys/devices/system/cpu/cpu{cpu}"));
+        std::fs::create_dir_all(dir.join("topology")).unwrap();
+        std::fs::write(dir.join("topology/physical_package_id"), package).unwrap();
+        std::fs::write(dir.join("topology/core_id"), core).unwrap();
+        for (i, (level, shared)) in caches.iter().enumerate() {
+            let idx = dir.join(format!("cache/index{i}"));
+            std::fs::create_dir_all(&idx).unwrap();
+            std::fs::write(idx.join("level"), level).unwrap();
+            std::fs::write(idx.join("shared_cpu_list"), shared).unwrap();
+        }
+    }
+
+    #[test]
+    fn two_packages_with_smt_and_an_llc_each() {
+        // CPUs 0-3 on package 0 (cores 0,1 with SMT siblings 0/2, 1/3),
+        // CPUs 4-7 on package 1 (cores 0,1 again: core_id repeats).
+        let d = tree("0-7\n", "");
+        for cpu in 0..8 {
+            let (pkg, llc) = if cpu < 4 {
+                ("0\n", "0-3\n")
+            } else {
+                ("1\n", "4-7\n")
+            };
+            let core = format!("{}\n", cpu % 2);
+            let l1 = cpu.to_string();
+            // index order does not follow level order: the highest wins.
+            place(
+                d.path(),
+                cpu,
+                pkg,
+                &core,
+                &[("1", &l1), ("3", llc), ("2", &l1)],
+            );
+        }
+        // A stray non-index entry is ignored.
+        std::fs::write(
+            d.path().join("sys/devices/system/cpu/cpu0/cache/uevent"),
+            "",
+        )
+        .unwrap();
+        let t = read_topology(d.path()).unwrap();
+        assert_eq!(t.online(), "0-7".parse().unwrap());
+        assert_eq!(t.packages(), BTreeSet::from([0, 1]));
+        assert_eq!(t.cores(), 4);
+        assert_eq!(
+            t.llc_domains(),
+            vec!["0-3".parse().unwrap(), "4-7".parse().unwrap()]
+        );
+        assert!(t.without_llc().is_empty());
+        assert_eq!(t.cpus[5].package, Some(1));
+        assert_eq!(t.cpus[5].core, Some(1));
+    }
+
+    #[test]
+    fn offline_cpus_and_missing_caches() {
+        // CPU 1 offline: not read, and dropped from CPU 0's LLC domain.
+        let d = tree("0,2\n", "");
+        place(d.path(), 0, "0", "0", &[("3", "0-2")]);
+        place(d.path(), 1, "0", "1", &[("3", "0-2")]);
+        place(d.path(), 2, "-1", "-1", &[]);
+        let t = read_topology(d.path()).unwrap();
+        assert_eq!(t.cpus.len(), 2);
+        assert_eq!((t.cpus[1].package, t.cpus[1].core), (None, None));
+        assert_eq!(t.packages(), BTreeSet::from([0]));
+        assert_eq!(t.cores(), 1);
+        assert_eq!(t.llc_domains(), vec!["0,2".parse().unwrap()]);
+        assert_eq!(t.without_llc(), CpuSet::single(2));
+
+        // No topology directory at all (some containers): all unknown.
+        let d = tree("0\n", "");
+        let t = read_topology(d.path()).unwrap();
+        assert_eq!(
+            t.cpus,
+            vec![CpuPlace {
+                cpu: 0,
+                package: None,
+                core: None,
+                llc: None
+            }]
+        );
+        assert!(t.llc_domains().is_empty() && t.cores() == 0);
+    }
+
+    #[test]
+    fn malformed_topology_files_are_named() {
+        let d = tree("0\n", "");
+        place(d.path(), 0, "zero\n", "0", &[]);
+        let err = read_topology(d.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("cpu0/topology/physical_package_id") && err.contains("zero"),
+            "{err}"
+        );
+        let d = tree("0\n", "");
+        place(d.path(), 0, "0", "0", &[("3", "0-x")]);
+        let err = read_topology(d.path()).unwrap_err().to_string();
+        assert!(err.contains("cache/index0/shared_cpu_list"), "{err}");
+    }
+
+    #[test]
+    fn this_machine_has_a_topology() {
+        let root = Path::new("/");
+        let t = read_topology(root).unwrap();
+        assert_eq!(t.online(), online_cpus(root).unwrap());
+        for domain in t.llc_domains() {
+            assert!(!domain.is_empty());
+        }
     }
 
     #[test]

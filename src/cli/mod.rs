@@ -1,5 +1,6 @@
 //! `odin` subcommands, one file each.
 
+mod probe;
 mod profile;
 mod run;
 mod stress;
@@ -27,6 +28,8 @@ enum Command {
     Stress(stress::Args),
     /// Measure each unit of a model on one CPU and print or save its cost profile.
     Profile(profile::Args),
+    /// Report what this machine offers odin: counters, schedstat, PSI, cgroups, affinity, CPUs.
+    Probe(probe::Args),
 }
 
 /// An error in what the user asked for (exit code 2), as opposed to a
@@ -50,9 +53,11 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let result = match cli.command {
+        Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),
         Command::Stress(args) => stress::run(args),
