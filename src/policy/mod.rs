@@ -6,6 +6,9 @@ pub mod detector;
 
 use serde::Serialize;
 
+use crate::pipeline::Partition;
+use detector::Event;
+
 /// A task from outside the pipeline that used a PE's CPUs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Antagonist {
@@ -46,4 +49,129 @@ pub struct StageSignals {
     pub service_ms: Option<f64>,
     /// What the stage's units should take on an idle PE, milliseconds.
     pub expected_ms: f64,
+}
+
+/// Service-level objective.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Slo {
+    /// Largest acceptable end-to-end latency, milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Smallest acceptable throughput, frames per second.
+    pub throughput_fps: Option<f64>,
+}
+
+/// Where the units run: the cut points and, for each stage, its PE.
+///
+/// Unlike a pipeline [`Partition`] on its own, a placement may leave a
+/// stage empty (two equal cuts): its PE then runs nothing, which is how a
+/// policy leaves a crippled PE unused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Placement {
+    /// Units in the model.
+    pub units: usize,
+    /// S-1 non-decreasing cut points; stage `s` runs `[cut[s-1], cut[s])`.
+    pub cuts: Vec<usize>,
+    /// PE index of each stage (S entries).
+    pub mapping: Vec<usize>,
+}
+
+impl Placement {
+    /// Stage `s` on PE `s`, cut as `p`.
+    pub fn identity(p: &Partition) -> Self {
+        Self {
+            units: p.units(),
+            cuts: p.cuts().to_vec(),
+            mapping: (0..p.stages()).collect(),
+        }
+    }
+
+    /// Number of stages.
+    pub fn stages(&self) -> usize {
+        self.cuts.len() + 1
+    }
+
+    /// Units of stage `s` (possibly empty).
+    pub fn range(&self, s: usize) -> std::ops::Range<usize> {
+        let start = if s == 0 { 0 } else { self.cuts[s - 1] };
+        let end = self.cuts.get(s).copied().unwrap_or(self.units);
+        start..end
+    }
+
+    /// Whether the cuts are non-decreasing within `0..=units` and the
+    /// mapping has one PE (below `pes`) per stage.
+    pub fn is_valid(&self, pes: usize) -> bool {
+        self.mapping.len() == self.stages()
+            && self.mapping.iter().all(|&p| p < pes)
+            && self.cuts.windows(2).all(|w| w[0] <= w[1])
+            && self.cuts.iter().all(|&c| c <= self.units)
+    }
+
+    /// Time of each stage for unit costs `unit_ms` on PEs whose effective
+    /// speeds are `speed` (time = cost / speed; stages sharing a PE share
+    /// its speed).
+    pub fn stage_times(&self, unit_ms: &[f64], speed: &[f64]) -> Vec<f64> {
+        let mut sharing = vec![0usize; speed.len()];
+        for s in 0..self.stages() {
+            if !self.range(s).is_empty() {
+                sharing[self.mapping[s]] += 1;
+            }
+        }
+        (0..self.stages())
+            .map(|s| {
+                let r = self.range(s);
+                if r.is_empty() {
+                    return 0.0;
+                }
+                let pe = self.mapping[s];
+                unit_ms[r].iter().sum::<f64>() * sharing[pe] as f64 / speed[pe]
+            })
+            .collect()
+    }
+}
+
+/// Everything a policy sees at one tick. The real agent and the simulator
+/// fill it the same way.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Observation {
+    /// Seconds since the start.
+    pub t: f64,
+    /// Cost profile: milliseconds of each unit on an idle reference PE.
+    pub unit_ms: Vec<f64>,
+    /// Nominal speed of each PE relative to the reference (its CPU count
+    /// for identical CPUs; heterogeneous clusters differ).
+    pub pe_speed: Vec<f64>,
+    /// The placement in force.
+    pub placement: Placement,
+    /// Per stage: its PE, smoothed service time, expected time.
+    pub stages: Vec<StageSignals>,
+    /// Per PE: counters, scheduler signals, antagonists.
+    pub pes: Vec<PeSignals>,
+    /// What the detector reported this tick.
+    pub events: Vec<Event>,
+    /// Frames completed since the start.
+    pub frames_done: u64,
+    /// Completed frames per second over the last tick.
+    pub throughput_fps: Option<f64>,
+    /// 99th-percentile latency over the last tick, milliseconds.
+    pub p99_latency_ms: Option<f64>,
+    /// The objective.
+    pub slo: Slo,
+}
+
+/// What a policy asks for.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Action {
+    /// Change nothing.
+    Keep,
+    /// Move to this placement (cuts and/or stage-to-PE mapping).
+    Apply(Placement),
+}
+
+/// A placement policy: pure, Observation in, Action out.
+pub trait Policy: Send {
+    /// The policy's name (`static`, `lls`, `odin`, `guided`, `oracle`).
+    fn name(&self) -> &'static str;
+    /// One decision per tick.
+    fn decide(&mut self, obs: &Observation) -> Action;
 }
