@@ -157,6 +157,10 @@ pub struct Observation {
     pub p99_latency_ms: Option<f64>,
     /// The objective.
     pub slo: Slo,
+    /// The true effective speed of each PE (nominal speed divided by the
+    /// interference slowdown), known only inside the simulator; the oracle
+    /// policy needs it, every other policy must ignore it.
+    pub true_speed: Option<Vec<f64>>,
 }
 
 /// What a policy asks for.

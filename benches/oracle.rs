@@ -1,0 +1,2 @@
+//! Placeholder replaced by the oracle bench.
+fn main() {}
