@@ -4,6 +4,7 @@
 //! The network runs as a pipeline of stages (contiguous groups of
 //! [`engine::Unit`]s), each stage a thread pinned to a processing element.
 
+pub mod agent;
 pub mod cgroup;
 pub mod cpulist;
 pub mod engine;

@@ -1,0 +1,608 @@
+//! The agent's YAML configuration.
+//!
+//! Every field has a default, so an empty file is a valid configuration
+//! (the same as running without `--config`). Unknown fields, wrong types
+//! and invalid values are errors that name the field path and, where the
+//! file says it, the line and column. A validated configuration is shared
+//! as `Arc<Config>` and swapped whole on reload.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cpulist::CpuSet;
+use crate::policy::Slo;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema.
+    #[error("{file}: {field}: {message}{at}", at = at(*line, *column))]
+    Schema {
+        /// The file (or `<embedded>`).
+        file: String,
+        /// Dotted path of the field, `.` for the document.
+        field: String,
+        /// What is wrong.
+        message: String,
+        /// 1-based line, if known.
+        line: Option<usize>,
+        /// 1-based column, if known.
+        column: Option<usize>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{file}: {field}: {message}{at}", at = at(*line, *column))]
+    Invalid {
+        /// The file (or `<embedded>`).
+        file: String,
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong and what would be right.
+        message: String,
+        /// 1-based line, if found.
+        line: Option<usize>,
+        /// 1-based column, if found.
+        column: Option<usize>,
+    },
+    /// The file could be changed by someone other than root.
+    #[error(
+        "{path}: refusing a configuration {why}: odin runs privileged; fix with `chown root:root {path} && chmod go-w {path}`",
+        path = path.display()
+    )]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its owner or mode.
+        why: String,
+    },
+}
+
+fn at(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+        (Some(l), None) => format!(" (line {l})"),
+        _ => String::new(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which network to run.
+    pub model: ModelConfig,
+    /// One CPU set per stage, in the kernel's list syntax; empty: one stage
+    /// per online CPU.
+    pub pes: Vec<String>,
+    /// How frames arrive.
+    pub load: LoadConfig,
+    /// The service-level objective.
+    pub slo: Slo,
+    /// What the monitor reads and how often.
+    pub monitor: MonitorConfig,
+    /// Escalation against antagonists through cgroups.
+    pub cgroup: CgroupConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The model section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A built-in model.
+    pub name: String,
+    /// A cost profile from `odin profile --output` for the initial partition.
+    pub profile: Option<PathBuf>,
+    /// Seed of the random weights.
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: "resnet18".into(),
+            profile: None,
+            seed: 1,
+        }
+    }
+}
+
+/// Closed or open loop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Keep the pipeline full.
+    #[default]
+    Closed,
+    /// Poisson arrivals at `rate`.
+    Open,
+}
+
+/// The load section.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadConfig {
+    /// `closed` or `open`.
+    pub mode: LoadMode,
+    /// Frames per second, for `open`.
+    pub rate: Option<f64>,
+}
+
+/// The monitor section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Milliseconds between samples (and detector ticks).
+    pub tick_ms: u64,
+    /// Open hardware counter groups where the machine has a PMU.
+    pub counters: bool,
+    /// Walk every task to name antagonists when a PE shows foreign use.
+    pub antagonists: bool,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            tick_ms: 100,
+            counters: true,
+            antagonists: true,
+        }
+    }
+}
+
+/// What odin does about antagonists through cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    /// Nothing.
+    Off,
+    /// Log and export the hint, change nothing.
+    #[default]
+    Advise,
+    /// Apply it (and undo it when the interference ends or odin stops).
+    Enforce,
+}
+
+/// The cgroup section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupConfig {
+    /// off, advise or enforce.
+    pub mode: CgroupMode,
+    /// CPU quota for capped antagonists, in CPUs (0.2 = 20% of one CPU).
+    pub quota: f64,
+    /// cgroups never touched (paths relative to the hierarchy root).
+    pub protect: Vec<String>,
+    /// Where changes are journalled before they are made.
+    pub state_dir: PathBuf,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            mode: CgroupMode::Advise,
+            quota: 0.2,
+            protect: vec![
+                "init.scope".into(),
+                "system.slice/systemd-journald.service".into(),
+            ],
+            state_dir: "/var/lib/odin".into(),
+        }
+    }
+}
+
+/// The metrics section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve metrics at all.
+    pub enabled: bool,
+    /// Address of the HTTP endpoint (loopback by default).
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".parse().expect("valid default address"),
+        }
+    }
+}
+
+/// The log section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates `text`; `file` names it in errors; `online` are
+    /// the CPUs PEs may use.
+    pub fn parse(text: &str, file: &str, online: &CpuSet) -> Result<Self, ConfigError> {
+        let de = yaml_serde::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                let (line, column) = inner
+                    .location()
+                    .map_or((None, None), |l| (Some(l.line()), Some(l.column())));
+                ConfigError::Schema {
+                    file: file.to_string(),
+                    field,
+                    message: strip_location(&inner.to_string()),
+                    line,
+                    column,
+                }
+            })
+            // An empty document is the default configuration.
+            .or_else(|e| {
+                if text.trim().is_empty() {
+                    Ok(Config::default())
+                } else {
+                    Err(e)
+                }
+            })?;
+        cfg.validate(online).map_err(|(field, message)| {
+            let (line, column) =
+                locate(text, &field).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            ConfigError::Invalid {
+                file: file.to_string(),
+                field,
+                message,
+                line,
+                column,
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads `path`, refusing it when running as root unless root owns it
+    /// and only root can write it.
+    pub fn load(path: &Path, online: &CpuSet) -> Result<Self, ConfigError> {
+        check_ownership(path, nix::unistd::Uid::effective().is_root())?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string(), online)
+    }
+
+    /// The PEs as CPU sets (`None`: one per online CPU).
+    pub fn pe_sets(&self) -> Option<Vec<CpuSet>> {
+        if self.pes.is_empty() {
+            return None;
+        }
+        Some(
+            self.pes
+                .iter()
+                .map(|p| p.parse().expect("validated"))
+                .collect(),
+        )
+    }
+
+    /// Checks values the schema cannot: the error is (field path, message).
+    pub fn validate(&self, online: &CpuSet) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        if !crate::engine::zoo::NAMES.contains(&self.model.name.as_str()) {
+            return err(
+                "model.name",
+                format!(
+                    "unknown model {:?}; valid: {}",
+                    self.model.name,
+                    crate::engine::zoo::NAMES.join(", ")
+                ),
+            );
+        }
+        for (i, text) in self.pes.iter().enumerate() {
+            let set: CpuSet = match text.parse() {
+                Ok(s) => s,
+                Err(e) => return err(&format!("pes.{i}"), format!("{text:?}: {e}")),
+            };
+            let offline = set.difference(online);
+            if !offline.is_empty() {
+                return err(
+                    &format!("pes.{i}"),
+                    format!("CPU {offline} not online (online: {online})"),
+                );
+            }
+        }
+        match (self.load.mode, self.load.rate) {
+            (LoadMode::Open, None) => {
+                return err(
+                    "load.rate",
+                    "open loop needs a rate (frames per second)".into(),
+                );
+            }
+            (_, Some(r)) if !(r.is_finite() && r > 0.0) => {
+                return err(
+                    "load.rate",
+                    format!("{r}: must be a positive number of frames per second"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(l) = self.slo.latency_ms
+            && !(l.is_finite() && l > 0.0)
+        {
+            return err("slo.latency_ms", format!("{l}: must be positive"));
+        }
+        if let Some(t) = self.slo.throughput_fps
+            && !(t.is_finite() && t > 0.0)
+        {
+            return err("slo.throughput_fps", format!("{t}: must be positive"));
+        }
+        if !(10..=60_000).contains(&self.monitor.tick_ms) {
+            return err(
+                "monitor.tick_ms",
+                format!("{}: must be between 10 and 60000", self.monitor.tick_ms),
+            );
+        }
+        if !(self.cgroup.quota.is_finite() && self.cgroup.quota > 0.0) {
+            return err(
+                "cgroup.quota",
+                format!("{}: must be a positive number of CPUs", self.cgroup.quota),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return err(
+                "log.level",
+                format!(
+                    "{:?}: must be one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The YAML library appends " at line L column C"; the location is
+/// reported separately.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Line and column of the key at dotted `path` in block-style YAML
+/// (`pes.1` is the second item of the `pes` sequence); for a key the file
+/// does not have, its nearest ancestor that it has.
+pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut parts = path.split('.').peekable();
+    let mut min_indent = 0usize;
+    let mut lines = text.lines().enumerate();
+    let mut found = None;
+    while let Some(part) = parts.next() {
+        let index: Option<usize> = part.parse().ok();
+        let mut item = 0;
+        let mut hit = None;
+        for (n, line) in lines.by_ref() {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if indent < min_indent {
+                return found;
+            }
+            match index {
+                Some(i) if trimmed.starts_with("- ") || trimmed == "-" => {
+                    if item == i {
+                        hit = Some((n + 1, indent + 3, indent + 2));
+                        break;
+                    }
+                    item += 1;
+                }
+                None if trimmed.starts_with(&format!("{part}:")) => {
+                    hit = Some((n + 1, indent + 1, indent + 1));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some((line, column, next_indent)) = hit else {
+            return found;
+        };
+        found = Some((line, column));
+        min_indent = next_indent;
+        if parts.peek().is_none() {
+            break;
+        }
+    }
+    found
+}
+
+/// Refuses a file that someone other than root could change, when running
+/// as root.
+fn check_ownership(path: &Path, as_root: bool) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    if !as_root {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let why = if meta.uid() != 0 {
+        Some(format!("owned by uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(ConfigError::Unsafe {
+            path: path.to_path_buf(),
+            why,
+        }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online() -> CpuSet {
+        "0-3".parse().unwrap()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "odin.yaml", &online())
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("# nothing\n").unwrap(), Config::default());
+        assert_eq!(parse("{}").unwrap(), Config::default());
+        let c = Config::default();
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.cgroup.mode, CgroupMode::Advise);
+        assert_eq!(c.monitor.tick_ms, 100);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(
+            "model:\n  name: resnet50\npes: [\"0\", \"1-2\"]\nload:\n  mode: open\n  rate: 30\nslo:\n  latency_ms: 200\ncgroup:\n  mode: enforce\n",
+        )
+        .unwrap();
+        assert_eq!(c.model.name, "resnet50");
+        assert_eq!(c.pe_sets().unwrap()[1], "1-2".parse().unwrap());
+        assert_eq!((c.load.mode, c.load.rate), (LoadMode::Open, Some(30.0)));
+        assert_eq!(c.slo.latency_ms, Some(200.0));
+        assert_eq!(c.cgroup.mode, CgroupMode::Enforce);
+    }
+
+    #[test]
+    fn unknown_fields_name_the_path_and_line() {
+        let e = parse("model:\n  name: resnet50\n  nmae: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("odin.yaml")
+                && e.contains("model")
+                && e.contains("nmae")
+                && e.contains("line 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_path_and_line() {
+        let e = parse("monitor:\n  tick_ms: fast\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("monitor.tick_ms") && e.contains("line 2"), "{e}");
+        let e = parse("metrics:\n  listen: nowhere\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field_and_line() {
+        let cases = [
+            (
+                "pes:\n  - \"0\"\n  - \"9\"\n",
+                "pes.1",
+                "line 3",
+                "not online",
+            ),
+            (
+                "load:\n  mode: open\n  rate: -3\n",
+                "load.rate",
+                "line 3",
+                "positive",
+            ),
+            (
+                "load:\n  mode: open\n",
+                "load.rate",
+                "line 1",
+                "needs a rate",
+            ),
+            (
+                "model:\n  name: resnet51\n",
+                "model.name",
+                "line 2",
+                "resnet50",
+            ),
+            ("log:\n  level: loud\n", "log.level", "line 2", "debug"),
+            (
+                "slo:\n  latency_ms: 0\n",
+                "slo.latency_ms",
+                "line 2",
+                "positive",
+            ),
+        ];
+        for (text, field, line, needle) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(field) && e.contains(line) && e.contains(needle),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn locate_follows_nesting_and_sequences() {
+        let text = "a:\n  b: 1\n  c:\n    d: 2\npes:\n  - x\n  - y\n";
+        assert_eq!(locate(text, "a.c.d"), Some((4, 5)));
+        assert_eq!(locate(text, "pes.1"), Some((7, 5)));
+        // A missing key points at its nearest ancestor; a missing root at nothing.
+        assert_eq!(locate(text, "a.z"), Some((1, 1)));
+        assert_eq!(locate(text, "z"), None);
+    }
+
+    #[test]
+    fn root_refuses_files_others_can_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odin.yaml");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = check_ownership(&path, true);
+        if nix::unistd::Uid::effective().is_root() {
+            let e = e.unwrap_err().to_string();
+            assert!(
+                e.contains("writable by group or others") && e.contains("chmod go-w"),
+                "{e}"
+            );
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            check_ownership(&path, true).unwrap();
+        }
+        // Not running as root: any owner and mode will do.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        check_ownership(&path, false).unwrap();
+    }
+}

@@ -1,0 +1,4 @@
+//! The agent as a service: configuration, the control loop, signals,
+//! systemd notification, metrics.
+
+pub mod config;
