@@ -1,0 +1,42 @@
+//! The shipped systemd unit passes `systemd-analyze verify` without a
+//! warning.
+
+use std::process::Command;
+
+#[test]
+fn unit_verifies_without_warnings() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        // .ci/run installs systemd; a machine without it cannot run this check.
+        eprintln!("skipped: systemd-analyze is not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/odin.service"))
+            .unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // verify checks that ExecStart's binary exists: point it at the one
+    // cargo built, leave every other line as shipped.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odin.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/odin", env!("CARGO_BIN_EXE_odin")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed:\n{stdout}{stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty() && stdout.trim().is_empty(),
+        "warnings:\n{stdout}{stderr}"
+    );
+}
