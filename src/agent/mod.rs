@@ -2,3 +2,4 @@
 //! systemd notification, metrics.
 
 pub mod config;
+pub mod notify;
