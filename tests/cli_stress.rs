@@ -30,10 +30,11 @@ fn start(args: &[&str]) -> Guard {
     Guard(child)
 }
 
-/// Run time plus run-queue wait of the process's worker thread, in ns:
-/// the time it wanted a CPU, whether or not it got one.
-fn demand_ns(pid: u32) -> u64 {
-    let mut total = 0;
+/// The worker thread's run time plus run-queue wait (ns: the time it
+/// wanted a CPU, whether or not it got one) and its voluntary context
+/// switches (the times it went to sleep).
+fn worker_counts(pid: u32) -> (u64, u64) {
+    let (mut demand, mut sleeps) = (0, 0);
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let path = task.unwrap().path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
@@ -43,19 +44,28 @@ fn demand_ns(pid: u32) -> u64 {
                 .split_whitespace()
                 .map(|v| v.parse().unwrap())
                 .collect();
-            total += f[0] + f[1];
+            demand += f[0] + f[1];
+            let status = std::fs::read_to_string(path.join("status")).unwrap();
+            sleeps += status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap();
         }
     }
-    total
+    (demand, sleeps)
 }
 
-/// Share of about a second the worker was runnable. Unlike the CPU time it
-/// got, this does not depend on what else the machine runs.
-fn demand(pid: u32) -> f64 {
-    let (t0, d0) = (Instant::now(), demand_ns(pid));
+/// Over about a second: the share of time the worker was runnable, and
+/// how often it slept. Neither depends on what else the machine runs, as
+/// the CPU time it got would.
+fn behaviour(pid: u32) -> (f64, u64) {
+    let (t0, (d0, s0)) = (Instant::now(), worker_counts(pid));
     std::thread::sleep(Duration::from_millis(1000));
-    let (t1, d1) = (Instant::now(), demand_ns(pid));
-    (d1 - d0) as f64 / 1e9 / (t1 - t0).as_secs_f64()
+    let (t1, (d1, s1)) = (Instant::now(), worker_counts(pid));
+    ((d1 - d0) as f64 / 1e9 / (t1 - t0).as_secs_f64(), s1 - s0)
 }
 
 fn last_cpu() -> String {
@@ -85,16 +95,25 @@ fn cpu_stress_is_pinned_and_busy_and_duty_limits_it() {
         }
     }
     assert_eq!(workers, 1);
-    let full = demand(pid);
+    let (busy_demand, busy_sleeps) = behaviour(pid);
     drop(busy);
 
     let light = start(&["--kind", "cpu", "--cpus", &cpu, "--duty", "20"]);
-    let partial = demand(light.0.id());
+    let (light_demand, light_sleeps) = behaviour(light.0.id());
     drop(light);
-    assert!(full > 0.8, "a busy loop always wants its CPU: {full}");
     assert!(
-        partial < 0.45,
-        "20% duty wants it a fifth of the time: {partial}"
+        busy_demand > 0.8,
+        "a busy loop always wants its CPU: {busy_demand}"
+    );
+    assert!(busy_sleeps < 10, "a busy loop never sleeps: {busy_sleeps}");
+    // One sleep per 10 ms period.
+    assert!(
+        light_sleeps >= 50,
+        "a 20% duty cycle sleeps every period: {light_sleeps}"
+    );
+    assert!(
+        light_demand < busy_demand,
+        "{light_demand} vs {busy_demand}"
     );
 }
 
