@@ -2,4 +2,6 @@
 //! systemd notification, metrics.
 
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod notify;
