@@ -90,9 +90,9 @@ fn stages_are_pinned_to_their_pes_and_follow_remaps() {
     assert!(pipe.shutdown().is_empty());
 }
 
-/// At least 200 random repartitions and remaps while frames flow: every
-/// admitted frame comes out exactly once, in order, bit-identical to a
-/// single-threaded forward of its input.
+/// At least 200 random repartitions (some with empty stages) and remaps
+/// while frames flow: every admitted frame comes out exactly once, in
+/// order, bit-identical to a single-threaded forward of its input.
 #[test]
 fn repartitions_and_remaps_under_load_lose_nothing() {
     let model = common::tiny_model();
@@ -116,17 +116,24 @@ fn repartitions_and_remaps_under_load_lose_nothing() {
             done.id
         );
         next_id += 1;
-        // A random valid partition: stages - 1 distinct cuts in 1..n.
+        // A random valid partition: stages - 1 distinct cuts in 1..n; every
+        // fourth one with empty stages (repeated cuts, cuts at 0 or n).
         let mut cuts: Vec<usize> = Vec::new();
-        while cuts.len() < stages - 1 {
-            let c = rng.random_range(1..n);
-            if !cuts.contains(&c) {
-                cuts.push(c);
+        let partition = if changes % 4 == 3 {
+            cuts.extend((0..stages - 1).map(|_| rng.random_range(0..=n)));
+            cuts.sort();
+            Partition::relaxed(n, cuts).unwrap()
+        } else {
+            while cuts.len() < stages - 1 {
+                let c = rng.random_range(1..n);
+                if !cuts.contains(&c) {
+                    cuts.push(c);
+                }
             }
-        }
-        cuts.sort();
-        pipe.set_partition(Partition::new(n, cuts).unwrap())
-            .unwrap();
+            cuts.sort();
+            Partition::new(n, cuts).unwrap()
+        };
+        pipe.set_partition(partition).unwrap();
         changes += 1;
         if changes % 3 == 0 {
             let stage = rng.random_range(0..stages);

@@ -88,6 +88,22 @@ impl Partition {
         Ok(Self { units, cuts })
     }
 
+    /// A partition whose cut points may repeat, leaving a stage empty (its
+    /// PE then runs nothing and forwards frames as they come). Cuts must
+    /// still be non-decreasing and within `0..=units`.
+    pub fn relaxed(units: usize, cuts: Vec<usize>) -> Result<Self, PartitionError> {
+        if units == 0 {
+            return Err(PartitionError::NoUnits);
+        }
+        if let Some(&cut) = cuts.iter().find(|&&c| c > units) {
+            return Err(PartitionError::OutOfRange { cut, units });
+        }
+        if let Some(i) = cuts.windows(2).position(|w| w[0] > w[1]) {
+            return Err(PartitionError::Unsorted { cuts, stage: i + 1 });
+        }
+        Ok(Self { units, cuts })
+    }
+
     /// One stage with every unit.
     pub fn single(units: usize) -> Result<Self, PartitionError> {
         Self::new(units, Vec::new())
@@ -276,6 +292,28 @@ mod tests {
         );
         let msg = Partition::new(5, vec![2, 2]).unwrap_err().to_string();
         assert!(msg.contains("stage 1 would be empty"), "{msg}");
+    }
+
+    #[test]
+    fn relaxed_partitions_allow_empty_stages_only() {
+        let p = Partition::relaxed(5, vec![0, 2, 2]).unwrap();
+        assert_eq!(p.ranges().collect::<Vec<_>>(), vec![0..0, 0..2, 2..2, 2..5]);
+        assert_eq!(
+            (0..5).map(|u| p.stage_of(u)).collect::<Vec<_>>(),
+            vec![1, 1, 3, 3, 3]
+        );
+        assert_eq!(
+            Partition::relaxed(5, vec![3, 1]),
+            Err(PartitionError::Unsorted {
+                cuts: vec![3, 1],
+                stage: 1
+            })
+        );
+        assert_eq!(
+            Partition::relaxed(5, vec![6]),
+            Err(PartitionError::OutOfRange { cut: 6, units: 5 })
+        );
+        assert_eq!(Partition::relaxed(0, vec![]), Err(PartitionError::NoUnits));
     }
 
     #[test]

@@ -414,11 +414,17 @@ impl Pipeline {
             .enumerate()
             .map(|(s, st)| {
                 let r = p.range(s);
+                // An empty stage runs nothing: its old service time is no longer true.
+                let service = if r.is_empty() {
+                    0.0
+                } else {
+                    f64::from_bits(st.ewma_bits.load(Ordering::Acquire))
+                };
                 StageStats {
                     stage: s,
                     pe: st.pe.lock().expect("pe lock").to_string(),
                     units: [r.start, r.end],
-                    service_ms: f64::from_bits(st.ewma_bits.load(Ordering::Acquire)) * 1e3,
+                    service_ms: service * 1e3,
                     frames: st.frames.load(Ordering::Acquire),
                     busy_s: st.busy_ns.load(Ordering::Acquire) as f64 / 1e9,
                     tid: st.tid.load(Ordering::Acquire),
