@@ -2,6 +2,7 @@
 //! busy-loop process put on CPU 1, the real monitor and the detector.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -91,11 +92,20 @@ fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
     observer.calibrate(&views(&pipe));
     let mut detector = Detector::new(DetectorConfig::default());
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_odin"))
-        .args(["stress", "--kind", "cpu", "--cpus", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odin"));
+    cmd.args(["stress", "--kind", "cpu", "--cpus", "1"])
+        .stdout(Stdio::piped());
+    // A high-priority neighbour: on this shared machine other programs come
+    // and go on CPU 1 too, and the antagonist must stand out from them.
+    // SAFETY: setpriority is async-signal-safe; failing (not root) leaves
+    // the child at normal priority.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut banner = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut banner)
