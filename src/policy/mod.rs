@@ -2,12 +2,45 @@
 //! machines over an [`Observation`]. Nothing here touches the OS, so the
 //! simulator runs exactly this code.
 
+pub mod config;
+pub mod controller;
+pub mod cost;
 pub mod detector;
+pub mod fixed;
+pub mod guided;
+pub mod lls;
+pub mod odin;
+pub mod oracle;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use serde::Serialize;
 
 use crate::pipeline::Partition;
+use config::PolicyConfig;
 use detector::Event;
+
+/// The policies [`build`] knows, in the order reports list them.
+pub const NAMES: &[&str] = &["static", "lls", "odin", "guided", "oracle"];
+
+/// The policy `name` (one of [`NAMES`]) with the parameters of `cfg`,
+/// which are validated first; errors name the field or the policy.
+pub fn build(name: &str, cfg: &PolicyConfig) -> Result<Box<dyn Policy>, String> {
+    cfg.validate()?;
+    Ok(match name {
+        "static" => Box::new(fixed::Static),
+        "lls" => Box::new(lls::Lls::new(cfg.lls.clone())),
+        "odin" => Box::new(odin::Odin::new(cfg)),
+        "guided" => Box::new(guided::Guided::new(cfg)),
+        "oracle" => Box::new(oracle::Oracle::new(cfg.enumerate_orders)),
+        _ => {
+            return Err(format!(
+                "unknown policy `{name}`: expected one of {}",
+                NAMES.join(", ")
+            ));
+        }
+    })
+}
 
 /// A task from outside the pipeline that used a PE's CPUs.
 #[derive(Clone, Debug, PartialEq, Serialize)]
