@@ -11,4 +11,5 @@ pub mod engine;
 pub mod monitor;
 pub mod pipeline;
 pub mod policy;
+pub mod sim;
 pub mod topology;

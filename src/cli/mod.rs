@@ -3,6 +3,7 @@
 mod probe;
 mod profile;
 mod run;
+mod simulate;
 mod stress;
 
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Stress(stress::Args),
     /// Measure each unit of a model on one CPU and print or save its cost profile.
     Profile(profile::Args),
+    /// Compare the policies on a simulated pipeline under an interference scenario.
+    Simulate(simulate::Args),
     /// Report what this machine offers odin: counters, schedstat, PSI, cgroups, affinity, CPUs.
     Probe(probe::Args),
 }
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),
+        Command::Simulate(args) => simulate::run(args),
         Command::Stress(args) => stress::run(args),
     };
     match result {
