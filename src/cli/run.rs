@@ -21,7 +21,10 @@ use odin::pipeline::affinity::SchedAffinity;
 use odin::pipeline::recorder::{Recorder, TimelineEntry};
 use odin::pipeline::source::{Load, Source};
 use odin::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
-use odin::policy::detector::{Detector, DetectorConfig, Event};
+use odin::policy::config::PolicyConfig;
+use odin::policy::controller::Controller;
+use odin::policy::detector::Event;
+use odin::policy::{Action, Observation, Placement, Slo};
 use odin::topology;
 
 /// How often the monitor samples and the detector decides.
@@ -62,6 +65,11 @@ pub struct Args {
     /// Seed of the model's random weights.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How to re-balance under interference: odin (local search), guided
+    /// (estimate slowdowns, jump to the best placement, refine), lls (move
+    /// the stage to the least-loaded PE) or static (never change).
+    #[arg(long, default_value = "odin", value_parser = PossibleValuesParser::new(["static", "lls", "odin", "guided"]))]
+    policy: String,
 }
 
 /// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
@@ -148,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let source = Source::spawn(pipeline.admitter(), load, inputs, args.seed)?;
     println!(
-        "odin run: {} ({} units) on {} stages, partition {}, {}",
+        "odin run: {} ({} units) on {} stages, partition {}, {}, policy {}",
         model.name(),
         model.len(),
         stages,
@@ -156,7 +164,8 @@ pub fn run(args: Args) -> Result<()> {
         match load {
             Load::Closed => "closed loop".to_string(),
             Load::Open { rate } => format!("open loop at {rate} frames/s"),
-        }
+        },
+        args.policy
     );
 
     let mut counters = PerfCounters::new();
@@ -171,8 +180,12 @@ pub fn run(args: Args) -> Result<()> {
         pes.clone(),
         profile.unit_ms(),
     );
-    let mut detector = Detector::new(DetectorConfig::default());
+    let policy_cfg = PolicyConfig::default();
+    let mut controller = Controller::build(&args.policy, &policy_cfg).map_err(UsageError)?;
     let mut calibrated = false;
+    let unit_ms = profile.unit_ms();
+    let pe_speed: Vec<f64> = pes.iter().map(|p| p.len() as f64).collect();
+    let (mut last_frames, mut last_tick) = (0u64, Instant::now());
 
     let start = Instant::now();
     let mut recorder = Recorder::new(start, &partition);
@@ -196,17 +209,60 @@ pub fn run(args: Args) -> Result<()> {
                 let now = now.unwrap_or_else(|_| Instant::now());
                 let views = stage_views(&pipeline, &pes);
                 let (stages, pe_signals) = observer.tick(&views, now);
+                let frames = recorder.frames();
+                let dt = now.saturating_duration_since(last_tick).as_secs_f64();
+                let throughput = (dt > 0.0).then(|| (frames - last_frames) as f64 / dt);
+                (last_frames, last_tick) = (frames, now);
                 if !calibrated {
                     // Expectations come from the first undisturbed second.
                     if now - start >= CALIBRATION && views.iter().all(|v| v.service_ms.is_some()) {
                         observer.calibrate(&views);
-                        detector.rebase();
                         calibrated = true;
                     }
                     continue;
                 }
-                for e in detector.tick(&stages, &pe_signals) {
-                    println!("{}", event_line(now - start, &e, &pes));
+                let partition = pipeline.partition();
+                let mut obs = Observation {
+                    t: (now - start).as_secs_f64(),
+                    unit_ms: unit_ms.clone(),
+                    pe_speed: pe_speed.clone(),
+                    placement: Placement {
+                        units: partition.units(),
+                        cuts: partition.cuts().to_vec(),
+                        mapping: views.iter().map(|v| v.pe).collect(),
+                    },
+                    stages,
+                    pes: pe_signals,
+                    events: Vec::new(),
+                    frames_done: frames,
+                    throughput_fps: throughput,
+                    p99_latency_ms: None,
+                    slo: Slo::default(),
+                    true_speed: None,
+                };
+                let action = controller.step(&mut obs);
+                for e in &obs.events {
+                    println!("{}", event_line(now - start, e, &pes));
+                }
+                if let Action::Apply(next) = action {
+                    match apply(&pipeline, &obs.placement, &next, &pes) {
+                        Ok(p) => {
+                            println!(
+                                "t={:.1}s {}: {} -> {} (stage times {})",
+                                (now - start).as_secs_f64(),
+                                controller.policy_name(),
+                                describe(&obs.placement, &pes),
+                                describe(&next, &pes),
+                                obs.stages
+                                    .iter()
+                                    .map(|s| format!("{:.1} ms", s.service_ms.unwrap_or(0.0)))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
+                            recorder.partition_changed(now, &p);
+                        }
+                        Err(e) => tracing::warn!("{} asked for an impossible placement: {e}", controller.policy_name()),
+                    }
                 }
             },
             recv(deadline) -> _ => break,
@@ -237,6 +293,37 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Moves the pipeline from placement `from` to `to`: the cuts at once,
+/// each remapped stage when it reaches a frame boundary.
+fn apply(p: &Pipeline, from: &Placement, to: &Placement, pes: &[CpuSet]) -> Result<Partition> {
+    let partition = Partition::relaxed(to.units, to.cuts.clone())?;
+    if to.cuts != from.cuts {
+        p.set_partition(partition.clone())?;
+    }
+    for (stage, (&old, &new)) in from.mapping.iter().zip(&to.mapping).enumerate() {
+        if old != new {
+            let cpus = pes.get(new).with_context(|| format!("no PE {new}"))?;
+            // The outcome arrives between frames; a failure is logged by the stage.
+            drop(p.remap(stage, cpus.clone())?);
+        }
+    }
+    Ok(partition)
+}
+
+/// `[0..6)@0 [6..12)@1`.
+fn describe(p: &Placement, pes: &[CpuSet]) -> String {
+    (0..p.stages())
+        .map(|s| {
+            let r = p.range(s);
+            let cpus = pes
+                .get(p.mapping[s])
+                .map_or_else(|| "?".into(), |c| c.to_string());
+            format!("[{}..{})@{cpus}", r.start, r.end)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The stages as the observer sees them; a stage's PE is the configured
