@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpulist::CpuSet;
 use crate::policy::Slo;
+use crate::policy::config::PolicyConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,8 @@ pub struct Config {
     pub load: LoadConfig,
     /// The service-level objective.
     pub slo: Slo,
+    /// How the pipeline is re-balanced, and the detector's thresholds.
+    pub policy: PolicySection,
     /// What the monitor reads and how often.
     pub monitor: MonitorConfig,
     /// Escalation against antagonists through cgroups.
@@ -139,6 +142,29 @@ pub struct LoadConfig {
     pub mode: LoadMode,
     /// Frames per second, for `open`.
     pub rate: Option<f64>,
+}
+
+/// The policies `odin run` can use (the oracle needs the true PE speeds,
+/// which only the simulator knows).
+pub const POLICY_NAMES: [&str; 4] = ["static", "lls", "odin", "guided"];
+
+/// The policy section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// static, lls, odin or guided.
+    pub name: String,
+    /// The policies' parameters and the detector's thresholds.
+    pub params: PolicyConfig,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            name: "odin".into(),
+            params: PolicyConfig::default(),
+        }
+    }
 }
 
 /// The monitor section.
@@ -292,6 +318,28 @@ impl Config {
         Self::parse(&text, &path.display().to_string(), online)
     }
 
+    /// The configuration as YAML, every field present.
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self).expect("a configuration always serialises")
+    }
+
+    /// Re-checks a configuration changed after parsing (by command-line
+    /// flags): the error names the field, and `source` (the file) with the
+    /// line where the file has it.
+    pub fn revalidate(&self, text: &str, source: &str, online: &CpuSet) -> Result<(), ConfigError> {
+        self.validate(online).map_err(|(field, message)| {
+            let (line, column) =
+                locate(text, &field).map_or((None, None), |(l, c)| (Some(l), Some(c)));
+            ConfigError::Invalid {
+                file: source.to_string(),
+                field,
+                message,
+                line,
+                column,
+            }
+        })
+    }
+
     /// The PEs as CPU sets (`None`: one per online CPU).
     pub fn pe_sets(&self) -> Option<Vec<CpuSet>> {
         if self.pes.is_empty() {
@@ -355,6 +403,26 @@ impl Config {
             && !(t.is_finite() && t > 0.0)
         {
             return err("slo.throughput_fps", format!("{t}: must be positive"));
+        }
+        if !POLICY_NAMES.contains(&self.policy.name.as_str()) {
+            return err(
+                "policy.name",
+                format!(
+                    "unknown policy {:?}; valid: {}",
+                    self.policy.name,
+                    POLICY_NAMES.join(", ")
+                ),
+            );
+        }
+        if let Err(e) = self.policy.params.validate() {
+            // PolicyConfig's errors start with the field: "alpha: ...".
+            let (field, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            let field = if field.is_empty() {
+                "policy.params".to_string()
+            } else {
+                format!("policy.params.{field}")
+            };
+            return err(&field, message.to_string());
         }
         if !(10..=60_000).contains(&self.monitor.tick_ms) {
             return err(
@@ -572,6 +640,83 @@ mod tests {
                 "{text:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn the_policy_section_is_checked_with_field_and_line() {
+        let c = parse(
+            "policy:\n  name: lls\n  params:\n    alpha: 3\n    detector:\n      onset_ticks: 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.name, "lls");
+        assert_eq!(c.policy.params.alpha, 3);
+        assert_eq!(c.policy.params.detector.onset_ticks, 5);
+        assert_eq!(
+            c.policy.params.candidate_frames, 10,
+            "defaults fill the rest"
+        );
+        let cases = [
+            (
+                "policy:\n  name: oracle\n",
+                "policy.name",
+                "line 2",
+                "guided",
+            ),
+            (
+                "policy:\n  params:\n    alpha: 0\n",
+                "policy.params.alpha",
+                "line 3",
+                "at least 1",
+            ),
+            (
+                "policy:\n  params:\n    detector:\n      threshold: 0\n",
+                "policy.params.detector.threshold",
+                "line 4",
+                "positive",
+            ),
+            (
+                "policy:\n  params:\n    alpah: 3\n",
+                "policy.params",
+                "line 3",
+                "alpah",
+            ),
+        ];
+        for (text, field, line, needle) in cases {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(
+                e.contains(field) && e.contains(line) && e.contains(needle),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_default_and_names_every_field() {
+        let text = include_str!("../../configs/odin.yaml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+        // Every field of the effective YAML appears in the shipped file.
+        let full = Config::default().to_yaml();
+        for line in full.lines() {
+            let key = line.trim_start().trim_start_matches("- ");
+            if let Some((key, _)) = key.split_once(':') {
+                assert!(
+                    text.lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{key}:"))),
+                    "configs/odin.yaml lacks {key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_effective_yaml_reads_back_as_the_same_config() {
+        let c = parse("policy:\n  name: guided\nslo:\n  latency_ms: 50\npes: [\"0\", \"1-2\"]\n")
+            .unwrap();
+        assert_eq!(parse(&c.to_yaml()).unwrap(), c);
+        assert_eq!(
+            parse(&Config::default().to_yaml()).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! systemd notification, metrics.
 
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod signals;

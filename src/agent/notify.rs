@@ -56,7 +56,11 @@ impl Notifier {
             }
             None => SocketAddr::from_pathname(name)?,
         };
-        Ok((UnixDatagram::unbound()?, addr))
+        // Never block the daemon on a receiver that does not read: a full
+        // queue fails the send (WouldBlock) instead.
+        let sock = UnixDatagram::unbound()?;
+        sock.set_nonblocking(true)?;
+        Ok((sock, addr))
     }
 
     /// Whether systemd listens.
@@ -149,6 +153,21 @@ mod tests {
         assert_eq!(recv(&listener), "WATCHDOG=1");
         n.stopping().unwrap();
         assert_eq!(recv(&listener), "STOPPING=1");
+    }
+
+    #[test]
+    fn a_receiver_that_does_not_read_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _listener = UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            target: Some(Notifier::connect(path.to_str().unwrap()).unwrap()),
+            watchdog: None,
+        };
+        // The kernel queues a few datagrams (net.unix.max_dgram_qlen), then
+        // the send fails instead of waiting.
+        let failed = (0..1000).filter_map(|_| n.status("x").err()).next();
+        assert_eq!(failed.map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
     }
 
     #[test]

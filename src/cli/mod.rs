@@ -1,5 +1,6 @@
 //! `odin` subcommands, one file each.
 
+mod check_config;
 mod probe;
 mod profile;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Simulate(simulate::Args),
     /// Report what this machine offers odin: counters, schedstat, PSI, cgroups, affinity, CPUs.
     Probe(probe::Args),
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig(check_config::Args),
 }
 
 /// An error in what the user asked for (exit code 2), as opposed to a
@@ -54,12 +57,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    // Same output as before; the level can change on a reload.
+    odin::agent::daemon::init_logging();
     let result = match cli.command {
+        Command::CheckConfig(args) => check_config::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),

@@ -1,0 +1,1108 @@
+//! The daemon: the pipeline, the monitor and the controller in one loop
+//! that waits on frames, ticks and signal messages.
+//!
+//! ```text
+//!   signals thread --Control--+
+//!   pipeline  --Completed-----+--> select! --> record, metrics
+//!   monitor tick -------------+         |----> observe -> Controller::step -> apply
+//!   status / watchdog ticks --+         |----> reload: validate, swap Arc<Config>
+//! ```
+//!
+//! Invariants:
+//! * Frames in = frames out. The pipeline is only ever rebuilt (new model,
+//!   PE set or load) by stopping the source and draining it: every admitted
+//!   frame completes and is recorded before the new pipeline starts.
+//! * A configuration is applied whole or not at all: everything that can
+//!   fail (parsing, validation, building the model and the controller)
+//!   happens before anything running is touched. A rejected reload leaves
+//!   the old configuration in force.
+//! * systemd hears READY=1 once frames flow, RELOADING=1 .. READY=1 around
+//!   every reload (accepted or not) and STOPPING=1 before the drain.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, after, never, select, tick};
+use serde::Serialize;
+
+use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
+use super::http::Server;
+use super::metrics::{Metrics, PeMetric, Snapshot, StageMetric};
+use super::notify::Notifier;
+use super::signals::{self, Control};
+use crate::cpulist::CpuSet;
+use crate::engine::profile::CostProfile;
+use crate::engine::{Model, Tensor, zoo};
+use crate::monitor::observer::{Observer, StageView};
+use crate::monitor::perf::{self, CounterSupport, PerfCounters};
+use crate::monitor::procfs::ProcReader;
+use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
+use crate::pipeline::frame::Completed;
+use crate::pipeline::recorder::{Recorder, Summary, TimelineEntry};
+use crate::pipeline::source::{Load, Source};
+use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use crate::policy::controller::Controller;
+use crate::policy::cost::{self, CostModel};
+use crate::policy::detector::Event;
+use crate::policy::{Action, Observation, PeSignals, Placement};
+
+/// Undisturbed run time after which the expectations are calibrated.
+const CALIBRATION: Duration = Duration::from_secs(1);
+
+/// FLOP rate assumed for the initial partition when no profile is given.
+const NOMINAL_GFLOPS: f64 = 50.0;
+
+/// Frames over which the SLO attainment and the p99 are computed.
+const RECENT_FRAMES: usize = 256;
+
+/// A configuration that cannot run (as opposed to a failure while
+/// running): the CLI maps it to exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Command-line flags that override the file, on start and on every
+/// reload.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--model`.
+    pub model: Option<String>,
+    /// `--pes`, one CPU list per PE.
+    pub pes: Option<Vec<String>>,
+    /// `--rate`: open loop at this rate.
+    pub rate: Option<f64>,
+    /// `--policy`.
+    pub policy: Option<String>,
+    /// `--profile`.
+    pub profile: Option<PathBuf>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+}
+
+impl Overrides {
+    /// Writes the flags given into `cfg`.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(m) = &self.model {
+            cfg.model.name = m.clone();
+        }
+        if let Some(p) = &self.pes {
+            cfg.pes = p.clone();
+        }
+        if let Some(r) = self.rate {
+            cfg.load.mode = LoadMode::Open;
+            cfg.load.rate = Some(r);
+        }
+        if let Some(p) = &self.policy {
+            cfg.policy.name = p.clone();
+        }
+        if let Some(p) = &self.profile {
+            cfg.model.profile = Some(p.clone());
+        }
+        if let Some(s) = self.seed {
+            cfg.model.seed = s;
+        }
+    }
+}
+
+/// How `odin run` was asked to run.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// `--config`: re-read on SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Flags that override the file.
+    pub overrides: Overrides,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Write the summary here at exit.
+    pub json_summary: Option<PathBuf>,
+}
+
+/// The configuration at `path` (the defaults without one) with the
+/// overrides applied, validated against the online CPUs.
+pub fn load_config(
+    path: Option<&Path>,
+    overrides: &Overrides,
+    online: &CpuSet,
+) -> Result<Config, ConfigError> {
+    let (mut cfg, text, source) = match path {
+        Some(p) => {
+            let cfg = Config::load(p, online)?;
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            (cfg, text, p.display().to_string())
+        }
+        None => (Config::default(), String::new(), "<defaults>".to_string()),
+    };
+    overrides.apply(&mut cfg);
+    cfg.revalidate(
+        &text,
+        &format!("{source} with the command-line flags"),
+        online,
+    )?;
+    Ok(cfg)
+}
+
+// ---------------------------------------------------------------- logging
+
+type LevelSetter =
+    Box<dyn Fn(tracing::level_filters::LevelFilter) -> Result<(), String> + Send + Sync>;
+
+static LOG_LEVEL: OnceLock<LevelSetter> = OnceLock::new();
+
+/// Installs the process's tracing subscriber: one line per event on
+/// stderr, at a level [`set_log_level`] can change while running.
+pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (level, handle) =
+        tracing_subscriber::reload::Layer::new(tracing::level_filters::LevelFilter::INFO);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    tracing_subscriber::registry().with(level).with(fmt).init();
+    let _ = LOG_LEVEL.set(Box::new(move |l| {
+        handle.modify(|f| *f = l).map_err(|e| e.to_string())
+    }));
+}
+
+/// Sets the log level (`error` .. `trace`); without [`init_logging`]
+/// (a library user with its own subscriber) it does nothing.
+pub fn set_log_level(level: &str) {
+    let Ok(l) = level.parse::<tracing::level_filters::LevelFilter>() else {
+        tracing::warn!("log level {level:?} not understood");
+        return;
+    };
+    if let Some(set) = LOG_LEVEL.get()
+        && let Err(e) = set(l)
+    {
+        tracing::warn!("cannot change the log level: {e}");
+    }
+}
+
+// ---------------------------------------------------------------- engine
+
+/// Everything needed to start a pipeline, built before anything running
+/// is touched.
+struct Plan {
+    model: Arc<Model>,
+    unit_ms: Vec<f64>,
+    pes: Vec<CpuSet>,
+    partition: Partition,
+    load: Load,
+    seed: u64,
+}
+
+impl Plan {
+    fn new(cfg: &Config, online: &CpuSet) -> Result<Self> {
+        let pes = cfg
+            .pe_sets()
+            .unwrap_or_else(|| online.iter().map(CpuSet::single).collect());
+        let model = Arc::new(zoo::build(&cfg.model.name, cfg.model.seed)?);
+        let profile = match &cfg.model.profile {
+            Some(path) => {
+                let p = CostProfile::load(path)?;
+                p.check_fits(&model)
+                    .with_context(|| format!("profile {}", path.display()))?;
+                p
+            }
+            None => CostProfile::nominal(&model, NOMINAL_GFLOPS),
+        };
+        if pes.len() > model.len() {
+            return Err(Refused(format!(
+                "pes: {} stages but {} has only {} units",
+                pes.len(),
+                model.name(),
+                model.len()
+            ))
+            .into());
+        }
+        // A PE with more CPUs is proportionally faster.
+        let speeds: Vec<f64> = pes.iter().map(|p| p.len() as f64).collect();
+        let unit_ms = profile.unit_ms();
+        let partition = Partition::optimal(&unit_ms, &speeds)?;
+        let load = match (cfg.load.mode, cfg.load.rate) {
+            (LoadMode::Open, Some(rate)) => Load::Open { rate },
+            _ => Load::Closed,
+        };
+        Ok(Self {
+            model,
+            unit_ms,
+            pes,
+            partition,
+            load,
+            seed: cfg.model.seed,
+        })
+    }
+}
+
+/// Whether `a` and `b` need different pipelines.
+fn needs_rebuild(a: &Config, b: &Config) -> bool {
+    a.model != b.model || a.pes != b.pes || a.load != b.load
+}
+
+/// A running pipeline with its source and observer.
+struct Engine {
+    model: Arc<Model>,
+    unit_ms: Vec<f64>,
+    pes: Vec<CpuSet>,
+    pe_speed: Vec<f64>,
+    load: Load,
+    pipeline: Pipeline,
+    source: Option<Source>,
+    observer: Observer,
+    started: Instant,
+    calibrated: bool,
+    /// Per stage: a re-pin after drift, until the stage applies it.
+    repin: Vec<Option<Receiver<Result<(), AffinityError>>>>,
+}
+
+/// What a drained engine leaves behind.
+struct Drained {
+    rest: Vec<Completed>,
+    admitted: u64,
+    rejected: u64,
+    stats: Vec<StageStats>,
+}
+
+impl Engine {
+    fn start(plan: Plan, support: &CounterSupport) -> Result<Self> {
+        let pipeline = Pipeline::start(
+            plan.model.clone(),
+            PipelineConfig::new(plan.pes.clone(), plan.partition.clone()),
+            Arc::new(SchedAffinity),
+        )?;
+        for s in pipeline.stage_stats() {
+            if let Some(e) = &s.pin_error {
+                tracing::warn!(stage = s.stage, "stage runs unpinned: {e}");
+            }
+        }
+        let inputs: Vec<Tensor> = (0..4)
+            .map(|i| Tensor::random(plan.model.input(), 100 + i))
+            .collect();
+        let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
+        let observer = Observer::new(
+            ProcReader::new(),
+            Box::new(PerfCounters::new()),
+            support,
+            plan.pes.clone(),
+            plan.unit_ms.clone(),
+        );
+        Ok(Self {
+            pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
+            repin: (0..plan.pes.len()).map(|_| None).collect(),
+            model: plan.model,
+            unit_ms: plan.unit_ms,
+            pes: plan.pes,
+            load: plan.load,
+            pipeline,
+            source: Some(source),
+            observer,
+            started: Instant::now(),
+            calibrated: false,
+        })
+    }
+
+    /// Stops the source and lets every admitted frame finish.
+    fn drain(mut self) -> Drained {
+        if let Some(s) = self.source.take() {
+            s.stop();
+        }
+        let stats = self.pipeline.stage_stats();
+        let rejected = self.pipeline.rejected();
+        let admitted_before = self.pipeline.admitted();
+        let rest = self.pipeline.shutdown();
+        Drained {
+            rest,
+            admitted: admitted_before,
+            rejected,
+            stats,
+        }
+    }
+
+    /// The stages as the observer sees them; a stage's PE is the
+    /// configured PE it is pinned to.
+    fn views(&self) -> Vec<StageView> {
+        let part = self.pipeline.partition();
+        self.pipeline
+            .stage_stats()
+            .iter()
+            .map(|s| StageView {
+                tid: s.tid,
+                pe: self
+                    .pes
+                    .iter()
+                    .position(|pe| pe.to_string() == s.pe)
+                    .unwrap_or(s.stage),
+                units: part.range(s.stage),
+                service_ms: (s.frames > 0).then_some(s.service_ms),
+            })
+            .collect()
+    }
+
+    fn describe_load(&self) -> String {
+        match self.load {
+            Load::Closed => "closed loop".to_string(),
+            Load::Open { rate } => format!("open loop at {rate} frames/s"),
+        }
+    }
+
+    /// Compares each stage thread's affinity with its PE and re-pins a
+    /// stage whose affinity someone else changed.
+    fn check_pinning(&mut self) {
+        for s in self.pipeline.stage_stats() {
+            if s.pin_error.is_some() || s.tid <= 0 {
+                continue;
+            }
+            if let Some(rx) = &self.repin[s.stage] {
+                match rx.try_recv() {
+                    Err(crossbeam_channel::TryRecvError::Empty) => continue,
+                    Ok(Err(e)) => tracing::warn!(stage = s.stage, "re-pinning failed: {e}"),
+                    _ => {}
+                }
+                self.repin[s.stage] = None;
+            }
+            let Ok(want) = s.pe.parse::<CpuSet>() else {
+                continue;
+            };
+            let Ok(actual) = SchedAffinity.get(s.tid) else {
+                continue;
+            };
+            if actual != want {
+                tracing::warn!(
+                    stage = s.stage,
+                    tid = s.tid,
+                    "pinning drift: stage thread may run on CPUs {actual}, its PE is {want}; re-pinning"
+                );
+                match self.pipeline.remap(s.stage, want) {
+                    Ok(rx) => self.repin[s.stage] = Some(rx),
+                    Err(e) => tracing::warn!(stage = s.stage, "re-pinning: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The probe's verdict, or less when the configuration turns counters off.
+fn counter_support(cfg: &Config, probed: &CounterSupport) -> CounterSupport {
+    if cfg.monitor.counters || !probed.has_hardware() {
+        probed.clone()
+    } else {
+        CounterSupport::SoftwareOnly {
+            reason: "monitor.counters is false in the configuration".into(),
+            fix: "set monitor.counters: true".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- daemon
+
+/// The summary written at exit: the recorder's, plus the frames admitted
+/// (equal to `frames`: none is lost, across reloads too).
+#[derive(Serialize)]
+struct RunSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    admitted: u64,
+    reloads: u64,
+}
+
+struct Daemon {
+    cfg: Arc<Config>,
+    opts: Options,
+    online: CpuSet,
+    probed: CounterSupport,
+    engine: Engine,
+    controller: Controller,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    server: Option<Server>,
+    notifier: Notifier,
+    start: Instant,
+    /// Frames admitted and rejected by pipelines already drained.
+    admitted_before: u64,
+    rejected_before: u64,
+    reloads: u64,
+    recent_ms: VecDeque<f64>,
+    last_frames: u64,
+    last_tick: Instant,
+    last_fps: f64,
+    last_pes: Vec<PeSignals>,
+}
+
+/// Runs `odin run` with the validated configuration `cfg` until the
+/// duration ends or a stop signal arrives.
+pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
+    // Handlers first: a SIGHUP during start-up must not kill the process.
+    let controls = signals::spawn().context("installing signal handlers")?;
+    let notifier = Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!("NOTIFY_SOCKET unusable, not notifying systemd: {e}");
+        Notifier::disabled()
+    });
+    set_log_level(&cfg.log.level);
+    let controller = Controller::build(&cfg.policy.name, &cfg.policy.params).map_err(Refused)?;
+    let plan = Plan::new(&cfg, &online)?;
+    let mut counters = PerfCounters::new();
+    let probed = perf::probe(&mut counters, Path::new("/"));
+    drop(counters);
+    let support = counter_support(&cfg, &probed);
+    if !support.has_hardware() {
+        tracing::warn!("{support}; detection runs on stage times and scheduler signals");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let server = start_metrics(&cfg.metrics, &metrics);
+    let partition = plan.partition.clone();
+    let engine = Engine::start(plan, &support)?;
+    let start = Instant::now();
+    let mut d = Daemon {
+        recorder: Recorder::new(start, &partition),
+        cfg: Arc::new(cfg),
+        opts,
+        online,
+        probed,
+        engine,
+        controller,
+        metrics,
+        server,
+        notifier,
+        start,
+        admitted_before: 0,
+        rejected_before: 0,
+        reloads: 0,
+        recent_ms: VecDeque::with_capacity(RECENT_FRAMES),
+        last_frames: 0,
+        last_tick: start,
+        last_fps: 0.0,
+        last_pes: Vec::new(),
+    };
+    println!("{}", d.startup_line());
+    d.publish();
+    d.notify(|n, s| n.ready(s));
+    d.run_loop(&controls);
+    d.notify(|n, _| n.stopping());
+    d.finish()
+}
+
+fn start_metrics(cfg: &MetricsConfig, metrics: &Arc<Metrics>) -> Option<Server> {
+    if !cfg.enabled {
+        return None;
+    }
+    if !cfg.listen.ip().is_loopback() {
+        tracing::warn!(
+            "metrics listen on {}, not a loopback address: anyone who reaches it sees the pipeline's state",
+            cfg.listen
+        );
+    }
+    let started =
+        std::net::TcpListener::bind(cfg.listen).and_then(|l| Server::start(l, metrics.clone()));
+    match started {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("metrics endpoint on {} not started: {e}", cfg.listen);
+            None
+        }
+    }
+}
+
+impl Daemon {
+    fn startup_line(&self) -> String {
+        let e = &self.engine;
+        format!(
+            "odin run: {} ({} units) on {} stages, partition {}, {}, policy {}{}",
+            e.model.name(),
+            e.model.len(),
+            e.pes.len(),
+            e.pipeline.partition(),
+            e.describe_load(),
+            self.controller.policy_name(),
+            match &self.server {
+                Some(s) => format!(", metrics on http://{}/metrics", s.addr()),
+                None => String::new(),
+            }
+        )
+    }
+
+    fn notify(&self, f: impl FnOnce(&Notifier, &str) -> std::io::Result<()>) {
+        let status = format!(
+            "{:.1} frames/s, partition {}, policy {}",
+            self.last_fps,
+            describe(&self.placement(), &self.engine.pes),
+            self.controller.policy_name()
+        );
+        if let Err(e) = f(&self.notifier, &status) {
+            tracing::debug!("sd_notify: {e}");
+        }
+    }
+
+    fn placement(&self) -> Placement {
+        let p = self.engine.pipeline.partition();
+        Placement {
+            units: p.units(),
+            cuts: p.cuts().to_vec(),
+            mapping: self.engine.views().iter().map(|v| v.pe).collect(),
+        }
+    }
+
+    fn run_loop(&mut self, controls: &Receiver<Control>) {
+        let status = tick(Duration::from_secs(1));
+        let mut monitor = tick(Duration::from_millis(self.cfg.monitor.tick_ms));
+        let watchdog = self
+            .notifier
+            .watchdog_interval()
+            .map_or_else(never, |d| tick(d / 2));
+        let deadline = self.opts.duration.map_or_else(never, after);
+        loop {
+            let done = self.engine.pipeline.completed().clone();
+            let mut retick = false;
+            select! {
+                recv(done) -> c => match c {
+                    Ok(c) => self.on_frame(&c),
+                    Err(_) => {
+                        tracing::error!("the pipeline stopped on its own");
+                        break;
+                    }
+                },
+                recv(status) -> _ => self.each_second(),
+                recv(monitor) -> now => self.on_tick(now.unwrap_or_else(|_| Instant::now())),
+                recv(watchdog) -> _ => self.notify(|n, _| n.watchdog()),
+                recv(deadline) -> _ => break,
+                recv(controls) -> c => match c {
+                    Ok(Control::Reload) => retick = self.reload(),
+                    Ok(Control::Dump) => self.dump(),
+                    Ok(Control::Stop(s)) => {
+                        tracing::info!("signal {s}: draining");
+                        break;
+                    }
+                    Err(_) => break,
+                },
+            }
+            if retick {
+                monitor = tick(Duration::from_millis(self.cfg.monitor.tick_ms));
+            }
+        }
+    }
+
+    fn on_frame(&mut self, c: &Completed) {
+        self.recorder.record(c);
+        let secs = c.latency.as_secs_f64();
+        self.metrics.frame_done(secs);
+        if self.recent_ms.len() == RECENT_FRAMES {
+            self.recent_ms.pop_front();
+        }
+        self.recent_ms.push_back(secs * 1e3);
+    }
+
+    fn each_second(&mut self) {
+        let now = Instant::now();
+        let entry = self
+            .recorder
+            .close_window(now, self.engine.pipeline.partition().cuts());
+        self.last_fps = entry.throughput_fps;
+        println!(
+            "{}",
+            status_line(&entry, &self.engine.pipeline.stage_stats())
+        );
+        self.notify(|n, s| n.status(s));
+    }
+
+    fn recent_p99(&self) -> Option<f64> {
+        if self.recent_ms.is_empty() {
+            return None;
+        }
+        let mut v: Vec<f64> = self.recent_ms.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        Some(crate::pipeline::recorder::percentile(&v, 0.99))
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.engine.check_pinning();
+        let views = self.engine.views();
+        let (stages, pe_signals) = self.engine.observer.tick(&views, now);
+        self.last_pes = pe_signals.clone();
+        let frames = self.recorder.frames();
+        let dt = now.saturating_duration_since(self.last_tick).as_secs_f64();
+        let throughput = (dt > 0.0).then(|| frames.saturating_sub(self.last_frames) as f64 / dt);
+        (self.last_frames, self.last_tick) = (frames, now);
+        self.metrics
+            .set_rejected(self.rejected_before + self.engine.pipeline.rejected());
+        if !self.engine.calibrated {
+            // Expectations come from the first undisturbed second.
+            if now.saturating_duration_since(self.engine.started) >= CALIBRATION
+                && views.iter().all(|v| v.service_ms.is_some())
+            {
+                self.engine.observer.calibrate(&views);
+                self.engine.calibrated = true;
+            }
+            self.publish_with(throughput);
+            return;
+        }
+        let partition = self.engine.pipeline.partition();
+        let t = now.saturating_duration_since(self.start);
+        let mut obs = Observation {
+            t: t.as_secs_f64(),
+            unit_ms: self.engine.unit_ms.clone(),
+            pe_speed: self.engine.pe_speed.clone(),
+            placement: Placement {
+                units: partition.units(),
+                cuts: partition.cuts().to_vec(),
+                mapping: views.iter().map(|v| v.pe).collect(),
+            },
+            stages,
+            pes: pe_signals,
+            events: Vec::new(),
+            frames_done: frames,
+            throughput_fps: throughput,
+            p99_latency_ms: self.recent_p99(),
+            slo: self.cfg.slo,
+            true_speed: None,
+        };
+        let action = self.controller.step(&mut obs);
+        for e in &obs.events {
+            println!("{}", event_line(t, e, &self.engine.pes));
+        }
+        if let Action::Apply(next) = action {
+            self.apply_action(now, &obs, &next);
+        }
+        self.publish_with(throughput);
+    }
+
+    fn apply_action(&mut self, now: Instant, obs: &Observation, next: &Placement) {
+        let pes = &self.engine.pes;
+        let policy = self.controller.policy_name();
+        let measured: Vec<String> = cost::measured_times(obs)
+            .iter()
+            .map(|t| t.map_or_else(|| "?".into(), |t| format!("{t:.1}")))
+            .collect();
+        let predicted = predict(obs, next, self.engine.observer.calibration());
+        let events: Vec<String> = obs.events.iter().map(event_summary).collect();
+        match apply(&self.engine.pipeline, &obs.placement, next, pes) {
+            Ok(p) => {
+                let reason = match obs.events.first() {
+                    Some(Event::Onset { .. }) => "onset",
+                    Some(Event::Offset { .. }) => "offset",
+                    None => "search",
+                };
+                tracing::info!(
+                    t = format!("{:.1}", obs.t),
+                    policy,
+                    reason,
+                    events = format!("[{}]", events.join("; ")),
+                    from = describe(&obs.placement, pes),
+                    to = describe(next, pes),
+                    measured_ms = format!("[{}]", measured.join(", ")),
+                    predicted_ms = format!(
+                        "[{}]",
+                        predicted
+                            .iter()
+                            .map(|t| format!("{t:.1}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "decision"
+                );
+                println!(
+                    "t={:.1}s {policy}: {} -> {} (stage times {})",
+                    obs.t,
+                    describe(&obs.placement, pes),
+                    describe(next, pes),
+                    obs.stages
+                        .iter()
+                        .map(|s| format!("{:.1} ms", s.service_ms.unwrap_or(0.0)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.metrics.reconfigured(policy, reason);
+                self.recorder.partition_changed(now, &p);
+            }
+            Err(e) => tracing::warn!("{policy} asked for an impossible placement: {e}"),
+        }
+    }
+
+    fn publish(&self) {
+        self.publish_with(Some(self.last_fps));
+    }
+
+    fn publish_with(&self, throughput: Option<f64>) {
+        let e = &self.engine;
+        let stats = e.pipeline.stage_stats();
+        let views = e.views();
+        let detector = self.controller.detector();
+        let pes = e
+            .pes
+            .iter()
+            .enumerate()
+            .map(|(i, cpus)| {
+                let sig = self.last_pes.get(i);
+                PeMetric {
+                    cpus: cpus.to_string(),
+                    interference: views
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.pe == i)
+                        .find_map(|(s, _)| detector.interfered(s))
+                        .map(|k| k.as_str()),
+                    ipc: sig.and_then(|s| s.ipc),
+                    llc_mpki: sig.and_then(|s| s.llc_mpki),
+                    run_delay_ratio: sig.and_then(|s| s.run_delay_share),
+                }
+            })
+            .collect();
+        let mut unavailable = Vec::new();
+        let support = counter_support(&self.cfg, &self.probed);
+        match &support {
+            CounterSupport::Hardware => {}
+            CounterSupport::SoftwareOnly { reason, .. } => {
+                unavailable.push(("hw_counters".to_string(), reason.clone()));
+            }
+            CounterSupport::None { reason, .. } => {
+                unavailable.push(("hw_counters".to_string(), reason.clone()));
+                unavailable.push(("sw_counters".to_string(), reason.clone()));
+            }
+        }
+        if !self.last_pes.is_empty() && e.observer.pressure().is_none() {
+            unavailable.push((
+                "psi".to_string(),
+                "/proc/pressure/cpu is not readable (kernel without PSI?)".to_string(),
+            ));
+        }
+        let slo_attainment = self.cfg.slo.latency_ms.and_then(|slo| {
+            (!self.recent_ms.is_empty()).then(|| {
+                self.recent_ms.iter().filter(|&&ms| ms <= slo).count() as f64
+                    / self.recent_ms.len() as f64
+            })
+        });
+        self.metrics.publish(Snapshot {
+            model: e.model.name().to_string(),
+            policy: self.controller.policy_name().to_string(),
+            throughput_fps: throughput.unwrap_or(self.last_fps),
+            stages: stats
+                .iter()
+                .map(|s| StageMetric {
+                    pe: s.pe.clone(),
+                    units: s.units,
+                    service_seconds: s.service_ms / 1e3,
+                })
+                .collect(),
+            pes,
+            slo_attainment,
+            unavailable,
+        });
+    }
+
+    /// SIGHUP: re-read, validate, apply in place or rebuild; the old
+    /// configuration stays on any error. Returns whether the monitor tick
+    /// changed.
+    fn reload(&mut self) -> bool {
+        self.notify(|n, _| n.reloading());
+        let Some(path) = self.opts.config_path.clone() else {
+            tracing::info!("SIGHUP: running without --config, nothing to reload");
+            self.notify(|n, s| n.ready(s));
+            return false;
+        };
+        let outcome = load_config(Some(&path), &self.opts.overrides, &self.online)
+            .map_err(anyhow::Error::from)
+            .and_then(|new| self.apply_config(new));
+        let retick = match outcome {
+            Ok((changes, retick)) => {
+                self.metrics.reload(true);
+                self.reloads += 1;
+                tracing::info!(
+                    "reloaded {}: {}",
+                    path.display(),
+                    if changes.is_empty() {
+                        "no change".to_string()
+                    } else {
+                        changes.join(", ")
+                    }
+                );
+                retick
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                tracing::error!("reload rejected, keeping the running configuration: {e:#}");
+                false
+            }
+        };
+        self.publish();
+        self.notify(|n, s| n.ready(s));
+        retick
+    }
+
+    /// Applies a validated configuration; what changed, and whether the
+    /// tick did.
+    fn apply_config(&mut self, new: Config) -> Result<(Vec<String>, bool)> {
+        let old = self.cfg.clone();
+        let mut changes = Vec::new();
+        let rebuild = needs_rebuild(&old, &new);
+        // Everything that can fail comes first.
+        let plan = if rebuild {
+            Some(Plan::new(&new, &self.online)?)
+        } else {
+            None
+        };
+        let controller = if rebuild || old.policy != new.policy {
+            Some(Controller::build(&new.policy.name, &new.policy.params).map_err(Refused)?)
+        } else {
+            None
+        };
+        // Nothing below fails without the old state being replaced whole.
+        if let Some(plan) = plan {
+            changes.push(format!(
+                "pipeline rebuilt ({} on {} PEs, {})",
+                plan.model.name(),
+                plan.pes.len(),
+                match plan.load {
+                    Load::Closed => "closed loop".to_string(),
+                    Load::Open { rate } => format!("open loop at {rate} frames/s"),
+                }
+            ));
+            let partition = plan.partition.clone();
+            self.rebuild(plan, &counter_support(&new, &self.probed))?;
+            self.recorder.partition_changed(Instant::now(), &partition);
+        }
+        if let Some(c) = controller {
+            changes.push(format!(
+                "controller rebuilt ({} -> {})",
+                old.policy.name, new.policy.name
+            ));
+            self.controller = c;
+        }
+        if old.slo != new.slo {
+            changes.push("slo".into());
+        }
+        if old.log.level != new.log.level {
+            set_log_level(&new.log.level);
+            changes.push(format!("log level {} -> {}", old.log.level, new.log.level));
+        }
+        if old.metrics != new.metrics {
+            self.server = None;
+            self.server = start_metrics(&new.metrics, &self.metrics);
+            changes.push(match &self.server {
+                Some(s) => format!("metrics on http://{}/metrics", s.addr()),
+                None => "metrics off".into(),
+            });
+        }
+        let retick = old.monitor.tick_ms != new.monitor.tick_ms;
+        if retick {
+            changes.push(format!(
+                "monitor tick {} -> {} ms",
+                old.monitor.tick_ms, new.monitor.tick_ms
+            ));
+        }
+        if old.cgroup != new.cgroup {
+            changes.push("cgroup (not acted on yet)".into());
+        }
+        self.cfg = Arc::new(new);
+        Ok((changes, retick))
+    }
+
+    /// Drains the running pipeline (every admitted frame completes) and
+    /// starts the planned one.
+    fn rebuild(&mut self, plan: Plan, support: &CounterSupport) -> Result<()> {
+        let next = Engine::start(plan, support)?;
+        let old = std::mem::replace(&mut self.engine, next);
+        let drained = old.drain();
+        for c in &drained.rest {
+            self.on_frame(c);
+        }
+        self.admitted_before += drained.admitted;
+        self.rejected_before += drained.rejected;
+        Ok(())
+    }
+
+    /// SIGUSR1: the whole state in one log line.
+    fn dump(&self) {
+        let stats = self.engine.pipeline.stage_stats();
+        tracing::info!(
+            config = serde_json::to_string(&*self.cfg).unwrap_or_default(),
+            partition = %self.engine.pipeline.partition(),
+            placement = describe(&self.placement(), &self.engine.pes),
+            stages = ?stats,
+            controller = ?self.controller,
+            calibration = ?self.engine.observer.calibration(),
+            calibrated = self.engine.calibrated,
+            pes = ?self.last_pes,
+            frames = self.recorder.frames(),
+            admitted = self.admitted_before + self.engine.pipeline.admitted(),
+            rejected = self.rejected_before + self.engine.pipeline.rejected(),
+            reloads = self.reloads,
+            "state dump"
+        );
+    }
+
+    fn finish(self) -> Result<()> {
+        let Daemon {
+            engine,
+            mut recorder,
+            metrics,
+            opts,
+            admitted_before,
+            rejected_before,
+            reloads,
+            ..
+        } = self;
+        let model = engine.model.name().to_string();
+        let drained = engine.drain();
+        for c in &drained.rest {
+            recorder.record(c);
+            metrics.frame_done(c.latency.as_secs_f64());
+        }
+        let admitted = admitted_before + drained.admitted;
+        let rejected = rejected_before + drained.rejected;
+        metrics.set_rejected(rejected);
+        let summary = recorder.summary(&model, rejected, &drained.stats, Instant::now());
+        println!(
+            "done: {} frames in {:.1} s, {:.2} frames/s, p50 {:.1} ms, p99 {:.1} ms, {} rejected",
+            summary.frames,
+            summary.duration_s,
+            summary.throughput_fps,
+            summary.latency_ms.p50,
+            summary.latency_ms.p99,
+            summary.rejected
+        );
+        if summary.frames != admitted {
+            tracing::error!(
+                "frames lost: {admitted} admitted, {} completed",
+                summary.frames
+            );
+        }
+        if let Some(path) = &opts.json_summary {
+            let text = serde_json::to_string_pretty(&RunSummary {
+                summary: &summary,
+                admitted,
+                reloads,
+            })?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Predicted stage times (ms) of `next` from the cost model, with each
+/// PE's speed taken from what was measured before: calibration (measured
+/// over modelled time when undisturbed) times the current slowdown.
+fn predict(obs: &Observation, next: &Placement, calibration: &[Option<f64>]) -> Vec<f64> {
+    let slowdown = cost::slowdown(obs);
+    let speed: Vec<f64> = (0..obs.pe_speed.len())
+        .map(|p| {
+            let factor = calibration
+                .get(p)
+                .copied()
+                .flatten()
+                .unwrap_or(1.0 / obs.pe_speed[p].max(1e-9));
+            1.0 / (factor * slowdown.get(p).copied().unwrap_or(1.0)).max(1e-9)
+        })
+        .collect();
+    CostModel::new(&obs.unit_ms).stage_times(next, &speed)
+}
+
+/// Moves the pipeline from placement `from` to `to`: the cuts at once,
+/// each remapped stage when it reaches a frame boundary.
+fn apply(p: &Pipeline, from: &Placement, to: &Placement, pes: &[CpuSet]) -> Result<Partition> {
+    let partition = Partition::relaxed(to.units, to.cuts.clone())?;
+    if to.cuts != from.cuts {
+        p.set_partition(partition.clone())?;
+    }
+    for (stage, (&old, &new)) in from.mapping.iter().zip(&to.mapping).enumerate() {
+        if old != new {
+            let cpus = pes.get(new).with_context(|| format!("no PE {new}"))?;
+            // The outcome arrives between frames; a failure is logged by the stage.
+            drop(p.remap(stage, cpus.clone())?);
+        }
+    }
+    Ok(partition)
+}
+
+/// `[0..6)@0 [6..12)@1`.
+fn describe(p: &Placement, pes: &[CpuSet]) -> String {
+    (0..p.stages())
+        .map(|s| {
+            let r = p.range(s);
+            let cpus = pes
+                .get(p.mapping[s])
+                .map_or_else(|| "?".into(), |c| c.to_string());
+            format!("[{}..{})@{cpus}", r.start, r.end)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An event, short, for the decision line.
+fn event_summary(e: &Event) -> String {
+    match e {
+        Event::Onset {
+            pe,
+            stage,
+            kind,
+            severity,
+            ..
+        } => format!(
+            "onset pe {pe} stage {stage} {} +{:.0}%",
+            kind.as_str(),
+            severity * 100.0
+        ),
+        Event::Offset { pe, stage } => format!("offset pe {pe} stage {stage}"),
+    }
+}
+
+fn event_line(t: Duration, e: &Event, pes: &[CpuSet]) -> String {
+    let cpus = |pe: usize| {
+        pes.get(pe)
+            .map_or_else(|| "?".to_string(), |c| c.to_string())
+    };
+    match e {
+        Event::Onset {
+            pe,
+            stage,
+            kind,
+            severity,
+            antagonists,
+        } => {
+            let names: Vec<String> = antagonists
+                .iter()
+                .take(3)
+                .map(|a| format!("{} {} ({:.2} CPU)", a.pid, a.comm, a.cpu_share))
+                .collect();
+            format!(
+                "t={:.1}s interference on PE {pe} (CPUs {}), stage {stage}: {}, {:.0}% slower; antagonists: {}",
+                t.as_secs_f64(),
+                cpus(*pe),
+                kind.as_str(),
+                severity * 100.0,
+                if names.is_empty() {
+                    "none named".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        }
+        Event::Offset { pe, stage } => format!(
+            "t={:.1}s interference ended on PE {pe} (CPUs {}), stage {stage}",
+            t.as_secs_f64(),
+            cpus(*pe)
+        ),
+    }
+}
+
+fn status_line(w: &TimelineEntry, stages: &[StageStats]) -> String {
+    let stages: Vec<String> = stages
+        .iter()
+        .map(|s| {
+            format!(
+                "[{}..{}) {:.1} ms @{}",
+                s.units[0], s.units[1], s.service_ms, s.pe
+            )
+        })
+        .collect();
+    format!(
+        "t={:>4.0}s {:>7.2} frames/s  p50 {:>7.1} ms  p99 {:>7.1} ms | {}",
+        w.t,
+        w.throughput_fps,
+        w.p50_ms,
+        w.p99_ms,
+        stages.join("  ")
+    )
+}
