@@ -195,18 +195,10 @@ impl Policy for Guided {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::detector::{Event, Kind};
+    use crate::policy::detector::Event;
     use crate::policy::testutil;
 
-    fn onset(stage: usize) -> Event {
-        Event::Onset {
-            pe: stage,
-            stage,
-            kind: Kind::Unknown,
-            severity: 1.0,
-            antagonists: vec![],
-        }
-    }
+    use testutil::onset;
 
     /// Runs guided with exact settled measurements; returns the final
     /// placement and the placements applied.

@@ -648,18 +648,10 @@ impl Policy for Odin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::detector::{Event, Kind};
+    use crate::policy::detector::Event;
     use crate::policy::testutil;
 
-    fn onset(stage: usize) -> Event {
-        Event::Onset {
-            pe: stage,
-            stage,
-            kind: Kind::Unknown,
-            severity: 1.0,
-            antagonists: vec![],
-        }
-    }
+    use testutil::onset;
 
     /// Drives `policy` like the controller and simulator would, with exact
     /// settled service times for `slowdown`; returns every placement applied.

@@ -53,3 +53,14 @@ pub fn placement(units: usize, cuts: &[usize]) -> Placement {
         mapping: (0..=cuts.len()).collect(),
     }
 }
+
+/// An onset of unknown kind on stage `stage`'s own PE (PE index = stage).
+pub fn onset(stage: usize) -> super::detector::Event {
+    super::detector::Event::Onset {
+        pe: stage,
+        stage,
+        kind: super::detector::Kind::Unknown,
+        severity: 1.0,
+        antagonists: vec![],
+    }
+}
