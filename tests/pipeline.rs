@@ -313,3 +313,64 @@ fn a_multi_cpu_pe_uses_every_cpu() {
     assert!(done.output == expected[(done.id % 3) as usize]);
     pipe.shutdown();
 }
+
+/// Fails on an input whose first value is exactly 7: a layer with a bug.
+#[derive(Debug)]
+struct PanicsOnSeven;
+
+impl odin::engine::Layer for PanicsOnSeven {
+    fn kind(&self) -> &'static str {
+        "panics"
+    }
+    fn output_shape(
+        &self,
+        input: odin::engine::Shape,
+    ) -> Result<odin::engine::Shape, odin::engine::ShapeError> {
+        Ok(input)
+    }
+    fn forward(
+        &self,
+        x: &odin::engine::Tensor,
+        _ws: &mut odin::engine::Workspace,
+    ) -> odin::engine::Tensor {
+        assert!(x.as_slice()[0] != 7.0, "seven is not a valid input");
+        x.clone()
+    }
+    fn cost(&self, _input: odin::engine::Shape) -> odin::engine::Cost {
+        odin::engine::Cost::default()
+    }
+    fn params(&self) -> usize {
+        0
+    }
+}
+
+/// A stage that panics stops the pipeline without hanging it, and the
+/// pipeline says which stage, on which frame, and why.
+#[test]
+fn a_panicking_stage_is_reported_and_the_pipeline_winds_down() {
+    use odin::engine::{Model, Shape, Tensor};
+    let mut m = Model::new("fragile", Shape::new(1, 1, 1, 4));
+    m.push("a", odin::engine::ops::Flatten).unwrap();
+    m.push("b", PanicsOnSeven).unwrap();
+    let model = Arc::new(m);
+    let cfg = PipelineConfig::new(pes(2), Partition::new(2, vec![1]).unwrap());
+    let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
+    let admitter = pipe.admitter();
+    let fine = Tensor::from_vec(Shape::new(1, 1, 1, 4), vec![1.0; 4]);
+    let seven = Tensor::from_vec(Shape::new(1, 1, 1, 4), vec![7.0; 4]);
+    for _ in 0..3 {
+        admitter.admit(|_| fine.clone()).unwrap();
+        pipe.completed().recv().unwrap();
+    }
+    assert_eq!(pipe.failure(), None);
+    admitter.admit(|_| seven.clone()).unwrap();
+    // The last stage dies, so the completion queue closes.
+    assert!(pipe.completed().recv().is_err());
+    let failure = pipe.failure().unwrap();
+    assert!(
+        failure.contains("stage 1 panicked on frame 3")
+            && failure.contains("seven is not a valid input"),
+        "{failure}"
+    );
+    assert!(pipe.shutdown().is_empty());
+}

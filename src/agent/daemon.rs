@@ -944,6 +944,7 @@ impl Daemon {
             ..
         } = self;
         let model = engine.model.name().to_string();
+        let failure = engine.pipeline.failure();
         let drained = engine.drain();
         for c in &drained.rest {
             recorder.record(c);
@@ -977,7 +978,13 @@ impl Daemon {
             std::fs::write(path, text + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        Ok(())
+        match failure {
+            Some(f) => anyhow::bail!(
+                "{f}; {} of {admitted} admitted frames did not complete",
+                admitted.saturating_sub(summary.frames)
+            ),
+            None => Ok(()),
+        }
     }
 }
 

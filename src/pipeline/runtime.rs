@@ -146,6 +146,8 @@ pub(crate) struct Shared {
     pub ewma_alpha: f64,
     pub completed: AtomicU64,
     pub ready: Sender<usize>,
+    /// Why a stage stopped on its own (a panic), if one did.
+    pub failure: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -280,6 +282,7 @@ impl Pipeline {
             ewma_alpha: cfg.ewma_alpha,
             completed: AtomicU64::new(0),
             ready: ready_tx,
+            failure: Mutex::new(None),
         });
         let (admit_tx, mut input) = bounded(cfg.admission_capacity.max(1));
         let (done_tx, done) = unbounded();
@@ -370,6 +373,12 @@ impl Pipeline {
     /// Frames that have left the last stage.
     pub fn completed_count(&self) -> u64 {
         self.shared.completed.load(Ordering::Acquire)
+    }
+
+    /// Why a stage stopped on its own, if one did: the pipeline then winds
+    /// down, and frames in flight are lost (admitted minus completed).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().expect("failure lock").clone()
     }
 
     /// Moves the cut points. Frames in flight finish under the new cuts

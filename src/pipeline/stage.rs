@@ -60,8 +60,29 @@ impl Stage {
             while let Ok(c) = self.control.try_recv() {
                 self.apply(c, &mut ws);
             }
-            if !self.process(frame, &mut ws) {
-                break;
+            let id = frame.id;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.process(frame, &mut ws)
+            })) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(payload) => {
+                    // A bug in a layer: stop this stage (its queues close, the
+                    // pipeline winds down) and say what happened.
+                    let what = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let msg = format!("stage {} panicked on frame {id}: {what}", self.index);
+                    tracing::error!("{msg}");
+                    self.shared
+                        .failure
+                        .lock()
+                        .expect("failure lock")
+                        .get_or_insert(msg);
+                    break;
+                }
             }
         }
     }
