@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::Spec;
 use super::scenario::{Interval, Timeline};
-use super::world::{RunResult, TickRecord, percentile};
+use super::world::{RunResult, TickRecord};
+use crate::pipeline::recorder::percentile;
 
 /// Summary figures of one run.
 #[derive(Clone, Debug, PartialEq)]

@@ -55,6 +55,7 @@ use serde::Serialize;
 
 use super::des::Des;
 use super::scenario::{Interval, Timeline};
+use crate::pipeline::recorder::percentile;
 use crate::policy::{Action, Antagonist, Observation, PeSignals, Placement, Slo, StageSignals};
 
 /// IPC of a stage thread on an undisturbed PE (synthetic counters).
@@ -272,15 +273,6 @@ pub struct World {
     exploring: bool,
     tick_start: usize,
     out: RunResult,
-}
-
-/// Nearest-rank percentile of sorted values (as the runtime's recorder).
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 impl World {
