@@ -144,22 +144,7 @@ impl Placement {
     /// speeds are `speed` (time = cost / speed; stages sharing a PE share
     /// its speed).
     pub fn stage_times(&self, unit_ms: &[f64], speed: &[f64]) -> Vec<f64> {
-        let mut sharing = vec![0usize; speed.len()];
-        for s in 0..self.stages() {
-            if !self.range(s).is_empty() {
-                sharing[self.mapping[s]] += 1;
-            }
-        }
-        (0..self.stages())
-            .map(|s| {
-                let r = self.range(s);
-                if r.is_empty() {
-                    return 0.0;
-                }
-                let pe = self.mapping[s];
-                unit_ms[r].iter().sum::<f64>() * sharing[pe] as f64 / speed[pe]
-            })
-            .collect()
+        cost::CostModel::new(unit_ms).stage_times(self, speed)
     }
 }
 
