@@ -407,6 +407,16 @@ struct RunSummary<'a> {
     summary: &'a Summary,
     admitted: u64,
     reloads: u64,
+    /// Every detector event, with its time in seconds since the start.
+    events: &'a [TimedEvent],
+}
+
+/// A detector event and when it was reported.
+#[derive(Serialize)]
+struct TimedEvent {
+    t: f64,
+    #[serde(flatten)]
+    event: Event,
 }
 
 struct Daemon {
@@ -430,6 +440,7 @@ struct Daemon {
     last_tick: Instant,
     last_fps: f64,
     last_pes: Vec<PeSignals>,
+    events: Vec<TimedEvent>,
 }
 
 /// Runs `odin run` with the validated configuration `cfg` until the
@@ -476,6 +487,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         last_tick: start,
         last_fps: 0.0,
         last_pes: Vec::new(),
+        events: Vec::new(),
     };
     println!("{}", d.startup_line());
     d.publish();
@@ -661,6 +673,10 @@ impl Daemon {
         let action = self.controller.step(&mut obs);
         for e in &obs.events {
             println!("{}", event_line(t, e, &self.engine.pes));
+            self.events.push(TimedEvent {
+                t: obs.t,
+                event: e.clone(),
+            });
         }
         if let Action::Apply(next) = action {
             self.apply_action(now, &obs, &next);
@@ -941,6 +957,7 @@ impl Daemon {
             admitted_before,
             rejected_before,
             reloads,
+            events,
             ..
         } = self;
         let model = engine.model.name().to_string();
@@ -974,6 +991,7 @@ impl Daemon {
                 summary: &summary,
                 admitted,
                 reloads,
+                events: &events,
             })?;
             std::fs::write(path, text + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;

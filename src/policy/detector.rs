@@ -123,6 +123,7 @@ impl Kind {
 
 /// A change the detector reports.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Interference began on a stage's PE.
     Onset {
