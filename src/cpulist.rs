@@ -64,6 +64,11 @@ impl CpuSet {
         self.0.is_subset(&other.0)
     }
 
+    /// CPUs in both `self` and `other`.
+    pub fn intersection(&self, other: &CpuSet) -> CpuSet {
+        CpuSet(self.0.intersection(&other.0).copied().collect())
+    }
+
     /// CPUs of `self` that are not in `other`.
     pub fn difference(&self, other: &CpuSet) -> CpuSet {
         CpuSet(self.0.difference(&other.0).copied().collect())

@@ -81,13 +81,31 @@ struct Agent {
 
 impl Agent {
     fn start(config: &str) -> Self {
+        Self::start_in(config, None)
+    }
+
+    /// Starts the agent, first moved into the cgroup whose `cgroup.procs`
+    /// is `procs` when given (by a shell that then becomes odin).
+    fn start_in(config: &str, procs: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("odin.yaml");
         write_config(&path, config);
         let sock = dir.path().join("notify");
         let notify = datagrams(UnixDatagram::bind(&sock).unwrap());
         let summary = dir.path().join("summary.json");
-        let mut child = odin()
+        let mut cmd = match procs {
+            None => odin(),
+            Some(procs) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg("echo $$ > \"$1\" && shift && exec \"$@\"")
+                    .arg("sh")
+                    .arg(procs)
+                    .arg(env!("CARGO_BIN_EXE_odin"));
+                sh
+            }
+        };
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .arg("--json-summary")
@@ -457,4 +475,106 @@ fn flags_override_the_file() {
         !header.contains("metrics on"),
         "metrics off in the file: {header}"
     );
+}
+
+/// A cpuset cgroup of the test's own under the machine's cpuset
+/// hierarchy, removed when dropped.
+struct CpusetGroup {
+    dir: PathBuf,
+}
+
+impl CpusetGroup {
+    /// `None` when the machine has no writable cpuset controller (or the
+    /// test does not run as root).
+    fn create(cpus: &str) -> Option<Self> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        let layout = odin::cgroup::Layout::detect(Path::new("/")).ok()?;
+        let (mount, _) = layout.controller("cpuset")?;
+        let dir = mount.join(format!("odin-test-cpuset-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let group = Self { dir };
+        if !group.dir.join("cpuset.cpus").is_file() {
+            return None;
+        }
+        // v1 starts a child with no memory nodes; v2 inherits them.
+        let mems = group.dir.join("cpuset.mems");
+        if std::fs::read_to_string(&mems).ok()?.trim().is_empty() {
+            let parent = std::fs::read_to_string(mount.join("cpuset.mems")).ok()?;
+            std::fs::write(&mems, parent.trim()).ok()?;
+        }
+        group.set_cpus(cpus);
+        Some(group)
+    }
+
+    fn set_cpus(&self, cpus: &str) {
+        std::fs::write(self.dir.join("cpuset.cpus"), cpus).unwrap();
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for CpusetGroup {
+    fn drop(&mut self) {
+        // The agent is dropped (killed and reaped) first; an exiting task
+        // may linger in the group for a moment.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("could not remove {}", self.dir.display());
+    }
+}
+
+#[test]
+fn a_narrowed_cpuset_moves_the_pipeline_onto_what_is_left_and_back() {
+    let cpus: Vec<usize> = online().iter().take(2).collect();
+    if cpus.len() < 2 {
+        eprintln!("skipped: needs two online CPUs");
+        return;
+    }
+    let (a, b) = (cpus[0], cpus[1]);
+    let Some(group) = CpusetGroup::create(&format!("{a},{b}")) else {
+        eprintln!("skipped: needs root and a writable cpuset controller");
+        return;
+    };
+    let agent = Agent::start_in(
+        &format!("{BASE}pes: [\"{a}\", \"{b}\"]\npolicy:\n  name: static\n"),
+        Some(&group.procs()),
+    );
+    let pid = agent.child.id().to_string();
+    let members = std::fs::read_to_string(group.procs()).unwrap();
+    assert!(members.lines().any(|l| l == pid), "{pid} not in {members}");
+    agent.wait_status_line();
+
+    group.set_cpus(&a.to_string());
+    let warn = agent.wait_stderr(|l| l.contains("cpuset of odin's cgroup changed"));
+    assert!(warn.contains(&format!("PEs {a};{b} -> {a}")), "{warn}");
+    // One stage now, on the CPU that is left.
+    let line = agent.wait_stdout(|l| l.starts_with("t=") && !l.contains(&format!("@{b}")));
+    assert_eq!(line.matches(" ms @").count(), 1, "{line}");
+
+    group.set_cpus(&format!("{a},{b}"));
+    let warn = agent.wait_stderr(|l| l.contains("cpuset of odin's cgroup changed"));
+    assert!(warn.contains(&format!("PEs {a} -> {a};{b}")), "{warn}");
+    let line = agent.wait_stdout(|l| l.starts_with("t=") && l.matches(" ms @").count() == 2);
+    assert!(line.contains(&format!("@{b}")), "{line}");
+
+    let v = agent.stop();
+    assert_eq!(
+        v["frames"], v["admitted"],
+        "frames lost across the rebuilds"
+    );
+    let cuts: Vec<usize> = v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cuts"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(cuts, [1, 0, 1], "partitions in force: {}", v["partitions"]);
 }

@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, after, never, select, tick};
 use serde::Serialize;
 
 use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
+use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
 use super::metrics::{Metrics, PeMetric, Snapshot, StageMetric};
 use super::notify::Notifier;
@@ -196,10 +197,15 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(cfg: &Config, online: &CpuSet) -> Result<Self> {
-        let pes = cfg
+    /// The configured PEs (one per online CPU by default), narrowed to the
+    /// CPUs odin's cgroup allows when that is known.
+    fn new(cfg: &Config, online: &CpuSet, allowed: Option<&CpuSet>) -> Result<Self> {
+        let mut pes = cfg
             .pe_sets()
             .unwrap_or_else(|| online.iter().map(CpuSet::single).collect());
+        if let Some(allowed) = allowed {
+            pes = cpuset::usable_pes(&pes, allowed);
+        }
         let model = Arc::new(zoo::build(&cfg.model.name, cfg.model.seed)?);
         let profile = match &cfg.model.profile {
             Some(path) => {
@@ -268,7 +274,7 @@ struct Drained {
 }
 
 impl Engine {
-    fn start(plan: Plan, support: &CounterSupport) -> Result<Self> {
+    fn start(plan: Plan, support: &CounterSupport, name_antagonists: bool) -> Result<Self> {
         let pipeline = Pipeline::start(
             plan.model.clone(),
             PipelineConfig::new(plan.pes.clone(), plan.partition.clone()),
@@ -283,13 +289,14 @@ impl Engine {
             .map(|i| Tensor::random(plan.model.input(), 100 + i))
             .collect();
         let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
-        let observer = Observer::new(
+        let mut observer = Observer::new(
             ProcReader::new(),
             Box::new(PerfCounters::new()),
             support,
             plan.pes.clone(),
             plan.unit_ms.clone(),
         );
+        observer.set_naming(name_antagonists);
         Ok(Self {
             pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
             repin: (0..plan.pes.len()).map(|_| None).collect(),
@@ -423,6 +430,8 @@ struct Daemon {
     cfg: Arc<Config>,
     opts: Options,
     online: CpuSet,
+    /// The effective cpuset of odin's cgroup.
+    cpuset: CpusetWatch,
     probed: CounterSupport,
     engine: Engine,
     controller: Controller,
@@ -454,7 +463,8 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     });
     set_log_level(&cfg.log.level);
     let controller = Controller::build(&cfg.policy.name, &cfg.policy.params).map_err(Refused)?;
-    let plan = Plan::new(&cfg, &online)?;
+    let cpuset = CpusetWatch::locate(Path::new("/"), "self");
+    let plan = Plan::new(&cfg, &online, cpuset.allowed())?;
     let mut counters = PerfCounters::new();
     let probed = perf::probe(&mut counters, Path::new("/"));
     drop(counters);
@@ -465,13 +475,14 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     let server = start_metrics(&cfg.metrics, &metrics);
     let partition = plan.partition.clone();
-    let engine = Engine::start(plan, &support)?;
+    let engine = Engine::start(plan, &support, cfg.monitor.antagonists)?;
     let start = Instant::now();
     let mut d = Daemon {
         recorder: Recorder::new(start, &partition),
         cfg: Arc::new(cfg),
         opts,
         online,
+        cpuset,
         probed,
         engine,
         controller,
@@ -629,6 +640,7 @@ impl Daemon {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        self.check_cpuset();
         self.engine.check_pinning();
         let views = self.engine.views();
         let (stages, pe_signals) = self.engine.observer.tick(&views, now);
@@ -807,6 +819,71 @@ impl Daemon {
         });
     }
 
+    /// Follows a change of the CPUs odin's cgroup allows: the pipeline is
+    /// planned again on what is left of each PE (and back on the
+    /// configured PEs when they return), without losing a frame.
+    fn check_cpuset(&mut self) {
+        let Some(change) = self.cpuset.poll() else {
+            return;
+        };
+        let from = change
+            .from
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), CpuSet::to_string);
+        let file = self
+            .cpuset
+            .file()
+            .map_or_else(String::new, |f| f.display().to_string());
+        let plan = match Plan::new(&self.cfg, &self.online, Some(&change.to)) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(
+                    "the cpuset of odin's cgroup changed ({file}: CPUs {from} -> {}), \
+                     but no pipeline fits it, keeping the current one: {e:#}",
+                    change.to
+                );
+                return;
+            }
+        };
+        let pes = |p: &[CpuSet]| {
+            p.iter()
+                .map(CpuSet::to_string)
+                .collect::<Vec<_>>()
+                .join(";")
+        };
+        if plan.pes == self.engine.pes {
+            tracing::warn!(
+                "the cpuset of odin's cgroup changed ({file}: CPUs {from} -> {}); every PE keeps its CPUs",
+                change.to
+            );
+            return;
+        }
+        tracing::warn!(
+            "the cpuset of odin's cgroup changed ({file}: CPUs {from} -> {}); PEs {} -> {}: rebuilding the pipeline",
+            change.to,
+            pes(&self.engine.pes),
+            pes(&plan.pes)
+        );
+        let controller = match Controller::build(&self.cfg.policy.name, &self.cfg.policy.params) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("rebuilding the controller: {e}");
+                return;
+            }
+        };
+        let partition = plan.partition.clone();
+        let support = counter_support(&self.cfg, &self.probed);
+        match self.rebuild(plan, &support, self.cfg.monitor.antagonists) {
+            Ok(()) => {
+                self.controller = controller;
+                self.recorder.partition_changed(Instant::now(), &partition);
+                self.metrics
+                    .reconfigured(self.controller.policy_name(), "cpuset");
+            }
+            Err(e) => tracing::error!("rebuilding the pipeline for the new cpuset: {e:#}"),
+        }
+    }
+
     /// SIGHUP: re-read, validate, apply in place or rebuild; the old
     /// configuration stays on any error. Returns whether the monitor tick
     /// changed.
@@ -854,7 +931,7 @@ impl Daemon {
         let rebuild = needs_rebuild(&old, &new);
         // Everything that can fail comes first.
         let plan = if rebuild {
-            Some(Plan::new(&new, &self.online)?)
+            Some(Plan::new(&new, &self.online, self.cpuset.allowed())?)
         } else {
             None
         };
@@ -875,7 +952,11 @@ impl Daemon {
                 }
             ));
             let partition = plan.partition.clone();
-            self.rebuild(plan, &counter_support(&new, &self.probed))?;
+            self.rebuild(
+                plan,
+                &counter_support(&new, &self.probed),
+                new.monitor.antagonists,
+            )?;
             self.recorder.partition_changed(Instant::now(), &partition);
         }
         if let Some(c) = controller {
@@ -900,6 +981,13 @@ impl Daemon {
                 None => "metrics off".into(),
             });
         }
+        if old.monitor.antagonists != new.monitor.antagonists {
+            self.engine.observer.set_naming(new.monitor.antagonists);
+            changes.push(format!(
+                "naming antagonists {}",
+                if new.monitor.antagonists { "on" } else { "off" }
+            ));
+        }
         let retick = old.monitor.tick_ms != new.monitor.tick_ms;
         if retick {
             changes.push(format!(
@@ -916,8 +1004,13 @@ impl Daemon {
 
     /// Drains the running pipeline (every admitted frame completes) and
     /// starts the planned one.
-    fn rebuild(&mut self, plan: Plan, support: &CounterSupport) -> Result<()> {
-        let next = Engine::start(plan, support)?;
+    fn rebuild(
+        &mut self,
+        plan: Plan,
+        support: &CounterSupport,
+        name_antagonists: bool,
+    ) -> Result<()> {
+        let next = Engine::start(plan, support, name_antagonists)?;
         let old = std::mem::replace(&mut self.engine, next);
         let drained = old.drain();
         for c in &drained.rest {

@@ -2,6 +2,7 @@
 //! systemd notification, metrics.
 
 pub mod config;
+pub mod cpuset;
 pub mod daemon;
 pub mod http;
 pub mod metrics;

@@ -63,6 +63,7 @@ pub struct Observer {
     prev: Option<Previous>,
     walk: Option<(Instant, TaskSnapshot)>,
     pressure: Option<f64>,
+    naming: bool,
 }
 
 impl Observer {
@@ -89,7 +90,14 @@ impl Observer {
             prev: None,
             walk: None,
             pressure: None,
+            naming: true,
         }
+    }
+
+    /// Whether to walk every task to name the antagonists when a PE shows
+    /// foreign use (on by default; the walk is the costly part of a tick).
+    pub fn set_naming(&mut self, on: bool) {
+        self.naming = on;
     }
 
     /// Machine-wide CPU pressure (PSI `some avg10`, percent), if the kernel has PSI.
@@ -210,7 +218,7 @@ impl Observer {
                     || p.run_delay_share.unwrap_or(0.0) >= WALK_THRESHOLD
             });
         }
-        if walk_wanted {
+        if walk_wanted && self.naming {
             self.name_antagonists(&mut pes, now);
         } else {
             // A stale snapshot would average a new antagonist over a long gap.
