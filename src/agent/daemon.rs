@@ -450,7 +450,20 @@ struct Daemon {
     last_fps: f64,
     last_pes: Vec<PeSignals>,
     events: Vec<TimedEvent>,
+    /// The last decision, until its effect is measured.
+    pending_effect: Option<PendingEffect>,
 }
+
+/// A decision whose effect is still to be measured.
+struct PendingEffect {
+    at: Instant,
+    placement: Placement,
+    predicted: Vec<f64>,
+    fps_before: Option<f64>,
+}
+
+/// How long a decision runs before its effect is logged.
+const EFFECT_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs `odin run` with the validated configuration `cfg` until the
 /// duration ends or a stop signal arrives.
@@ -499,6 +512,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         last_fps: 0.0,
         last_pes: Vec::new(),
         events: Vec::new(),
+        pending_effect: None,
     };
     println!("{}", d.startup_line());
     d.publish();
@@ -682,6 +696,7 @@ impl Daemon {
             slo: self.cfg.slo,
             true_speed: None,
         };
+        self.report_effect(now, &obs);
         let action = self.controller.step(&mut obs);
         for e in &obs.events {
             println!("{}", event_line(t, e, &self.engine.pes));
@@ -694,6 +709,43 @@ impl Daemon {
             self.apply_action(now, &obs, &next);
         }
         self.publish_with(throughput);
+    }
+
+    /// Once a decision has run for [`EFFECT_AFTER`] with every stage
+    /// measured, logs what it did against what was predicted.
+    fn report_effect(&mut self, now: Instant, obs: &Observation) {
+        let Some(p) = &self.pending_effect else {
+            return;
+        };
+        if obs.placement != p.placement {
+            // Replaced by another decision (or a rebuild) before it showed.
+            self.pending_effect = None;
+            return;
+        }
+        let measured = cost::measured_times(obs);
+        if now.saturating_duration_since(p.at) < EFFECT_AFTER
+            || measured.iter().any(Option::is_none)
+        {
+            return;
+        }
+        let list = |v: &mut dyn Iterator<Item = f64>| {
+            format!(
+                "[{}]",
+                v.map(|t| format!("{t:.1}")).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let fps = |f: Option<f64>| f.map_or_else(|| "?".to_string(), |f| format!("{f:.1}"));
+        tracing::info!(
+            t = format!("{:.1}", obs.t),
+            policy = self.controller.policy_name(),
+            placement = describe(&p.placement, &self.engine.pes),
+            predicted_ms = list(&mut p.predicted.iter().copied()),
+            measured_ms = list(&mut measured.iter().flatten().copied()),
+            fps_before = fps(p.fps_before),
+            fps_after = fps(obs.throughput_fps),
+            "effect"
+        );
+        self.pending_effect = None;
     }
 
     fn apply_action(&mut self, now: Instant, obs: &Observation, next: &Placement) {
@@ -743,6 +795,12 @@ impl Daemon {
                 );
                 self.metrics.reconfigured(policy, reason);
                 self.recorder.partition_changed(now, &p);
+                self.pending_effect = Some(PendingEffect {
+                    at: now,
+                    placement: next.clone(),
+                    predicted,
+                    fps_before: obs.throughput_fps,
+                });
             }
             Err(e) => tracing::warn!("{policy} asked for an impossible placement: {e}"),
         }
