@@ -175,8 +175,8 @@ fn read_id(path: &Path) -> Result<Option<u32>, TopologyError> {
     Ok(u32::try_from(n).ok())
 }
 
-/// The `shared_cpu_list` of the highest-level cache under `cache_dir`.
-fn read_llc(cache_dir: &Path) -> Result<Option<CpuSet>, TopologyError> {
+/// The directory (`indexN`) of the highest-level cache under `cache_dir`.
+fn llc_dir(cache_dir: &Path) -> Result<Option<PathBuf>, TopologyError> {
     let entries = match std::fs::read_dir(cache_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -204,7 +204,12 @@ fn read_llc(cache_dir: &Path) -> Result<Option<CpuSet>, TopologyError> {
             best = Some((level, entry.path()));
         }
     }
-    let Some((_, dir)) = best else {
+    Ok(best.map(|(_, dir)| dir))
+}
+
+/// The `shared_cpu_list` of the highest-level cache under `cache_dir`.
+fn read_llc(cache_dir: &Path) -> Result<Option<CpuSet>, TopologyError> {
+    let Some(dir) = llc_dir(cache_dir)? else {
         return Ok(None);
     };
     let path = dir.join("shared_cpu_list");
@@ -217,9 +222,44 @@ fn read_llc(cache_dir: &Path) -> Result<Option<CpuSet>, TopologyError> {
         .map_err(|source| TopologyError::Parse { path, source })
 }
 
+/// Size in bytes of CPU `cpu`'s last-level cache under `root` (sysfs
+/// writes it as `32768K` or `32M`); `None` when unknown.
+pub fn llc_bytes(root: &Path, cpu: usize) -> Option<usize> {
+    let cache = root.join(format!("sys/devices/system/cpu/cpu{cpu}/cache"));
+    let size = read_optional(&llc_dir(&cache).ok()??.join("size")).ok()??;
+    let size = size.trim();
+    match size.strip_suffix('K') {
+        Some(k) => k.parse::<usize>().ok().map(|k| k << 10),
+        None => match size.strip_suffix('M') {
+            Some(m) => m.parse::<usize>().ok().map(|m| m << 20),
+            None => size.parse().ok(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llc_bytes_is_the_size_of_the_highest_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("sys/devices/system/cpu/cpu0/cache");
+        for (name, level, size) in [
+            ("index0", "1", "48K"),
+            ("index2", "2", "2048K"),
+            ("index3", "3", "32M"),
+        ] {
+            std::fs::create_dir_all(cache.join(name)).unwrap();
+            std::fs::write(cache.join(name).join("level"), level).unwrap();
+            std::fs::write(cache.join(name).join("size"), size).unwrap();
+        }
+        std::fs::write(cache.join("uevent"), "").unwrap();
+        assert_eq!(llc_bytes(dir.path(), 0), Some(32 << 20));
+        assert_eq!(llc_bytes(dir.path(), 1), None);
+        std::fs::write(cache.join("index3/size"), "1024K\n").unwrap();
+        assert_eq!(llc_bytes(dir.path(), 0), Some(1 << 20));
+    }
 
     fn tree(online: &str, cpuinfo: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

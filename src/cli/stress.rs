@@ -70,7 +70,9 @@ pub fn run(args: Args) -> Result<()> {
         ))
         .into());
     }
-    let llc = llc_bytes(Path::new("/")).unwrap_or(32 << 20);
+    // The cache of the CPUs it runs on (an empty set was refused above).
+    let first = cpus.iter().next().unwrap_or(0);
+    let llc = topology::llc_bytes(Path::new("/"), first).unwrap_or(32 << 20);
     let bytes = match args.kind {
         Kind::Cpu => 0,
         Kind::Cache => llc.clamp(1 << 20, 1 << 30),
@@ -224,52 +226,9 @@ impl Load {
     }
 }
 
-/// Size of the last-level cache of CPU 0, from sysfs under `root`.
-fn llc_bytes(root: &Path) -> Option<usize> {
-    let dir = root.join("sys/devices/system/cpu/cpu0/cache");
-    let caches = std::fs::read_dir(dir).ok()?.filter_map(|entry| {
-        let path = entry.ok()?.path();
-        let level: u32 = std::fs::read_to_string(path.join("level"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let size = std::fs::read_to_string(path.join("size")).ok()?;
-        let size = size.trim();
-        let bytes = match size.strip_suffix('K') {
-            Some(k) => k.parse::<usize>().ok()? << 10,
-            None => match size.strip_suffix('M') {
-                Some(m) => m.parse::<usize>().ok()? << 20,
-                None => size.parse().ok()?,
-            },
-        };
-        Some((level, bytes))
-    });
-    let best = caches.max_by_key(|&(level, _)| level);
-    best.map(|(_, b)| b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn llc_is_the_highest_level_and_skips_other_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("sys/devices/system/cpu/cpu0/cache");
-        for (name, level, size) in [
-            ("index0", "1", "48K"),
-            ("index2", "2", "2048K"),
-            ("index3", "3", "32M"),
-        ] {
-            std::fs::create_dir_all(cache.join(name)).unwrap();
-            std::fs::write(cache.join(name).join("level"), level).unwrap();
-            std::fs::write(cache.join(name).join("size"), size).unwrap();
-        }
-        std::fs::write(cache.join("uevent"), "").unwrap();
-        assert_eq!(llc_bytes(dir.path()), Some(32 << 20));
-        assert_eq!(llc_bytes(&dir.path().join("none")), None);
-    }
 
     #[test]
     fn cache_walk_is_one_cycle_over_every_line() {
