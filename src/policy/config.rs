@@ -15,6 +15,11 @@ pub struct PolicyConfig {
     /// odin and guided: most local-search steps (kept candidates) per
     /// detection. Default 10, as in the paper.
     pub alpha: u32,
+    /// odin and guided: most local-search steps per detection per
+    /// pipeline stage, when that is more than `alpha` (a long pipeline
+    /// needs more steps to shed work across many stages). Default 0.5:
+    /// `alpha` = 10 up to 20 stages, 32 steps on 64.
+    pub alpha_per_stage: f64,
     /// odin and guided: frames that must complete under a candidate before
     /// it is judged. Default 10: stage times are smoothed (the pipeline's
     /// EWMA gives the newest frame weight 0.2), so after n frames a share
@@ -38,6 +43,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             alpha: 10,
+            alpha_per_stage: 0.5,
             candidate_frames: 10,
             improvement: 0.02,
             enumerate_orders: true,
@@ -72,6 +78,12 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.alpha == 0 {
             return Err("alpha: must be at least 1 local-search step".into());
+        }
+        if !(self.alpha_per_stage >= 0.0 && self.alpha_per_stage <= 1e3) {
+            return Err(format!(
+                "alpha_per_stage: {} must be a number of steps per stage in [0, 1000]",
+                self.alpha_per_stage
+            ));
         }
         if self.candidate_frames == 0 {
             return Err("candidate_frames: must be at least 1 frame".into());
@@ -119,7 +131,14 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let cases: [(&str, PolicyConfig); 6] = [
+        let cases: [(&str, PolicyConfig); 7] = [
+            (
+                "alpha_per_stage",
+                PolicyConfig {
+                    alpha_per_stage: -1.0,
+                    ..Default::default()
+                },
+            ),
             (
                 "alpha",
                 PolicyConfig {

@@ -1,20 +1,21 @@
-//! `odin`: the paper's technique, an online local search over the cuts.
+//! `odin`: the paper's technique, an online local search over the placement.
 //!
-//! Problem: interference has made one stage slower; move units between
-//! neighbouring stages, with no model of how slow each PE now is, until
-//! the bottleneck stops improving, measuring every step on the running
-//! pipeline, and never leave the pipeline worse than before the search.
+//! Problem: interference has made one stage slower; move work between
+//! stages, measuring every step on the running pipeline, until the
+//! bottleneck stops improving, and never leave the pipeline worse than
+//! before the search.
 //!
 //! Approach: a state machine across ticks, started by a detector event
-//! (an Onset, to cope, or an Offset, to win the throughput back).
+//! (an Onset, to cope, or an Offset, to win the throughput back), or by
+//! the settled bottleneck getting worse with no event to say so.
 //!
 //! ```text
-//!            event                 propose: bottleneck stage b (largest
-//!   Idle ------------> Ready  ---- measured service time) gives k >= 1
-//!    ^                  ^  |       boundary units to a neighbour, both
-//!    |        improved  |  |       chosen from the measured slowdowns
-//!    |     (and steps   |  | Apply(candidate)   (none predicted to help:
-//!    |      < alpha)    |  v                    the search ends)
+//!            event                 propose: the best local move of the
+//!   Idle ------------> Ready  ---- bottleneck stage b (largest measured
+//!    ^                  ^  |       service time), predicted from the
+//!    |        improved  |  |       measured slowdowns (none predicted to
+//!    |     (and steps   |  | Apply(candidate)   help: the search ends)
+//!    |      < limit)    |  v
 //!    |                Measuring -- wait until candidate_frames frames
 //!    |                     |       completed under the candidate and the
 //!    |   not improved:     |       smoothed times settled, then compare
@@ -23,12 +24,32 @@
 //!                                  search measures clean times
 //! ```
 //!
-//! The step: each stage's slowdown is its measured time over what its
-//! units take on an idle PE; moving `k` units predicts the two stages'
-//! times from those slowdowns, and the neighbour and `k` with the lowest
-//! predicted bottleneck are tried (one unit to the faster neighbour when
-//! the unit costs are unknown). A move not predicted to cut the bottleneck
-//! by the `improvement` fraction is not tried: the search stops there.
+//! The moves. Each PE's slowdown is its stages' measured time over what
+//! their units take on it when idle (our own time-sharing taken out); a
+//! PE none of our stages runs on keeps the slowdown it was last measured
+//! at, or reads `1 + foreign CPU use / speed` if that is worse. From those,
+//! any placement's stage times can be predicted. The bottleneck stage `b`
+//! may
+//!
+//! ```text
+//!   shed work along the chain      stages i..=j around b re-cut (b's
+//!   [ a ][  b  ][ c ][ d ]         neighbours take its boundary units and
+//!   [ a  ][ b ][ c  ][ d ]         pass their own on: the cut move
+//!                                  ripples as far as it must); a stage
+//!                                  may be left empty, its PE unused
+//!   trade PEs with a stage         b's units run on t's PE and t's on
+//!   b@p, t@q  ->  b@q, t@p         b's: an idle PE (t empty) or a faster
+//!                                  one; the cuts stay
+//! ```
+//!
+//! Every window `i..=j` containing `b` is re-cut for the lowest predicted
+//! time (never below the bottleneck outside the window, and otherwise as
+//! close to the old cuts as that allows). Among the moves predicted within
+//! half the `improvement` fraction of the best, the one that moves the
+//! least work is tried (the most local step the measurements justify). A
+//! best move not predicted to cut the bottleneck by `improvement` is not
+//! tried: the search stops there. Without unit costs nothing can be
+//! predicted: one boundary unit goes to the faster neighbour.
 //!
 //! A candidate is kept when its measured bottleneck is at least the
 //! `improvement` fraction below the right baseline: what the placement
@@ -39,23 +60,23 @@
 //! and the search stops. Smoothed service times lag the placement, so a
 //! candidate is judged only after `candidate_frames` frames, counted from
 //! the first tick it is seen in force, and once the times drift by less
-//! than 0.5% a frame (or after four times as many frames). Events that
-//! arrive during a search are remembered and start one more search after
-//! it. [`Odin`] adds what the instantaneous PE signals tell (see there):
-//! an onset whose interference is already over starts nothing, and a
-//! search whose interference ends mid-way is undone.
+//! than 0.5% a frame (or after four times as many frames). A search tries
+//! at most `alpha` candidates, or `alpha_per_stage` per stage when that is
+//! more (a long pipeline needs more steps). Events that arrive during a
+//! search are remembered and start one more search after it. [`Odin`] adds
+//! what the instantaneous PE signals tell (see there).
 //!
-//! Invariants: every stage of a candidate keeps at least one unit (so a
-//! stage holding one unit is never the donor); at most `alpha` candidates
-//! per search; only the cuts change, never the mapping; a search that is
-//! overtaken (the placement in force is neither the candidate nor, before
-//! the candidate was first seen, the placement it replaced) stops.
+//! Invariants: at most the step limit of candidates per search; a
+//! candidate changes the cuts of one window, or swaps the PEs of two
+//! stages, never both; a search that is overtaken (the placement in force
+//! is neither the candidate nor, before the candidate was first seen, the
+//! placement it replaced) stops.
 //!
 //! Pure: no OS calls.
 
 use super::config::PolicyConfig;
-use super::cost::{CostModel, measured_bottleneck, measured_times};
-use super::detector::Event;
+use super::cost::{CostModel, measured_bottleneck, measured_times, sharing};
+use super::detector::{Event, Kind};
 use super::{Action, Observation, Placement, Policy};
 
 /// Parameters of the local search.
@@ -63,6 +84,8 @@ use super::{Action, Observation, Placement, Policy};
 pub struct SearchConfig {
     /// Most candidates per search.
     pub alpha: u32,
+    /// ... or this many per stage, when that is more.
+    pub alpha_per_stage: f64,
     /// Frames to wait under a candidate before judging it.
     pub candidate_frames: u32,
     /// Smallest relative fall of the bottleneck to keep a candidate.
@@ -73,8 +96,21 @@ impl From<&PolicyConfig> for SearchConfig {
     fn from(c: &PolicyConfig) -> Self {
         Self {
             alpha: c.alpha,
+            alpha_per_stage: c.alpha_per_stage,
             candidate_frames: c.candidate_frames,
             improvement: c.improvement,
+        }
+    }
+}
+
+impl SearchConfig {
+    /// Most candidates per search on a pipeline of `stages` stages.
+    pub fn limit(&self, stages: usize) -> u32 {
+        let scaled = (self.alpha_per_stage * stages as f64).ceil();
+        if scaled.is_finite() && scaled > f64::from(self.alpha) {
+            scaled.min(f64::from(u32::MAX)) as u32
+        } else {
+            self.alpha
         }
     }
 }
@@ -173,6 +209,9 @@ pub struct LocalSearch {
     cfg: SearchConfig,
     phase: Phase,
     steps: u32,
+    /// Per PE: the slowdown last measured on it, for when none of our
+    /// stages runs there.
+    memory: Vec<Option<f64>>,
 }
 
 impl LocalSearch {
@@ -182,6 +221,7 @@ impl LocalSearch {
             cfg,
             phase: Phase::Idle,
             steps: 0,
+            memory: Vec::new(),
         }
     }
 
@@ -209,6 +249,46 @@ impl LocalSearch {
     /// Candidates proposed in the current (or last) search.
     pub fn steps(&self) -> u32 {
         self.steps
+    }
+
+    /// The slowdown remembered for PE `pe` (last measured while one of our
+    /// stages ran there), if any.
+    pub fn remembered(&self, pe: usize) -> Option<f64> {
+        self.memory.get(pe).copied().flatten()
+    }
+
+    /// Forgets what was measured on PE `pe` (its interference is over).
+    pub fn forget(&mut self, pe: usize) {
+        if let Some(m) = self.memory.get_mut(pe) {
+            *m = None;
+        }
+    }
+
+    /// The slowdown model of `obs`, with this search's memory for the PEs
+    /// it cannot measure, and `quiet` PEs taken as undisturbed; records
+    /// what it measured. `None` without settled-enough times or unit costs
+    /// that fit.
+    fn model(&mut self, obs: &Observation, quiet: &[usize]) -> Option<Slowdowns> {
+        let times: Vec<f64> = measured_times(obs).into_iter().collect::<Option<_>>()?;
+        let mut m = Slowdowns::measure(obs, &times, &self.memory)?;
+        self.memory.resize(m.slow.len(), None);
+        for (p, &measured) in m.measured.iter().enumerate() {
+            if measured {
+                self.memory[p] = Some(m.slow[p]);
+            }
+        }
+        for &p in quiet {
+            if let Some(s) = m.slow.get_mut(p) {
+                *s = 1.0;
+            }
+        }
+        Some(m)
+    }
+
+    /// Predicted bottleneck of `q` from the measurements of `obs`, with the
+    /// PEs in `quiet` taken as undisturbed (`None` if it cannot be told).
+    pub fn predict(&mut self, obs: &Observation, q: &Placement, quiet: &[usize]) -> Option<f64> {
+        self.model(obs, quiet)?.bottleneck_of(q)
     }
 
     /// One tick of the search.
@@ -243,14 +323,9 @@ impl LocalSearch {
                         // now, predicted from the slowdowns measured under the
                         // candidate (the interference may have grown or ended since
                         // `before_ms` was read); `before_ms` when that cannot be told.
-                        let baseline = measured_times(obs)
-                            .into_iter()
-                            .collect::<Option<Vec<f64>>>()
-                            .and_then(|t| Slowdowns::measure(obs, &t))
-                            .and_then(|m| m.bottleneck_of(&before))
-                            .unwrap_or(before_ms);
+                        let baseline = self.predict(obs, &before, &[]).unwrap_or(before_ms);
                         if ms <= baseline * (1.0 - self.cfg.improvement) {
-                            if self.steps >= self.cfg.alpha {
+                            if self.steps >= self.cfg.limit(obs.placement.stages()) {
                                 Action::Keep
                             } else {
                                 self.propose(obs)
@@ -316,8 +391,13 @@ impl LocalSearch {
         }
         let times: Vec<f64> = times.into_iter().flatten().collect();
         let before_ms = times.iter().copied().fold(0.0, f64::max);
-        let step = match Slowdowns::measure(obs, &times) {
-            Some(model) => model.sized_move(&obs.placement, &times, self.cfg.improvement),
+        let step = match self.model(obs, &[]) {
+            Some(model) => {
+                // Frames queue ahead of the bottleneck when they complete at
+                // its pace (or when the pace is unknown).
+                let saturated = obs.throughput_fps.is_none_or(|f| f * before_ms >= 900.0);
+                model.best_move(&obs.placement, &times, self.cfg.improvement, saturated)
+            }
             None => neighbour_move(&obs.placement, &times),
         };
         let Some(candidate) = step else {
@@ -334,10 +414,10 @@ impl LocalSearch {
     }
 }
 
-/// The local-search move: the bottleneck stage (largest of `times`, one
-/// per stage) gives its boundary unit to whichever neighbour has the
-/// smaller time (ties go to the later stage). `None` when the bottleneck
-/// holds a single unit or has no neighbour.
+/// The local-search move without unit costs: the bottleneck stage (largest
+/// of `times`, one per stage) gives its boundary unit to whichever
+/// neighbour has the smaller time (ties go to the later stage). `None` when
+/// the bottleneck holds a single unit or has no neighbour.
 pub fn neighbour_move(p: &Placement, times: &[f64]) -> Option<Placement> {
     let b = bottleneck_stage(&times[..p.stages()])?;
     if p.range(b).len() < 2 {
@@ -366,128 +446,256 @@ pub fn neighbour_move(p: &Placement, times: &[f64]) -> Option<Placement> {
     Some(q)
 }
 
-/// What the measurements say about each stage of the placement in force:
-/// its slowdown (measured over idle-PE time, our own time-sharing
-/// included), so the time of any other range of units on the same stage
-/// can be predicted.
+/// What the measurements say about each PE: how much slower our stages
+/// run there than on an idle PE of its speed, so the stage times of any
+/// placement can be predicted.
 #[derive(Clone, Debug)]
 struct Slowdowns {
     cost: CostModel,
-    /// The placement's stage-to-PE mapping.
-    mapping: Vec<usize>,
-    /// Per stage: the PE's nominal speed.
+    /// Per PE: nominal speed.
     speed: Vec<f64>,
-    /// Per stage: measured over expected time.
-    factor: Vec<f64>,
+    /// Per PE: slowdown (1 = undisturbed).
+    slow: Vec<f64>,
+    /// Per PE: whether `slow` was measured on it now.
+    measured: Vec<bool>,
 }
 
 impl Slowdowns {
-    /// The slowdowns of `obs.placement` from the measured `times` (one per
-    /// stage); `None` when the unit costs or speeds do not fit it. An empty
-    /// stage has no measurement: its PE's foreign CPU use stands in (a
-    /// quiet PE reads 1).
-    fn measure(obs: &Observation, times: &[f64]) -> Option<Self> {
+    /// The slowdowns under `obs.placement` from the measured `times` (one
+    /// per stage): per PE, its stages' time over their idle time, our own
+    /// time-sharing taken out. A PE with no measurable stage keeps what
+    /// `memory` says, or `1 + foreign CPU use / speed` when that is worse.
+    /// `None` when the unit costs or speeds do not fit.
+    fn measure(obs: &Observation, times: &[f64], memory: &[Option<f64>]) -> Option<Self> {
         let p = &obs.placement;
-        if obs.unit_ms.len() != p.units || times.len() != p.stages() {
+        let pes = obs.pe_speed.len();
+        if obs.unit_ms.len() != p.units || times.len() != p.stages() || !p.is_valid(pes) {
+            return None;
+        }
+        if obs.pe_speed.iter().any(|v| !(*v > 0.0 && v.is_finite())) {
             return None;
         }
         let cost = CostModel::new(&obs.unit_ms);
-        let mut speed = Vec::with_capacity(p.stages());
-        let mut factor = Vec::with_capacity(p.stages());
+        let shared = sharing(p, pes);
+        let mut service = vec![0.0; pes];
+        let mut idle = vec![0.0; pes];
         for (s, &t) in times.iter().enumerate() {
             let pe = p.mapping[s];
-            let v = obs
-                .pe_speed
-                .get(pe)
-                .copied()
-                .filter(|v| *v > 0.0 && v.is_finite())?;
-            let expected = cost.range_ms(p.range(s)) / v;
-            let f = if expected > 0.0 {
-                t / expected
+            idle[pe] += cost.range_ms(p.range(s)) / obs.pe_speed[pe];
+            service[pe] += t;
+        }
+        let mut slow = Vec::with_capacity(pes);
+        let mut measured = Vec::with_capacity(pes);
+        for pe in 0..pes {
+            if idle[pe] > 0.0 {
+                let f = service[pe] / (idle[pe] * shared[pe].max(1) as f64);
+                if !(f.is_finite() && f > 0.0) {
+                    return None;
+                }
+                slow.push(f);
+                measured.push(true);
             } else {
-                let foreign = obs.pes.get(pe).and_then(|g| g.foreign_cpu_share);
-                1.0 + foreign
+                let foreign = obs
+                    .pes
+                    .get(pe)
+                    .and_then(|g| g.foreign_cpu_share)
                     .filter(|x| x.is_finite() && *x >= 0.0)
-                    .unwrap_or(0.0)
-                    / v
-            };
-            if !(f.is_finite() && f > 0.0) {
-                return None;
+                    .unwrap_or(0.0);
+                let seen = 1.0 + foreign / obs.pe_speed[pe];
+                slow.push(memory.get(pe).copied().flatten().unwrap_or(1.0).max(seen));
+                measured.push(false);
             }
-            speed.push(v);
-            factor.push(f);
         }
         Some(Self {
             cost,
-            mapping: p.mapping.clone(),
-            speed,
-            factor,
+            speed: obs.pe_speed.clone(),
+            slow,
+            measured,
         })
     }
 
-    /// Predicted time of units `r` on stage `s`.
-    fn predict(&self, s: usize, r: std::ops::Range<usize>) -> f64 {
-        self.cost.range_ms(r) / self.speed[s] * self.factor[s]
+    /// Milliseconds per millisecond of idle-reference cost on PE `pe`
+    /// shared by `k` of our stages.
+    fn weight(&self, pe: usize, k: usize) -> f64 {
+        self.slow[pe] * k.max(1) as f64 / self.speed[pe]
     }
 
-    /// Predicted bottleneck of `q`, a placement with the same stages on
-    /// the same PEs but other cuts (`None` otherwise).
+    /// Predicted stage times of `q`.
+    fn stage_times(&self, q: &Placement) -> Vec<f64> {
+        let shared = sharing(q, self.speed.len());
+        (0..q.stages())
+            .map(|s| {
+                let pe = q.mapping[s];
+                self.cost.range_ms(q.range(s)) * self.weight(pe, shared[pe])
+            })
+            .collect()
+    }
+
+    /// Predicted bottleneck of `q` (`None` if it does not fit).
     fn bottleneck_of(&self, q: &Placement) -> Option<f64> {
-        if q.mapping != self.mapping || q.units != self.cost.units() {
+        if q.units != self.cost.units() || !q.is_valid(self.speed.len()) {
             return None;
         }
-        Some(
-            (0..q.stages())
-                .map(|s| self.predict(s, q.range(s)))
-                .fold(0.0, f64::max),
-        )
+        Some(self.stage_times(q).into_iter().fold(0.0, f64::max))
     }
 
-    /// The local-search move, sized: the bottleneck stage gives `k >= 1`
-    /// of its boundary units to one neighbour, the neighbour and `k` that
-    /// minimise the predicted bottleneck (ties: fewer units, then the
-    /// neighbour [`neighbour_move`] would pick). `None` when
-    /// no such move is predicted to cut the bottleneck by `improvement`.
-    fn sized_move(&self, p: &Placement, times: &[f64], improvement: f64) -> Option<Placement> {
+    /// The step: the bottleneck stage's best local move (see the module
+    /// doc), `None` when none is predicted to cut the bottleneck by
+    /// `improvement`. `saturated`: frames queue up ahead of the bottleneck
+    /// (see [`latency`]).
+    fn best_move(
+        &self,
+        p: &Placement,
+        times: &[f64],
+        improvement: f64,
+        saturated: bool,
+    ) -> Option<Placement> {
         let b = bottleneck_stage(times)?;
         let now = times[b];
-        let r = p.range(b);
-        let mut best: Option<(f64, Placement)> = None;
-        // The faster neighbour first (ties: the later one), so it wins ties.
-        let mut sides = [b.checked_sub(1), (b + 1 < p.stages()).then_some(b + 1)];
-        if let [Some(l), Some(r)] = sides
-            && times[l] >= times[r]
-        {
-            sides.swap(0, 1);
-        }
-        for to in sides.into_iter().flatten() {
-            let others = times
-                .iter()
-                .enumerate()
-                .filter(|&(s, _)| s != b && s != to)
-                .fold(0.0, |m, (_, &t)| f64::max(m, t));
-            let n = p.range(to);
-            for k in 1..r.len() {
-                let (keep, got) = if to < b {
-                    (r.start + k..r.end, n.start..r.start + k)
-                } else {
-                    (r.start..r.end - k, r.end - k..n.end)
-                };
-                let predicted = others.max(self.predict(b, keep)).max(self.predict(to, got));
-                if best.as_ref().is_none_or(|(m, _)| predicted < *m) {
-                    let mut q = p.clone();
-                    if to < b {
-                        q.cuts[b - 1] += k;
-                    } else {
-                        q.cuts[b] -= k;
-                    }
-                    best = Some((predicted, q));
+        let n = p.stages();
+        // (predicted bottleneck, predicted latency, work moved, placement)
+        let mut moves: Vec<(f64, f64, f64, Placement)> = Vec::new();
+        let mut consider = |q: Placement, moved: f64| {
+            let t = self.stage_times(&q);
+            let worst = t.iter().copied().fold(0.0, f64::max);
+            moves.push((worst, latency(&t, saturated), moved, q));
+        };
+        // Shed work along the chain: re-cut each window i..=j around b.
+        for i in 0..=b {
+            for j in b.max(i + 1)..n {
+                if let Some((q, moved)) = self.recut_window(p, i, j) {
+                    consider(q, moved);
                 }
             }
         }
-        best.filter(|(m, _)| *m <= now * (1.0 - improvement))
-            .map(|(_, q)| q)
+        // Trade PEs with another stage (an idle PE when that stage is empty),
+        // alone or with the stages between the two re-cut for their new PEs.
+        for t in (0..n).filter(|&t| t != b && p.mapping[t] != p.mapping[b]) {
+            let mut q = p.clone();
+            q.mapping.swap(b, t);
+            let moved = self.cost.range_ms(p.range(b)) + self.cost.range_ms(p.range(t));
+            if let Some((r, more)) = self.recut_window(&q, b.min(t), b.max(t)) {
+                consider(r, moved + more);
+            }
+            consider(q, moved);
+        }
+        let best = moves.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+        if best.is_nan() || best > now * (1.0 - improvement) {
+            return None;
+        }
+        // Within half the improvement of the best bottleneck, the lowest
+        // latency (within as much), then the least work moved.
+        moves
+            .into_iter()
+            .filter(|m| m.0 <= best * (1.0 + improvement / 2.0))
+            .min_by(|x, y| {
+                x.2.total_cmp(&y.2)
+                    .then(x.1.total_cmp(&y.1))
+                    .then(x.0.total_cmp(&y.0))
+            })
+            .map(|m| m.3)
     }
+
+    /// `p` with stages `i..=j` re-cut for the lowest predicted time (see
+    /// [`recut`]), and the reference cost of the units that changed stage;
+    /// `None` when the cuts stay.
+    fn recut_window(&self, p: &Placement, i: usize, j: usize) -> Option<(Placement, f64)> {
+        let shared = sharing(p, self.speed.len());
+        let current = self.stage_times(p);
+        let outside = (0..p.stages())
+            .filter(|s| !(i..=j).contains(s))
+            .map(|s| current[s])
+            .fold(0.0, f64::max);
+        let w: Vec<f64> = (i..=j)
+            .map(|s| self.weight(p.mapping[s], shared[p.mapping[s]]))
+            .collect();
+        let (lo, hi) = (p.range(i).start, p.range(j).end);
+        let cuts = recut(&self.cost, &w, lo, hi, &p.cuts[i..j], outside);
+        if cuts[..] == p.cuts[i..j] {
+            return None;
+        }
+        let moved = cuts
+            .iter()
+            .zip(&p.cuts[i..j])
+            .map(|(&a, &o)| self.cost.range_ms(a.min(o)..a.max(o)))
+            .sum();
+        let mut q = p.clone();
+        q.cuts[i..j].copy_from_slice(&cuts);
+        Some((q, moved))
+    }
+}
+
+/// Predicted latency of a pipeline with stage times `times`: their sum,
+/// plus, when `saturated` (frames arrive as fast as the bottleneck takes
+/// them), the frames waiting ahead of the bottleneck, two per stage before
+/// it (one in service, blocked, and one in its queue), each a bottleneck
+/// time: the earlier the bottleneck, the shorter the wait.
+fn latency(times: &[f64], saturated: bool) -> f64 {
+    let sum: f64 = times.iter().sum();
+    if !saturated {
+        return sum;
+    }
+    let worst = times.iter().copied().fold(0.0, f64::max);
+    let k = times
+        .iter()
+        .rposition(|&t| t >= worst * (1.0 - 1e-6))
+        .unwrap_or(0);
+    sum + 2.0 * k as f64 * worst
+}
+
+/// Re-cuts units `lo..hi` over the stages of a window, whose times are
+/// `w[s]` times their units' reference cost, for the lowest largest stage
+/// time (but never below `floor`, the bottleneck outside the window),
+/// choosing among the cuts that achieve it those closest to `old` (the
+/// window's `w.len() - 1` cuts in force). Stages may end up empty.
+fn recut(
+    cost: &CostModel,
+    w: &[f64],
+    lo: usize,
+    hi: usize,
+    old: &[usize],
+    floor: f64,
+) -> Vec<usize> {
+    // Furthest end `e` from `start` with units start..e within `limit` on weight `ws`.
+    let reach = |start: usize, ws: f64, limit: f64| {
+        let mut e = start;
+        while e < hi && cost.range_ms(start..e + 1) * ws <= limit {
+            e += 1;
+        }
+        e
+    };
+    let fits = |limit: f64| w.iter().fold(lo, |pos, &ws| reach(pos, ws, limit)) >= hi;
+    let max_w = w.iter().copied().fold(0.0, f64::max);
+    let (mut below, mut above) = (0.0, cost.range_ms(lo..hi) * max_w);
+    for _ in 0..60 {
+        let mid = 0.5 * (below + above);
+        if fits(mid) {
+            above = mid;
+        } else {
+            below = mid;
+        }
+    }
+    let limit = above.max(floor) * (1.0 + 1e-9);
+    // Earliest each cut may sit for the rest of the window to fit after it.
+    let mut earliest = vec![lo; old.len()];
+    let mut pos = hi;
+    for k in (1..w.len()).rev() {
+        let mut s = pos;
+        while s > lo && cost.range_ms(s - 1..pos) * w[k] <= limit {
+            s -= 1;
+        }
+        pos = s;
+        earliest[k - 1] = pos;
+    }
+    let mut cuts = Vec::with_capacity(old.len());
+    let mut prev = lo;
+    for (k, &o) in old.iter().enumerate() {
+        let latest = reach(prev, w[k], limit);
+        let c = o.clamp(earliest[k].max(prev).min(latest), latest);
+        cuts.push(c);
+        prev = c;
+    }
+    cuts
 }
 
 /// The stage with the largest of `times` (ties go to the later stage).
@@ -495,33 +703,48 @@ fn bottleneck_stage(times: &[f64]) -> Option<usize> {
     (0..times.len()).max_by(|&x, &y| times[x].total_cmp(&times[y]).then(y.cmp(&x)))
 }
 
-/// The `odin` policy: a [`LocalSearch`] started by every detector event.
+/// The `odin` policy: a [`LocalSearch`] started by every detector event,
+/// and by the settled bottleneck growing with no event to say so.
 ///
 /// Onsets are remembered: the placement in force at the first one (the
-/// origin) and the PEs they named. Besides the detector's smoothed view,
-/// each PE's instantaneous signals say whether interference is present
-/// right now (foreign CPU use, IPC and LLC MPKI against the best seen on
-/// the PE). An onset for a PE that is already quiet again is dropped (the
-/// interference ended before a candidate could be measured), and when
-/// every PE named by an onset is quiet again, the first candidate of the
-/// search that wins the throughput back is the origin itself: the search's
-/// moves undone in one step, measured, and kept or reverted like any other
-/// candidate, without waiting for the smoothed times to show the offset.
+/// origin) and the PEs they named, with the kind. Besides the detector's
+/// smoothed view, each PE's instantaneous signals say whether interference
+/// is present right now (foreign CPU use, IPC and LLC MPKI against the best
+/// seen on the PE; on a PE none of our stages runs on, only foreign CPU use
+/// can tell, so only CPU interference is seen to end there). An onset for a
+/// PE that is already quiet again is dropped (the interference ended before
+/// a candidate could be measured), and when every PE named by an onset is
+/// quiet again, the first candidate of the search that wins the throughput
+/// back is the origin itself, if the measurements predict it faster: the
+/// search's moves undone in one step, measured, and kept or reverted like
+/// any other candidate, without waiting for the smoothed times to show the
+/// offset.
+///
+/// Between searches, the measured bottleneck is watched against the lowest
+/// it settled at since: growing by the detector's threshold for its
+/// `onset_ticks` ticks starts a search (interference that grew on a stage
+/// the detector already counts as interfered, or that moved with no stage
+/// to see it begin).
 #[derive(Clone, Debug)]
 pub struct Odin {
     search: LocalSearch,
     pending: bool,
     /// The placement in force at the first onset of the current spell.
     origin: Option<Placement>,
-    /// PEs named by an onset since `origin`.
-    hot: Vec<bool>,
+    /// Per PE: the kind of the onset that named it since `origin`.
+    hot: Vec<Option<Kind>>,
     /// Per PE: the highest IPC and lowest LLC MPKI seen.
     best_ipc: Vec<Option<f64>>,
     best_mpki: Vec<Option<f64>>,
+    /// Between searches: the lowest settled bottleneck and the ticks it
+    /// has been exceeded by the threshold in a row.
+    watch: Option<(f64, u32)>,
     /// The detector's thresholds, reused for the instantaneous signals.
     cpu_share: f64,
     ipc_drop: f64,
     mpki_rise: f64,
+    threshold: f64,
+    onset_ticks: u32,
 }
 
 impl Odin {
@@ -534,9 +757,12 @@ impl Odin {
             hot: Vec::new(),
             best_ipc: Vec::new(),
             best_mpki: Vec::new(),
+            watch: None,
             cpu_share: cfg.detector.cpu_share,
             ipc_drop: cfg.detector.ipc_drop,
             mpki_rise: cfg.detector.mpki_rise,
+            threshold: cfg.detector.threshold,
+            onset_ticks: cfg.detector.onset_ticks,
         }
     }
 
@@ -547,10 +773,10 @@ impl Odin {
 
     /// Learns each PE's best IPC and MPKI.
     fn learn(&mut self, obs: &Observation) {
-        let pes = obs.pes.len();
+        let pes = obs.pes.len().max(obs.pe_speed.len());
         self.best_ipc.resize(pes, None);
         self.best_mpki.resize(pes, None);
-        self.hot.resize(pes.max(self.hot.len()), false);
+        self.hot.resize(pes.max(self.hot.len()), None);
         for (p, g) in obs.pes.iter().enumerate() {
             if let Some(i) = g.ipc.filter(|v| v.is_finite() && *v > 0.0) {
                 self.best_ipc[p] = Some(self.best_ipc[p].map_or(i, |b| b.max(i)));
@@ -563,7 +789,9 @@ impl Odin {
 
     /// Whether PE `pe` shows no interference right now: little foreign
     /// CPU use, and IPC or MPKI at its best. `false` when the signals
-    /// needed to tell are missing.
+    /// needed to tell are missing; on a PE none of our stages runs on
+    /// (no IPC, no MPKI), cache interference cannot be seen, so only a
+    /// PE named for CPU interference can be told quiet there.
     fn quiet(&self, obs: &Observation, pe: usize) -> bool {
         let Some(g) = obs.pes.get(pe) else {
             return false;
@@ -581,11 +809,39 @@ impl Odin {
             .llc_mpki
             .zip(self.best_mpki[pe])
             .map(|(m, b)| m <= b * (1.0 + self.mpki_rise).max(b + 1e-9));
+        let used = sharing(&obs.placement, obs.pe_speed.len())
+            .get(pe)
+            .is_some_and(|&k| k > 0);
         let cache_quiet = match (ipc, mpki) {
+            (None, None) if !used => self.hot.get(pe) == Some(&Some(Kind::CpuTimeSharing)),
             (None, None) => return false,
             (i, m) => i.unwrap_or(true) && m.unwrap_or(true),
         };
         cpu_quiet && cache_quiet
+    }
+
+    /// Watches the settled bottleneck between searches; true when it has
+    /// grown enough, for long enough, to search again.
+    fn worsened(&mut self, obs: &Observation) -> bool {
+        if self.search.is_active() {
+            self.watch = None;
+            return false;
+        }
+        let Some(now) = measured_bottleneck(obs) else {
+            return false;
+        };
+        let (low, over) = self.watch.unwrap_or((now, 0));
+        let low = low.min(now);
+        if now > low * (1.0 + self.threshold) {
+            if over + 1 >= self.onset_ticks {
+                self.watch = None;
+                return true;
+            }
+            self.watch = Some((low, over + 1));
+        } else {
+            self.watch = Some((low, 0));
+        }
+        false
     }
 }
 
@@ -598,44 +854,53 @@ impl Policy for Odin {
         self.learn(obs);
         for e in &obs.events {
             match *e {
-                Event::Onset { pe, .. } => {
+                Event::Onset { pe, kind, .. } => {
                     if self.quiet(obs, pe) {
                         // Over before anything could be measured: nothing to do.
                         continue;
                     }
-                    if pe < self.hot.len() {
-                        self.hot[pe] = true;
+                    if let Some(h) = self.hot.get_mut(pe) {
+                        *h = Some(kind);
                     }
                     self.origin.get_or_insert_with(|| obs.placement.clone());
                     self.pending = true;
                 }
                 Event::Offset { pe, .. } => {
                     if let Some(h) = self.hot.get_mut(pe) {
-                        *h = false;
+                        *h = None;
                     }
-                    if !self.hot.contains(&true) {
+                    self.search.forget(pe);
+                    if self.hot.iter().all(Option::is_none) {
                         self.origin = None;
                     }
                     self.pending = true;
                 }
             }
         }
-        if self.hot.contains(&true)
-            && (0..self.hot.len())
-                .filter(|&p| self.hot[p])
-                .all(|p| self.quiet(obs, p))
-        {
-            // The interference that moved us is gone: undo the moves.
-            self.hot.iter_mut().for_each(|h| *h = false);
+        let hot: Vec<usize> = (0..self.hot.len())
+            .filter(|&p| self.hot[p].is_some())
+            .collect();
+        if !hot.is_empty() && hot.iter().all(|&p| self.quiet(obs, p)) {
+            // The interference that moved us is gone: undo the moves, if the
+            // measurements (those PEs taken as quiet) say that is faster.
+            self.hot.iter_mut().for_each(|h| *h = None);
+            hot.iter().for_each(|&p| self.search.forget(p));
+            self.pending = true;
             if let Some(origin) = self.origin.take()
-                && self.search.is_active()
                 && origin.units == obs.placement.units
-                && origin.mapping == obs.placement.mapping
                 && origin != obs.placement
+                && let (Some(back), Some(now)) = (
+                    self.search.predict(obs, &origin, &hot),
+                    measured_bottleneck(obs),
+                )
+                && back <= now * (1.0 - self.search.cfg.improvement)
             {
                 self.pending = false;
                 return self.search.try_placement(obs, origin);
             }
+        }
+        if self.worsened(obs) {
+            self.pending = true;
         }
         if self.pending && !self.search.is_active() {
             self.pending = false;
@@ -686,10 +951,6 @@ mod tests {
             edit(&mut o);
             if let Action::Apply(p) = policy.decide(&o) {
                 assert!(p.is_valid(speed.len()));
-                for s in 0..p.stages() {
-                    assert!(!p.range(s).is_empty(), "odin never empties a stage: {p:?}");
-                }
-                assert_eq!(p.mapping, cur.mapping, "odin only moves cuts");
                 applied.push(p.clone());
                 cur = p;
             }
@@ -784,14 +1045,19 @@ mod tests {
         let mut odin = Odin::new(&cfg);
         let unit_ms = [1.0; 9];
         let p = testutil::placement(9, &[3, 6]);
-        // PE 1 two times slower: bottleneck stage 1 (6 ms), neighbours 3 ms each: ties go right.
+        // PE 1 two times slower: bottleneck stage 1 (6 ms), neighbours 3 ms each. One
+        // unit to either gives 4 ms; to stage 0, the bottleneck sits earlier in the
+        // pipeline and fewer frames wait ahead of it.
         let mut o = testutil::obs(&unit_ms, &[1.0; 3], p.clone(), &[1.0, 2.0, 1.0], 100);
         assert_eq!(odin.decide(&o), Action::Keep, "no event, no search");
         o.events = vec![onset(1)];
         let Action::Apply(c) = odin.decide(&o) else {
             panic!()
         };
-        assert_eq!(c.cuts, vec![3, 5]);
+        assert_eq!(
+            (c.cuts.as_slice(), c.mapping.as_slice()),
+            (&[4, 6][..], &[0, 1, 2][..])
+        );
         assert!(odin.search().is_measuring());
         // Under the candidate, before the frames are in: wait.
         let o = testutil::obs(&unit_ms, &[1.0; 3], c.clone(), &[1.0, 2.0, 1.0], 101);
@@ -869,16 +1135,16 @@ mod tests {
         let mut odin = Odin::new(&cfg);
         let unit_ms = [1.0; 9];
         let start = testutil::placement(9, &[3, 6]);
-        // PE 1 slowed 2x: stage 1 gives a unit to stage 2 (4 ms each, predicted)...
+        // PE 1 slowed 2x: stage 1 gives a unit to stage 0 (4 ms each, predicted)...
         let mut o = testutil::obs(&unit_ms, &[1.0; 3], start.clone(), &[1.0, 2.0, 1.0], 0);
         o.events = vec![onset(1)];
         let Action::Apply(c) = odin.decide(&o) else {
             panic!()
         };
-        assert_eq!(c.cuts, vec![3, 5]);
-        // ...but PE 2 turns out three times slower under the candidate: 12 ms, worse
+        assert_eq!(c.cuts, vec![4, 6]);
+        // ...but PE 0 turns out three times slower under the candidate: 12 ms, worse
         // than the 9 ms the placement before would take now: reverted.
-        let slow = [1.0, 2.0, 3.0];
+        let slow = [3.0, 2.0, 1.0];
         let mut applied = Vec::new();
         let mut cur = c;
         for f in 1..20 {
@@ -1083,5 +1349,122 @@ mod tests {
             panic!()
         };
         assert_eq!(c2.cuts, vec![13]);
+    }
+
+    #[test]
+    fn work_ripples_along_the_chain_and_a_crippled_pe_is_left_unused() {
+        // PE 2 four times slower: 2, 2, 8 ms. Stage 2 giving one unit to stage 1 gives
+        // 4 ms; the chain shifting (stage 1 passing a unit on to stage 0) and stage 2
+        // left empty gives 3 ms, in one step.
+        let unit_ms = [1.0; 6];
+        let p = testutil::placement(6, &[2, 4]);
+        let mut o = testutil::obs(&unit_ms, &[1.0; 3], p, &[1.0, 1.0, 4.0], 0);
+        o.events = vec![onset(2)];
+        let mut odin = Odin::new(&PolicyConfig::default());
+        let Action::Apply(c) = odin.decide(&o) else {
+            panic!()
+        };
+        assert_eq!(c.cuts, vec![3, 6]);
+        assert_eq!(c.mapping, vec![0, 1, 2]);
+        assert!(c.range(2).is_empty(), "{c:?}");
+        // Kept: 3 ms against 8. PE 2 runs nothing now; what was measured on it is
+        // remembered, so nothing is moved back onto it.
+        let (end, applied) = drive(&mut odin, &unit_ms, c.clone(), &[1.0, 1.0, 4.0], vec![], 40);
+        assert!(applied.is_empty(), "{applied:?}");
+        assert_eq!(end, c);
+        assert_eq!(odin.search().remembered(2), Some(4.0));
+    }
+
+    #[test]
+    fn a_slowed_stage_moves_whole_to_an_idle_pe() {
+        // Three stages on PEs 0..3, PE 3 idle (an empty fourth stage); PE 1 slowed 3x.
+        let unit_ms = [1.0; 12];
+        let p = testutil::placement(12, &[4, 8, 12]);
+        let mut o = testutil::obs(&unit_ms, &[1.0; 4], p, &[1.0, 3.0, 1.0, 1.0], 0);
+        o.events = vec![onset(1)];
+        let Action::Apply(c) = Odin::new(&PolicyConfig::default()).decide(&o) else {
+            panic!()
+        };
+        assert_eq!(c.cuts, vec![4, 8, 12], "the cuts stay");
+        assert_eq!(
+            c.mapping,
+            vec![0, 3, 2, 1],
+            "stage 1 trades PEs with the idle stage"
+        );
+        // An idle PE that a CPU hog uses is no refuge: the chain sheds work instead.
+        let p = testutil::placement(12, &[4, 8, 12]);
+        let mut o = testutil::obs(&unit_ms, &[1.0; 4], p, &[1.0, 3.0, 1.0, 1.0], 0);
+        o.pes[3].foreign_cpu_share = Some(4.0);
+        o.events = vec![onset(1)];
+        let Action::Apply(c) = Odin::new(&PolicyConfig::default()).decide(&o) else {
+            panic!()
+        };
+        assert_eq!(c.mapping, vec![0, 1, 2, 3], "{c:?}");
+        assert_ne!(c.cuts, vec![4, 8, 12]);
+    }
+
+    #[test]
+    fn a_bottleneck_that_grows_without_an_event_starts_a_search() {
+        let cfg = PolicyConfig::default();
+        let mut odin = Odin::new(&cfg);
+        let unit_ms = [1.0; 9];
+        let p = testutil::placement(9, &[3, 6]);
+        let (end, applied) = drive(&mut odin, &unit_ms, p.clone(), &[1.0; 3], vec![], 20);
+        assert!(applied.is_empty() && end == p);
+        // PE 1 three times slower, and no detector event (its stage was already
+        // counted as interfered, say): after onset_ticks ticks over the threshold, odin
+        // searches on its own.
+        let mut actions = Vec::new();
+        for t in 0..cfg.detector.onset_ticks {
+            let o = testutil::obs(
+                &unit_ms,
+                &[1.0; 3],
+                p.clone(),
+                &[1.0, 3.0, 1.0],
+                100 + u64::from(t),
+            );
+            actions.push(odin.decide(&o));
+        }
+        let last = actions.pop().unwrap();
+        assert!(actions.iter().all(|a| *a == Action::Keep), "{actions:?}");
+        let Action::Apply(c) = last else {
+            panic!("{last:?}")
+        };
+        assert!(c.range(1).len() < 3, "stage 1 sheds work: {c:?}");
+        // A bottleneck that stays where it settled starts nothing.
+        let mut odin = Odin::new(&cfg);
+        let (_, applied) = drive(&mut odin, &unit_ms, p, &[1.0, 1.2, 1.0], vec![], 30);
+        assert!(applied.is_empty(), "{applied:?}");
+    }
+
+    #[test]
+    fn the_step_limit_grows_with_the_stages() {
+        let c = SearchConfig::from(&PolicyConfig::default());
+        assert_eq!(
+            (c.limit(4), c.limit(20), c.limit(21), c.limit(64)),
+            (10, 10, 11, 32)
+        );
+        let c = SearchConfig {
+            alpha_per_stage: 0.0,
+            ..c
+        };
+        assert_eq!(c.limit(64), 10);
+    }
+
+    #[test]
+    fn recut_balances_the_window_and_keeps_close_to_the_old_cuts() {
+        let cost = CostModel::new(&[1.0; 8]);
+        // Two stages, the first twice as slow: 3 units there (6), 5 on the second (5).
+        assert_eq!(recut(&cost, &[2.0, 1.0], 0, 8, &[4], 0.0), vec![3]);
+        // Never balanced below the bottleneck outside the window: with 7 ms elsewhere,
+        // the old cut (4: 8 and 4 ms) moves only as far as it must (3: 6 and 5 ms).
+        assert_eq!(recut(&cost, &[2.0, 1.0], 0, 8, &[4], 7.0), vec![3]);
+        // Equal stages, floor 6: cuts anywhere in 2..=6 fit; the old one stays.
+        assert_eq!(recut(&cost, &[1.0, 1.0], 0, 8, &[5], 6.0), vec![5]);
+        // A stage too slow for even one unit is left empty.
+        assert_eq!(
+            recut(&cost, &[1.0, 9.0, 1.0], 0, 8, &[3, 5], 0.0),
+            vec![4, 4]
+        );
     }
 }
