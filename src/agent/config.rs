@@ -190,17 +190,7 @@ impl Default for MonitorConfig {
 }
 
 /// What odin does about antagonists through cgroups.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupMode {
-    /// Nothing.
-    Off,
-    /// Log and export the hint, change nothing.
-    #[default]
-    Advise,
-    /// Apply it (and undo it when the interference ends or odin stops).
-    Enforce,
-}
+pub use crate::cgroup::hint::Mode as CgroupMode;
 
 /// The cgroup section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -208,10 +198,35 @@ pub enum CgroupMode {
 pub struct CgroupConfig {
     /// off, advise or enforce.
     pub mode: CgroupMode,
-    /// CPU quota for capped antagonists, in CPUs (0.2 = 20% of one CPU).
+    /// CPU quota for capped antagonists, in CPUs (0.2 = 20% of one CPU),
+    /// shared by all of them.
     pub quota: f64,
+    /// CPU weight of the pipeline's cgroup in enforce mode, on the v2 scale
+    /// (1..=10000, where the kernel's default is 100; v1 `cpu.shares` =
+    /// weight * 1024 / 100).
+    pub weight: u32,
+    /// Also keep capped antagonists off the pipeline's CPUs (cpuset).
+    pub narrow_cpuset: bool,
+    /// Milliseconds the SLO must stay missed with antagonists named before
+    /// odin escalates (re-balancing's chance to fix it).
+    pub escalate_after_ms: u64,
+    /// Milliseconds without antagonists, or with slack, before a cap is
+    /// lifted.
+    pub lift_after_ms: u64,
+    /// Least milliseconds a cap stays in force.
+    pub hold_ms: u64,
+    /// Fraction by which latency and throughput must beat the SLO to count
+    /// as slack (lifting needs slack, escalating a miss: hysteresis).
+    pub slack: f64,
     /// cgroups never touched (paths relative to the hierarchy root).
     pub protect: Vec<String>,
+    /// When not empty, only processes in these cgroups (or below) are
+    /// hinted or capped.
+    pub allow: Vec<String>,
+    /// odin's own cgroup below each hierarchy's root.
+    pub name: String,
+    /// File system root under which /proc and the cgroup mounts are read.
+    pub root: PathBuf,
     /// Where changes are journalled before they are made.
     pub state_dir: PathBuf,
 }
@@ -221,12 +236,124 @@ impl Default for CgroupConfig {
         Self {
             mode: CgroupMode::Advise,
             quota: 0.2,
+            weight: 1000,
+            narrow_cpuset: false,
+            escalate_after_ms: 5000,
+            lift_after_ms: 10_000,
+            hold_ms: 30_000,
+            slack: 0.2,
             protect: vec![
                 "init.scope".into(),
                 "system.slice/systemd-journald.service".into(),
             ],
+            allow: Vec::new(),
+            name: "odin".into(),
+            root: "/".into(),
             state_dir: "/var/lib/odin".into(),
         }
+    }
+}
+
+impl CgroupConfig {
+    /// The settings of [`crate::cgroup::hint::Hinter`].
+    pub fn settings(&self) -> crate::cgroup::hint::Settings {
+        use crate::cgroup::{enforce::EnforceSettings, escalation::Timing, hint::Settings};
+        Settings {
+            mode: self.mode,
+            enforce: EnforceSettings {
+                root: self.root.clone(),
+                name: self.name.clone(),
+                quota: self.quota,
+                weight: self.weight,
+                narrow_cpuset: self.narrow_cpuset,
+                state_dir: self.state_dir.clone(),
+            },
+            timing: Timing {
+                escalate_after: self.escalate_after_ms as f64 / 1e3,
+                lift_after: self.lift_after_ms as f64 / 1e3,
+                hold: self.hold_ms as f64 / 1e3,
+            },
+            slack: self.slack,
+            protect: self.protect.clone(),
+            allow: self.allow.clone(),
+        }
+    }
+
+    /// Checks the values: the error is (field path, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((format!("cgroup.{f}"), m));
+        if !(self.quota.is_finite() && self.quota >= 0.01 && self.quota <= 4096.0) {
+            return err(
+                "quota",
+                format!(
+                    "{}: must be a positive number of CPUs, at least 0.01 (the kernel's 1 ms per 100 ms)",
+                    self.quota
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.weight) {
+            return err(
+                "weight",
+                format!("{}: must be between 1 and 10000", self.weight),
+            );
+        }
+        const DAY_MS: u64 = 86_400_000;
+        for (field, v) in [
+            ("escalate_after_ms", self.escalate_after_ms),
+            ("lift_after_ms", self.lift_after_ms),
+            ("hold_ms", self.hold_ms),
+        ] {
+            if v > DAY_MS {
+                return err(field, format!("{v}: must be at most {DAY_MS} (a day)"));
+            }
+        }
+        if !(self.slack.is_finite() && (0.0..1.0).contains(&self.slack)) {
+            return err(
+                "slack",
+                format!(
+                    "{}: must be a fraction from 0 up to (not including) 1",
+                    self.slack
+                ),
+            );
+        }
+        for (field, list) in [("protect", &self.protect), ("allow", &self.allow)] {
+            for (i, entry) in list.iter().enumerate() {
+                if entry.trim_matches('/').is_empty() || entry.split('/').any(|p| p == "..") {
+                    return err(
+                        &format!("{field}.{i}"),
+                        format!("{entry:?}: must name a cgroup below the root, without \"..\""),
+                    );
+                }
+            }
+        }
+        let name_ok = !self.name.is_empty()
+            && self.name != "."
+            && self.name != ".."
+            && !self.name.contains('/')
+            && !self.name.starts_with("cgroup.")
+            && self.name.chars().all(|c| c.is_ascii_graphic());
+        if !name_ok {
+            return err(
+                "name",
+                format!(
+                    "{:?}: must be one directory name (no '/', no spaces, not starting with \"cgroup.\")",
+                    self.name
+                ),
+            );
+        }
+        if !self.root.is_absolute() {
+            return err(
+                "root",
+                format!("{}: must be an absolute path", self.root.display()),
+            );
+        }
+        if !self.state_dir.is_absolute() {
+            return err(
+                "state_dir",
+                format!("{}: must be an absolute path", self.state_dir.display()),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -430,12 +557,7 @@ impl Config {
                 format!("{}: must be between 10 and 60000", self.monitor.tick_ms),
             );
         }
-        if !(self.cgroup.quota.is_finite() && self.cgroup.quota > 0.0) {
-            return err(
-                "cgroup.quota",
-                format!("{}: must be a positive number of CPUs", self.cgroup.quota),
-            );
-        }
+        self.cgroup.validate()?;
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return err(
                 "log.level",
@@ -626,6 +748,48 @@ mod tests {
                 "resnet50",
             ),
             ("log:\n  level: loud\n", "log.level", "line 2", "debug"),
+            (
+                "cgroup:\n  quota: 0\n",
+                "cgroup.quota",
+                "line 2",
+                "at least 0.01",
+            ),
+            (
+                "cgroup:\n  weight: 20000\n",
+                "cgroup.weight",
+                "line 2",
+                "10000",
+            ),
+            (
+                "cgroup:\n  slack: 1\n",
+                "cgroup.slack",
+                "line 2",
+                "fraction",
+            ),
+            (
+                "cgroup:\n  hold_ms: 100000000\n",
+                "cgroup.hold_ms",
+                "line 2",
+                "a day",
+            ),
+            (
+                "cgroup:\n  name: a/b\n",
+                "cgroup.name",
+                "line 2",
+                "directory name",
+            ),
+            (
+                "cgroup:\n  protect:\n    - init.scope\n    - /\n",
+                "cgroup.protect.1",
+                "line 4",
+                "below the root",
+            ),
+            (
+                "cgroup:\n  state_dir: var/lib/odin\n",
+                "cgroup.state_dir",
+                "line 2",
+                "absolute",
+            ),
             (
                 "slo:\n  latency_ms: 0\n",
                 "slo.latency_ms",

@@ -31,9 +31,12 @@ use serde::Serialize;
 use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
 use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
+use super::metrics::{CgroupHintMetric, CgroupMetric};
 use super::metrics::{Metrics, PeMetric, Snapshot, StageMetric};
 use super::notify::Notifier;
 use super::signals::{self, Control};
+use crate::cgroup::escalation::slo_status;
+use crate::cgroup::hint::{self, Hinter};
 use crate::cpulist::CpuSet;
 use crate::engine::profile::CostProfile;
 use crate::engine::{Model, Tensor, zoo};
@@ -452,6 +455,8 @@ struct Daemon {
     events: Vec<TimedEvent>,
     /// The last decision, until its effect is measured.
     pending_effect: Option<PendingEffect>,
+    /// cgroup hints against antagonists (advise or enforce).
+    cgroup: Hinter,
 }
 
 /// A decision whose effect is still to be measured.
@@ -487,6 +492,12 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     }
     let metrics = Arc::new(Metrics::default());
     let server = start_metrics(&cfg.metrics, &metrics);
+    // Undoes what a crashed run left before anything else runs.
+    let cgroup = Hinter::start(
+        cfg.cgroup.settings(),
+        Arc::new(crate::cgroup::Kernel),
+        std::process::id() as i32,
+    );
     let partition = plan.partition.clone();
     let engine = Engine::start(plan, &support, cfg.monitor.antagonists)?;
     let start = Instant::now();
@@ -513,6 +524,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         last_pes: Vec::new(),
         events: Vec::new(),
         pending_effect: None,
+        cgroup,
     };
     println!("{}", d.startup_line());
     d.publish();
@@ -708,7 +720,77 @@ impl Daemon {
         if let Action::Apply(next) = action {
             self.apply_action(now, &obs, &next);
         }
+        self.cgroup_step(&obs);
         self.publish_with(throughput);
+    }
+
+    /// After the policy: the cgroup hints' escalation step, then their
+    /// metrics.
+    fn cgroup_step(&mut self, obs: &Observation) {
+        let mut antagonists: Vec<crate::policy::Antagonist> = obs
+            .pes
+            .iter()
+            .flat_map(|p| p.antagonists.iter().cloned())
+            .collect();
+        for e in &obs.events {
+            if let Event::Onset { antagonists: a, .. } = e {
+                let new: Vec<_> = a
+                    .iter()
+                    .filter(|x| !antagonists.iter().any(|y| y.tid == x.tid))
+                    .cloned()
+                    .collect();
+                antagonists.extend(new);
+            }
+        }
+        let predicted_fps = cost::measured_times(obs)
+            .into_iter()
+            .collect::<Option<Vec<f64>>>()
+            .and_then(|t| t.into_iter().reduce(f64::max))
+            .filter(|&ms| ms > 0.0)
+            .map(|ms| 1e3 / ms);
+        let measured_fps = Some(self.last_fps)
+            .filter(|&f| f > 0.0)
+            .or(obs.throughput_fps);
+        let slo = slo_status(
+            &obs.slo,
+            measured_fps,
+            predicted_fps,
+            obs.p99_latency_ms,
+            self.cfg.cgroup.slack,
+        );
+        let cpus: CpuSet = self.engine.pes.iter().flat_map(|p| p.iter()).collect();
+        self.cgroup.tick(&hint::Tick {
+            t: obs.t,
+            slo,
+            antagonists: &antagonists,
+            pipeline_cpus: &cpus,
+        });
+        self.publish_cgroup();
+    }
+
+    fn publish_cgroup(&self) {
+        let st = self.cgroup.status();
+        let hint = st.hint.as_ref();
+        self.metrics.set_cgroup(CgroupMetric {
+            mode: st.effective.as_str().to_string(),
+            escalated: st.escalated,
+            hints: hint.map_or_else(Vec::new, |h| {
+                h.tasks
+                    .iter()
+                    .map(|t| CgroupHintMetric {
+                        pid: t.pid,
+                        comm: t.comm.clone(),
+                        cgroup: t.cgroup.clone(),
+                        target: h.target.clone(),
+                        limit: h.limit.clone(),
+                    })
+                    .collect()
+            }),
+            expected_gain_cpus: hint.map(|h| h.expected_gain_cpus),
+            enforcements: st.enforcements,
+            lifts: st.lifts,
+            capped_tasks: st.capped_tasks,
+        });
     }
 
     /// Once a decision has run for [`EFFECT_AFTER`] with every stage
@@ -852,6 +934,9 @@ impl Daemon {
                 "psi".to_string(),
                 "/proc/pressure/cpu is not readable (kernel without PSI?)".to_string(),
             ));
+        }
+        if let Some(reason) = self.cgroup.degraded() {
+            unavailable.push(("cgroup_enforce".to_string(), reason.to_string()));
         }
         let slo_attainment = self.cfg.slo.latency_ms.and_then(|slo| {
             (!self.recent_ms.is_empty()).then(|| {
@@ -1054,7 +1139,12 @@ impl Daemon {
             ));
         }
         if old.cgroup != new.cgroup {
-            changes.push("cgroup (not acted on yet)".into());
+            changes.push(
+                self.cgroup
+                    .reconfigure(new.cgroup.settings())
+                    .unwrap_or_else(|| "cgroup".into()),
+            );
+            self.publish_cgroup();
         }
         self.cfg = Arc::new(new);
         Ok((changes, retick))
@@ -1109,11 +1199,14 @@ impl Daemon {
             rejected_before,
             reloads,
             events,
+            mut cgroup,
             ..
         } = self;
         let model = engine.model.name().to_string();
         let failure = engine.pipeline.failure();
         let drained = engine.drain();
+        // The pipeline kept its weight while draining; now the cap goes.
+        cgroup.finish();
         for c in &drained.rest {
             recorder.record(c);
             metrics.frame_done(c.latency.as_secs_f64());

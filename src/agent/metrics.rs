@@ -62,6 +62,40 @@ pub struct Snapshot {
     pub unavailable: Vec<(String, String)>,
 }
 
+/// One process a cgroup hint names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupHintMetric {
+    /// Process id.
+    pub pid: i32,
+    /// Command name.
+    pub comm: String,
+    /// Its cgroup (in the `cpu` hierarchy).
+    pub cgroup: String,
+    /// Where the hint puts it.
+    pub target: String,
+    /// The limit there.
+    pub limit: String,
+}
+
+/// The cgroup hints, as of the last tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CgroupMetric {
+    /// The mode in force: off, advise or enforce.
+    pub mode: String,
+    /// Whether odin has escalated (hint or cap in force).
+    pub escalated: bool,
+    /// The processes the hint names.
+    pub hints: Vec<CgroupHintMetric>,
+    /// CPUs the pipeline's CPUs should get back, while escalated.
+    pub expected_gain_cpus: Option<f64>,
+    /// Caps applied since the start.
+    pub enforcements: u64,
+    /// Caps lifted since the start.
+    pub lifts: u64,
+    /// Processes in the best-effort cgroup now.
+    pub capped_tasks: usize,
+}
+
 /// All of the agent's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -73,6 +107,7 @@ pub struct Metrics {
     reloads: AtomicU64,
     reload_failures: AtomicU64,
     snapshot: Mutex<Snapshot>,
+    cgroup: Mutex<CgroupMetric>,
 }
 
 fn escape(v: &str) -> String {
@@ -119,6 +154,11 @@ impl Metrics {
     /// Replaces the per-tick snapshot.
     pub fn publish(&self, s: Snapshot) {
         *self.snapshot.lock().expect("metrics lock") = s;
+    }
+
+    /// Replaces the cgroup hints' state.
+    pub fn set_cgroup(&self, c: CgroupMetric) {
+        *self.cgroup.lock().expect("metrics lock") = c;
     }
 
     /// The text exposition.
@@ -343,6 +383,142 @@ impl Metrics {
                 ),
             ],
         );
+        let cg = self.cgroup.lock().expect("metrics lock").clone();
+        family(
+            "odin_cgroup_mode",
+            "gauge",
+            "1 for the cgroup mode in force (advise when enforce cannot work here).",
+            &["off", "advise", "enforce"]
+                .iter()
+                .map(|m| {
+                    (
+                        format!("{{mode=\"{m}\"}}"),
+                        if cg.mode == *m { 1.0 } else { 0.0 },
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        family(
+            "odin_cgroup_escalated",
+            "gauge",
+            "1 while odin escalates against antagonists (hint or cap in force).",
+            &[(String::new(), if cg.escalated { 1.0 } else { 0.0 })],
+        );
+        family(
+            "odin_cgroup_hint_info",
+            "gauge",
+            "Processes the cgroup hint names: their cgroup, where to move them and the limit there.",
+            &cg.hints
+                .iter()
+                .map(|h| {
+                    (
+                        format!(
+                            "{{pid=\"{}\",comm=\"{}\",cgroup=\"{}\",target=\"{}\",limit=\"{}\"}}",
+                            h.pid,
+                            escape(&h.comm),
+                            escape(&h.cgroup),
+                            escape(&h.target),
+                            escape(&h.limit)
+                        ),
+                        1.0,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        family(
+            "odin_cgroup_hint_expected_gain_cpus",
+            "gauge",
+            "CPU time the hint should give back to the pipeline's CPUs, in CPUs.",
+            &cg.expected_gain_cpus
+                .map(|v| vec![(String::new(), v)])
+                .unwrap_or_default(),
+        );
+        family(
+            "odin_cgroup_enforcements_total",
+            "counter",
+            "Caps on antagonists applied in enforce mode.",
+            &[(String::new(), cg.enforcements as f64)],
+        );
+        family(
+            "odin_cgroup_lifts_total",
+            "counter",
+            "Caps on antagonists lifted.",
+            &[(String::new(), cg.lifts as f64)],
+        );
+        family(
+            "odin_cgroup_capped_tasks",
+            "gauge",
+            "Processes in odin's best-effort cgroup now.",
+            &[(String::new(), cg.capped_tasks as f64)],
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_hints_render_as_lint_clean_families() {
+        let m = Metrics::default();
+        m.set_cgroup(CgroupMetric {
+            mode: "enforce".into(),
+            escalated: true,
+            hints: vec![CgroupHintMetric {
+                pid: 700,
+                comm: "st\"ress".into(),
+                cgroup: "/user.slice".into(),
+                target: "/odin/besteffort".into(),
+                limit: "cpu.max=\"20000 100000\"".into(),
+            }],
+            expected_gain_cpus: Some(0.7),
+            enforcements: 1,
+            lifts: 0,
+            capped_tasks: 1,
+        });
+        let body = m.render();
+        for line in [
+            "odin_cgroup_mode{mode=\"enforce\"} 1",
+            "odin_cgroup_mode{mode=\"advise\"} 0",
+            "odin_cgroup_escalated 1",
+            "odin_cgroup_hint_info{pid=\"700\",comm=\"st\\\"ress\",cgroup=\"/user.slice\",target=\"/odin/besteffort\",limit=\"cpu.max=\\\"20000 100000\\\"\"} 1",
+            "odin_cgroup_hint_expected_gain_cpus 0.7",
+            "odin_cgroup_enforcements_total 1",
+            "odin_cgroup_lifts_total 0",
+            "odin_cgroup_capped_tasks 1",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
+        }
+        let Ok(mut child) = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipped the lint: promtool is not installed");
+            return;
+        };
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let findings = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && findings.trim().is_empty(),
+            "promtool: {findings}"
+        );
     }
 }

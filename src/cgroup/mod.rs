@@ -1,5 +1,4 @@
-//! cgroup hierarchies: which layout the machine has (v2, v1 or hybrid),
-//! where each controller is mounted, read from `mountinfo` under a root.
+//! cgroup hierarchies and odin's use of them.
 //!
 //! Layouts, as the kernel presents them in `/proc/self/mountinfo`:
 //! - v2 (unified): one `cgroup2` mount, controllers listed in its
@@ -10,18 +9,71 @@
 //!   controllers not bound to v1 (often none but systemd's tracking).
 //!
 //! A missing controller is simply absent from the map, never an error.
+//!
+//! ```text
+//!   Layout::detect(root) --> Hierarchy (cpu, cpuset) --> v1.rs | v2.rs (file names, values)
+//!                                                            |
+//!   hint::Hinter (advise | enforce) --> escalation (pure) ----+--> enforce::Enforcer
+//!                                                                  journal.rs: record, then write;
+//!                                                                  undo on lift, stop, reload, restart
+//! ```
+//!
+//! Every path is under a root given as a parameter (`/` on a real
+//! system): mountinfo, the mounts and `/proc/<pid>` are all read there, so
+//! tests lay out a fake tree in a temporary directory.
+
+pub mod enforce;
+pub mod escalation;
+pub mod hint;
+pub mod journal;
+pub mod v1;
+pub mod v2;
+
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::collections::BTreeMap;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Why the cgroup layout could not be read.
+use serde::{Deserialize, Serialize};
+
+/// Why a cgroup file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     /// A file could not be read.
     #[error("reading {path}: {source}")]
     Io {
         /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A value could not be written.
+    #[error("writing {data:?} to {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        data: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup could not be created.
+    #[error("creating cgroup {path}: {source}")]
+    Mkdir {
+        /// The directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A cgroup could not be removed.
+    #[error("removing cgroup {path}: {source}")]
+    Rmdir {
+        /// The directory.
         path: PathBuf,
         /// The failure.
         #[source]
@@ -37,6 +89,115 @@ pub enum CgroupError {
         /// The line.
         text: String,
     },
+    /// The journal could not be read, written or understood.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+}
+
+impl CgroupError {
+    /// The OS error behind the failure, if any.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            CgroupError::Io { source, .. }
+            | CgroupError::Write { source, .. }
+            | CgroupError::Mkdir { source, .. }
+            | CgroupError::Rmdir { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `data` to the cgroup file `path` in one `write(2)`, as the
+/// kernel wants control files written; the error names the file and the
+/// value.
+pub fn write_file(path: &Path, data: &str) -> Result<(), CgroupError> {
+    let err = |source| CgroupError::Write {
+        path: path.to_path_buf(),
+        data: data.to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(err)?;
+    // A control file takes the whole value in one write; a short write is
+    // a failure, not something to continue.
+    match f.write(data.as_bytes()) {
+        Ok(n) if n == data.len() => Ok(()),
+        Ok(n) => Err(err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {} bytes", data.len()),
+        ))),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// The changes odin makes to a cgroup file system: the kernel's in
+/// [`Kernel`], a recording fake in the tests. Reads go straight to the
+/// files.
+pub trait CgroupFs: std::fmt::Debug + Send + Sync {
+    /// Writes `data` to the control file `path` ([`write_file`]).
+    fn write(&self, path: &Path, data: &str) -> Result<(), CgroupError>;
+    /// Creates the cgroup `path`; one that exists already is fine.
+    fn mkdir(&self, path: &Path) -> Result<(), CgroupError>;
+    /// Removes the (empty) cgroup `path`; one that is gone already is fine.
+    fn rmdir(&self, path: &Path) -> Result<(), CgroupError>;
+}
+
+/// The real cgroup file systems.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Kernel;
+
+impl CgroupFs for Kernel {
+    fn write(&self, path: &Path, data: &str) -> Result<(), CgroupError> {
+        write_file(path, data)
+    }
+
+    fn mkdir(&self, path: &Path) -> Result<(), CgroupError> {
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(CgroupError::Mkdir {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn rmdir(&self, path: &Path) -> Result<(), CgroupError> {
+        // cgroupfs removes a cgroup with its control files; EBUSY means it
+        // still has tasks or children.
+        match std::fs::remove_dir(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(CgroupError::Rmdir {
+                path: path.to_path_buf(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads a cgroup (or `/proc`) file whole; the error names it.
+pub fn read_file(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The process ids listed in `<dir>/cgroup.procs` (empty if the file is
+/// missing: the cgroup is gone).
+pub fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let path = dir.join("cgroup.procs");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text
+            .split_ascii_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(CgroupError::Io { path, source }),
+    }
 }
 
 /// The kernel's v1 controllers.
@@ -149,6 +310,168 @@ impl Layout {
         }
         self.v1.get(controller).map(|m| (m.as_path(), false))
     }
+}
+
+impl Layout {
+    /// The hierarchy that carries `controller`, v2 first (see
+    /// [`Layout::controller`]).
+    pub fn hierarchy(&self, controller: &str) -> Option<Hierarchy> {
+        self.controller(controller).map(|(mount, v2)| Hierarchy {
+            controller: controller.to_string(),
+            mount: mount.to_path_buf(),
+            v2,
+        })
+    }
+}
+
+/// One controller's hierarchy: where it is mounted and which version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hierarchy {
+    /// The controller odin uses there (`cpu`, `cpuset`).
+    pub controller: String,
+    /// Its mount point (under the root).
+    pub mount: PathBuf,
+    /// The unified hierarchy (else v1).
+    pub v2: bool,
+}
+
+impl Hierarchy {
+    /// The directory of `cgroup` (a path as `/proc/<pid>/cgroup` shows it,
+    /// `/` for the hierarchy's root).
+    pub fn dir(&self, cgroup: &str) -> PathBuf {
+        let rel = cgroup.trim_matches('/');
+        if rel.is_empty() {
+            self.mount.clone()
+        } else {
+            self.mount.join(rel)
+        }
+    }
+
+    /// Whether odin may change this hierarchy: `Err` says why not (absent,
+    /// read-only, not writable by this user).
+    pub fn writable(&self) -> Result<(), String> {
+        use nix::unistd::{AccessFlags, access};
+        let mut files = vec![self.mount.join("cgroup.procs")];
+        if self.v2 {
+            files.push(self.mount.join("cgroup.subtree_control"));
+        }
+        for f in std::iter::once(&self.mount).chain(&files) {
+            if let Err(e) = access(f.as_path(), AccessFlags::W_OK) {
+                return Err(format!(
+                    "{} is not writable: {}",
+                    f.display(),
+                    io::Error::from(e)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup of process `pid` in this hierarchy, from
+    /// `<proc>/<pid>/cgroup` (`proc` is the `/proc` directory under the
+    /// root); `None` if the file has no line for it.
+    pub fn cgroup_of(&self, proc: &Path, pid: i32) -> Result<Option<String>, CgroupError> {
+        let path = proc.join(pid.to_string()).join("cgroup");
+        let text = read_file(&path)?;
+        Ok(self.parse_cgroup(&text))
+    }
+
+    /// The line of a `/proc/<pid>/cgroup` text that belongs to this
+    /// hierarchy: `0::/path` on v2, `N:a,b:/path` naming the controller on v1.
+    pub fn parse_cgroup(&self, text: &str) -> Option<String> {
+        text.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mine = if self.v2 {
+                id == "0" && ctrls.is_empty()
+            } else {
+                ctrls.split(',').any(|c| c == self.controller)
+            };
+            // A removed v2 cgroup still shows, marked " (deleted)".
+            mine.then(|| path.trim_end_matches(" (deleted)").to_string())
+        })
+    }
+
+    /// Moves process `pid` (all its threads) into `cgroup`.
+    pub fn move_process(
+        &self,
+        fs: &dyn CgroupFs,
+        cgroup: &str,
+        pid: i32,
+    ) -> Result<(), CgroupError> {
+        fs.write(&self.dir(cgroup).join("cgroup.procs"), &pid.to_string())
+    }
+}
+
+/// What `/proc/<pid>/stat` says about who a process is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: i32,
+    /// Command name.
+    pub comm: String,
+    /// Parent's process id (field 4).
+    pub ppid: i32,
+    /// `PF_*` flags (field 9).
+    pub flags: u64,
+    /// Start time after boot, clock ticks (field 22): tells a reused pid
+    /// from the process that had it before.
+    pub start: u64,
+}
+
+/// `PF_KTHREAD`: the flag of kernel threads.
+pub const PF_KTHREAD: u64 = 0x0020_0000;
+
+impl ProcessInfo {
+    /// Reads `<proc>/<pid>/stat`; `None` if the process is gone.
+    pub fn read(proc: &Path, pid: i32) -> Result<Option<Self>, CgroupError> {
+        let path = proc.join(pid.to_string()).join("stat");
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                return Ok(None);
+            }
+            Err(source) => return Err(CgroupError::Io { path, source }),
+        };
+        Ok(Self::parse(pid, &bytes))
+    }
+
+    /// Parses a `stat` line; the name runs from the first `(` to the last
+    /// `)`, since a name may hold spaces and parentheses.
+    pub fn parse(pid: i32, bytes: &[u8]) -> Option<Self> {
+        let open = bytes.iter().position(|&b| b == b'(')?;
+        let close = bytes.iter().rposition(|&b| b == b')')?;
+        if close < open {
+            return None;
+        }
+        let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
+        let tail = std::str::from_utf8(&bytes[close + 1..]).ok()?;
+        // tail[k] is field k + 3.
+        let f: Vec<&str> = tail.split_ascii_whitespace().collect();
+        Some(Self {
+            pid,
+            comm,
+            ppid: f.get(1)?.parse().ok()?,
+            flags: f.get(6)?.parse().ok()?,
+            start: f.get(19)?.parse().ok()?,
+        })
+    }
+
+    /// A kernel thread: `PF_KTHREAD`, kthreadd itself or one of its
+    /// children.
+    pub fn is_kernel_thread(&self) -> bool {
+        self.flags & PF_KTHREAD != 0 || self.pid == 2 || self.ppid == 2
+    }
+}
+
+/// Whether `cgroup` is `entry` or below it; both are paths relative to a
+/// hierarchy's root, with or without a leading `/`.
+pub fn is_within(cgroup: &str, entry: &str) -> bool {
+    let c: Vec<&str> = cgroup.split('/').filter(|p| !p.is_empty()).collect();
+    let e: Vec<&str> = entry.split('/').filter(|p| !p.is_empty()).collect();
+    c.len() >= e.len() && c[..e.len()] == e[..]
 }
 
 /// Mount points escape space, tab, newline and backslash as octal.

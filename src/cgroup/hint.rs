@@ -1,0 +1,848 @@
+//! Cgroup hints against antagonists: advise (log and export) or enforce
+//! (cap through [`Enforcer`]), driven each tick by the pure
+//! [`Escalation`] machine.
+//!
+//! Never touched, in either mode: PID 1, kernel threads (`PF_KTHREAD`,
+//! kthreadd and its children), odin's own process, and processes in a
+//! cgroup on the protect list (or below one). With an allow list, only
+//! processes in those cgroups (or below) are candidates at all.
+//!
+//! A missing or read-only `cpu` controller, or a state directory odin
+//! cannot write, turns enforce into advise with one warning; so does a
+//! failure while creating odin's cgroups (after undoing what was done).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::enforce::{self, EnforceSettings, Enforcer, Target};
+use super::escalation::{Escalation, Input, SloStatus, Step, Timing};
+use super::journal::UndoReport;
+use super::{CgroupFs, Hierarchy, Layout, ProcessInfo, is_within};
+use crate::cpulist::CpuSet;
+use crate::policy::Antagonist;
+
+/// How long an antagonist counts as named after it was last seen, in
+/// seconds: the task walk names nothing on a tick it is skipped or on the
+/// first tick after a pause.
+const MEMORY_S: f64 = 1.0;
+
+/// What odin does about antagonists through cgroups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Nothing.
+    Off,
+    /// Log and export the hint, change nothing.
+    #[default]
+    Advise,
+    /// Apply it (and undo it when the interference ends or odin stops).
+    Enforce,
+}
+
+impl Mode {
+    /// `off`, `advise` or `enforce`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Advise => "advise",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// Everything the hints need, from the configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// off, advise or enforce.
+    pub mode: Mode,
+    /// Enforce mode's cgroups, cap and journal.
+    pub enforce: EnforceSettings,
+    /// When to escalate and lift.
+    pub timing: Timing,
+    /// Margin below the objective that counts as slack (0..1).
+    pub slack: f64,
+    /// cgroups never touched.
+    pub protect: Vec<String>,
+    /// When not empty: the only cgroups whose processes may be capped.
+    pub allow: Vec<String>,
+}
+
+/// Why a process is not a candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// PID 1.
+    Init,
+    /// A kernel thread.
+    KernelThread,
+    /// odin itself.
+    Odin,
+    /// In a protected cgroup (the protect entry).
+    Protected(String),
+    /// Not in an allowed cgroup.
+    NotAllowed,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Init => f.write_str("PID 1"),
+            Refusal::KernelThread => f.write_str("kernel thread"),
+            Refusal::Odin => f.write_str("odin itself"),
+            Refusal::Protected(p) => write!(f, "protected cgroup {p}"),
+            Refusal::NotAllowed => f.write_str("not in an allowed cgroup"),
+        }
+    }
+}
+
+/// The safety filter: whether process `p`, in `cgroup`, may be capped.
+pub fn vet(
+    p: &ProcessInfo,
+    cgroup: &str,
+    own_pid: i32,
+    protect: &[String],
+    allow: &[String],
+) -> Result<(), Refusal> {
+    if p.pid == 1 {
+        return Err(Refusal::Init);
+    }
+    if p.is_kernel_thread() {
+        return Err(Refusal::KernelThread);
+    }
+    if p.pid == own_pid {
+        return Err(Refusal::Odin);
+    }
+    if let Some(entry) = protect.iter().find(|e| is_within(cgroup, e)) {
+        return Err(Refusal::Protected(entry.clone()));
+    }
+    if !allow.is_empty() && !allow.iter().any(|e| is_within(cgroup, e)) {
+        return Err(Refusal::NotAllowed);
+    }
+    Ok(())
+}
+
+/// One process the hint names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HintTask {
+    /// Process id.
+    pub pid: i32,
+    /// Start time, against pid reuse.
+    pub start: u64,
+    /// Command name.
+    pub comm: String,
+    /// Its cgroup in the `cpu` hierarchy.
+    pub cgroup: String,
+    /// CPUs it used on the pipeline's CPUs (all its threads).
+    pub cpu_share: f64,
+}
+
+/// A hint: which processes, where to, what limit, what it should gain.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Hint {
+    /// The processes to cap.
+    pub tasks: Vec<HintTask>,
+    /// Named antagonists that are not candidates, with the reason.
+    pub refused: Vec<(i32, String, Refusal)>,
+    /// The cgroup they go to.
+    pub target: String,
+    /// The limit there.
+    pub limit: String,
+    /// CPU time the pipeline's CPUs should get back, in CPUs.
+    pub expected_gain_cpus: f64,
+}
+
+/// What the hints are doing, for metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Status {
+    /// The configured mode.
+    pub configured: Mode,
+    /// The mode in force (advise when enforce is impossible).
+    pub effective: Mode,
+    /// Escalated now.
+    pub escalated: bool,
+    /// The hint while escalated.
+    pub hint: Option<Hint>,
+    /// Caps applied since the start.
+    pub enforcements: u64,
+    /// Caps lifted since the start.
+    pub lifts: u64,
+    /// Processes in the best-effort cgroup now.
+    pub capped_tasks: usize,
+    /// Why enforce mode is not in force although configured.
+    pub degraded: Option<String>,
+}
+
+/// One tick's view of the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct Tick<'a> {
+    /// Seconds since the start.
+    pub t: f64,
+    /// The objective's status.
+    pub slo: SloStatus,
+    /// The antagonists the monitor named on the pipeline's PEs.
+    pub antagonists: &'a [Antagonist],
+    /// The pipeline's CPUs.
+    pub pipeline_cpus: &'a CpuSet,
+}
+
+/// Advise and enforce, over the agent's life.
+#[derive(Debug)]
+pub struct Hinter {
+    settings: Settings,
+    fs: Arc<dyn CgroupFs>,
+    own_pid: i32,
+    proc: PathBuf,
+    /// The `cpu` hierarchy, for the hint's cgroups and limit.
+    cpu: Option<Hierarchy>,
+    machine: Escalation,
+    enforcer: Option<Enforcer>,
+    degraded: Option<String>,
+    hint: Option<Hint>,
+    /// Antagonists by pid: when last seen, and the threads' shares summed.
+    seen: BTreeMap<i32, (f64, String, f64)>,
+    enforcements: u64,
+    lifts: u64,
+}
+
+/// One line for the log from an undo.
+fn undo_summary(r: &UndoReport) -> String {
+    let mut parts = r.done.clone();
+    parts.extend(
+        r.failed
+            .iter()
+            .map(|(e, err)| format!("FAILED to undo: {e}: {err}")),
+    );
+    parts.join("; ")
+}
+
+impl Hinter {
+    /// Starts the hints: undoes what a previous run left in the journal
+    /// (logging it), then prepares enforce mode if configured (degrading
+    /// to advise with one warning if it cannot work here).
+    pub fn start(settings: Settings, fs: Arc<dyn CgroupFs>, own_pid: i32) -> Self {
+        match enforce::restore(fs.as_ref(), &settings.enforce.state_dir) {
+            Ok(r) if r.is_empty() => {}
+            Ok(r) if r.failed.is_empty() => tracing::info!(
+                "undid {} cgroup changes left by a previous run: {}",
+                r.done.len(),
+                undo_summary(&r)
+            ),
+            Ok(r) => tracing::warn!(
+                "undoing cgroup changes left by a previous run: {}",
+                undo_summary(&r)
+            ),
+            Err(e) => tracing::warn!("cgroup changes of a previous run not undone: {e}"),
+        }
+        let cpu = Layout::detect(&settings.enforce.root)
+            .ok()
+            .and_then(|l| l.hierarchy("cpu"));
+        let mut h = Self {
+            machine: Escalation::new(settings.timing),
+            proc: settings.enforce.root.join("proc"),
+            settings,
+            fs,
+            own_pid,
+            cpu,
+            enforcer: None,
+            degraded: None,
+            hint: None,
+            seen: BTreeMap::new(),
+            enforcements: 0,
+            lifts: 0,
+        };
+        h.prepare();
+        h
+    }
+
+    /// Builds the enforcer when enforce mode is configured.
+    fn prepare(&mut self) {
+        self.degraded = None;
+        if self.settings.mode != Mode::Enforce || self.enforcer.is_some() {
+            return;
+        }
+        match Enforcer::new(self.fs.clone(), self.settings.enforce.clone(), self.own_pid) {
+            Ok(e) => {
+                if let Some(note) = &e.cpuset_note {
+                    tracing::warn!(
+                        "cgroup.narrow_cpuset is on but {note}: capped antagonists keep their CPUs"
+                    );
+                }
+                self.cpu = Some(e.cpu().clone());
+                self.enforcer = Some(e);
+            }
+            Err(reason) => self.degrade(reason),
+        }
+    }
+
+    fn degrade(&mut self, reason: String) {
+        tracing::warn!("cgroup.mode is enforce but {reason}: acting as advise (hints only)");
+        self.degraded = Some(reason);
+    }
+
+    /// The mode in force.
+    pub fn effective(&self) -> Mode {
+        match self.settings.mode {
+            Mode::Enforce if self.enforcer.is_none() => Mode::Advise,
+            m => m,
+        }
+    }
+
+    /// The hint for the candidates among the antagonists seen lately.
+    fn hint(&self) -> Hint {
+        let quota_us = self.settings.enforce.quota_us();
+        let mut hint = Hint {
+            target: self.settings.enforce.besteffort(),
+            limit: enforce::limit_text(self.cpu.as_ref().is_none_or(|h| h.v2), quota_us),
+            ..Hint::default()
+        };
+        let mut total = 0.0;
+        for (&pid, (_, comm, share)) in &self.seen {
+            let Ok(Some(p)) = ProcessInfo::read(&self.proc, pid) else {
+                continue;
+            };
+            let cgroup = self
+                .cpu
+                .as_ref()
+                .and_then(|h| h.cgroup_of(&self.proc, pid).ok().flatten())
+                .unwrap_or_else(|| "/".into());
+            match vet(
+                &p,
+                &cgroup,
+                self.own_pid,
+                &self.settings.protect,
+                &self.settings.allow,
+            ) {
+                Ok(()) => {
+                    total += share;
+                    hint.tasks.push(HintTask {
+                        pid,
+                        start: p.start,
+                        comm: p.comm,
+                        cgroup,
+                        cpu_share: *share,
+                    });
+                }
+                Err(r) => hint.refused.push((pid, comm.clone(), r)),
+            }
+        }
+        hint.expected_gain_cpus = (total - self.settings.enforce.quota).max(0.0);
+        hint
+    }
+
+    /// One tick, after the policy's step.
+    pub fn tick(&mut self, tick: &Tick) -> Step {
+        if self.settings.mode == Mode::Off {
+            return Step::Stay;
+        }
+        let mut now: BTreeMap<i32, (String, f64)> = BTreeMap::new();
+        for a in tick.antagonists {
+            let e = now.entry(a.pid).or_insert_with(|| (a.comm.clone(), 0.0));
+            e.1 += a.cpu_share;
+        }
+        for (pid, (comm, share)) in now {
+            self.seen.insert(pid, (tick.t, comm, share));
+        }
+        self.seen.retain(|_, (t, ..)| tick.t - *t <= MEMORY_S);
+        let hint = self.hint();
+        let capped_alive = self
+            .enforcer
+            .as_ref()
+            .is_some_and(|e| !e.capped_now().is_empty());
+        let step = self.machine.step(&Input {
+            t: tick.t,
+            slo: tick.slo,
+            antagonists: !hint.tasks.is_empty() || capped_alive,
+        });
+        match step {
+            Step::Escalate => {
+                self.announce(&hint, tick.slo, "");
+                if self.enforcer.is_some() {
+                    self.enforce(&hint, tick.pipeline_cpus);
+                }
+                self.hint = Some(hint);
+            }
+            Step::Stay if self.machine.escalated() => {
+                let known: BTreeSet<i32> = self
+                    .hint
+                    .iter()
+                    .flat_map(|h| h.tasks.iter().map(|t| t.pid))
+                    .collect();
+                if hint.tasks.iter().any(|t| !known.contains(&t.pid)) {
+                    self.announce(&hint, tick.slo, " (more antagonists)");
+                    if self.enforcer.is_some() {
+                        self.enforce(&hint, tick.pipeline_cpus);
+                    }
+                    let mut merged = hint;
+                    if let Some(old) = &self.hint {
+                        for t in &old.tasks {
+                            if !merged.tasks.iter().any(|n| n.pid == t.pid) {
+                                merged.tasks.push(t.clone());
+                            }
+                        }
+                    }
+                    self.hint = Some(merged);
+                }
+            }
+            Step::Stay => {}
+            Step::Lift => {
+                self.lift("the interference ended or the objective has slack again");
+                self.hint = None;
+            }
+        }
+        step
+    }
+
+    /// The one log line of a hint (advise) or cap (enforce).
+    fn announce(&self, hint: &Hint, slo: SloStatus, what: &str) {
+        let list = |f: &dyn Fn(&HintTask) -> String| {
+            hint.tasks.iter().map(f).collect::<Vec<_>>().join(",")
+        };
+        let refused = hint
+            .refused
+            .iter()
+            .map(|(pid, comm, r)| format!("{pid} {comm}: {r}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mode = self.effective().as_str();
+        tracing::warn!(
+            mode,
+            pids = list(&|t| t.pid.to_string()),
+            comms = list(&|t| t.comm.clone()),
+            cgroups = list(&|t| t.cgroup.clone()),
+            target = hint.target,
+            limit = hint.limit,
+            expected_gain_cpus = format!("{:.2}", hint.expected_gain_cpus),
+            slo = ?slo,
+            refused,
+            "cgroup hint{what}: the objective is missed and re-balancing did not fix it; {}",
+            if mode == "enforce" {
+                "capping the antagonists"
+            } else {
+                "capping the antagonists would help (cgroup.mode: enforce applies it)"
+            }
+        );
+    }
+
+    fn enforce(&mut self, hint: &Hint, cpus: &CpuSet) {
+        let Some(e) = self.enforcer.as_mut() else {
+            return;
+        };
+        let targets: Vec<Target> = hint
+            .tasks
+            .iter()
+            .filter(|t| !e.moved().contains(&t.pid))
+            .map(|t| Target {
+                pid: t.pid,
+                start: t.start,
+                comm: t.comm.clone(),
+            })
+            .collect();
+        let first = !e.active();
+        match e.cap(&targets, cpus) {
+            Ok(r) => {
+                if first {
+                    self.enforcements += 1;
+                }
+                for n in &r.notes {
+                    tracing::warn!("cgroup enforce: {n}");
+                }
+                for (pid, err) in &r.failed {
+                    tracing::warn!("cgroup enforce: pid {pid} not capped: {err}");
+                }
+                if !r.capped.is_empty() {
+                    tracing::info!(
+                        "cgroup enforce: moved pid {} into {} ({})",
+                        r.capped
+                            .iter()
+                            .map(i32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        e.settings().besteffort(),
+                        e.limit_text()
+                    );
+                }
+            }
+            Err(err) => {
+                tracing::error!("cgroup enforce failed: {err}; undoing");
+                self.lift("enforcing failed");
+                self.enforcer = None;
+                self.machine.reset();
+                self.degrade(format!("enforcing failed ({err})"));
+            }
+        }
+    }
+
+    /// Undoes the cap, if any, and logs what was undone.
+    fn lift(&mut self, why: &str) {
+        let Some(e) = self.enforcer.as_mut() else {
+            if self.hint.is_some() {
+                tracing::info!("cgroup hint withdrawn: {why}");
+            }
+            return;
+        };
+        if e.journal().entries().is_empty() {
+            return;
+        }
+        match e.lift() {
+            Ok(r) if r.failed.is_empty() => {
+                self.lifts += 1;
+                tracing::info!("cgroup cap lifted ({why}): {}", undo_summary(&r));
+            }
+            Ok(r) => tracing::warn!(
+                "cgroup cap lifted in part ({why}), the rest is retried at the next start: {}",
+                undo_summary(&r)
+            ),
+            Err(err) => tracing::error!("cgroup cap not lifted ({why}): {err}"),
+        }
+    }
+
+    /// Applies new settings: leaving enforce (or changing where and how it
+    /// enforces) undoes the cap first. Returns what changed, if anything.
+    pub fn reconfigure(&mut self, settings: Settings) -> Option<String> {
+        if settings == self.settings {
+            return None;
+        }
+        let old = self.settings.mode;
+        let rebuild = settings.mode != Mode::Enforce || settings.enforce != self.settings.enforce;
+        if rebuild && self.enforcer.is_some() {
+            self.lift("the configuration changed");
+            self.enforcer = None;
+            self.machine.reset();
+            self.hint = None;
+        }
+        if settings.mode != old {
+            self.machine.reset();
+            self.hint = None;
+        }
+        self.machine.set_timing(settings.timing);
+        self.settings = settings;
+        self.prepare();
+        Some(format!(
+            "cgroup mode {} -> {}{}",
+            old.as_str(),
+            self.settings.mode.as_str(),
+            if self.effective() != self.settings.mode {
+                " (acting as advise)"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    /// At exit: undoes the cap.
+    pub fn finish(&mut self) {
+        self.lift("odin is stopping");
+        self.enforcer = None;
+    }
+
+    /// Why enforce mode is not in force although configured.
+    pub fn degraded(&self) -> Option<&str> {
+        self.degraded.as_deref()
+    }
+
+    /// What the hints are doing.
+    pub fn status(&self) -> Status {
+        Status {
+            configured: self.settings.mode,
+            effective: self.effective(),
+            escalated: self.machine.escalated(),
+            hint: self.hint.clone().filter(|_| self.machine.escalated()),
+            enforcements: self.enforcements,
+            lifts: self.lifts,
+            capped_tasks: self.enforcer.as_ref().map_or(0, |e| e.capped_now().len()),
+            degraded: self.degraded.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::PF_KTHREAD;
+    use crate::cgroup::testutil::{FakeTree, Op};
+
+    const ODIN: i32 = 100;
+
+    fn info(pid: i32, ppid: i32, flags: u64) -> ProcessInfo {
+        ProcessInfo {
+            pid,
+            comm: "x".into(),
+            ppid,
+            flags,
+            start: 1,
+        }
+    }
+
+    #[test]
+    fn the_safety_filter_refuses_init_kthreads_odin_and_protected_cgroups() {
+        let protect = vec![
+            "init.scope".to_string(),
+            "system.slice/systemd-journald.service".to_string(),
+        ];
+        let none: Vec<String> = Vec::new();
+        let batch = vec!["/batch.slice".to_string()];
+        type Case<'a> = (ProcessInfo, &'a str, &'a [String], Result<(), Refusal>);
+        let cases: &[Case] = &[
+            (info(1, 0, 0), "/init.scope", &none, Err(Refusal::Init)),
+            (info(1, 0, 0), "/", &none, Err(Refusal::Init)),
+            (
+                info(2, 0, PF_KTHREAD),
+                "/",
+                &none,
+                Err(Refusal::KernelThread),
+            ),
+            (
+                info(57, 2, PF_KTHREAD),
+                "/",
+                &none,
+                Err(Refusal::KernelThread),
+            ),
+            // A kthreadd child without the flag (older kernels) is one too.
+            (info(58, 2, 0), "/", &none, Err(Refusal::KernelThread)),
+            (info(ODIN, 1, 0), "/", &none, Err(Refusal::Odin)),
+            (
+                info(400, 1, 0),
+                "/init.scope",
+                &none,
+                Err(Refusal::Protected("init.scope".into())),
+            ),
+            (
+                info(401, 1, 0),
+                "/system.slice/systemd-journald.service",
+                &none,
+                Err(Refusal::Protected(
+                    "system.slice/systemd-journald.service".into(),
+                )),
+            ),
+            (
+                info(402, 1, 0),
+                "/system.slice/systemd-journald.service/sub",
+                &none,
+                Err(Refusal::Protected(
+                    "system.slice/systemd-journald.service".into(),
+                )),
+            ),
+            // A prefix that is not a path component is not protected.
+            (info(403, 1, 0), "/init.scope2", &none, Ok(())),
+            (
+                info(404, 1, 0),
+                "/system.slice/other.service",
+                &none,
+                Ok(()),
+            ),
+            (info(405, 1, 0), "/", &none, Ok(())),
+            (
+                info(406, 1, 0),
+                "/user.slice",
+                &batch,
+                Err(Refusal::NotAllowed),
+            ),
+            (info(407, 1, 0), "/batch.slice/job-1.scope", &batch, Ok(())),
+        ];
+        for (p, cgroup, allow, want) in cases {
+            assert_eq!(
+                &vet(p, cgroup, ODIN, &protect, allow),
+                want,
+                "pid {} in {cgroup}",
+                p.pid
+            );
+        }
+    }
+
+    fn settings(t: &FakeTree, mode: Mode) -> Settings {
+        Settings {
+            mode,
+            enforce: EnforceSettings {
+                root: t.dir.path().to_path_buf(),
+                name: "odin".into(),
+                quota: 0.2,
+                weight: 1000,
+                narrow_cpuset: false,
+                state_dir: t.path("var/lib/odin"),
+            },
+            timing: Timing {
+                escalate_after: 1.0,
+                lift_after: 1.0,
+                hold: 2.0,
+            },
+            slack: 0.2,
+            protect: vec!["init.scope".into()],
+            allow: Vec::new(),
+        }
+    }
+
+    fn ant(pid: i32, share: f64) -> Antagonist {
+        Antagonist {
+            pid,
+            tid: pid,
+            comm: format!("p{pid}"),
+            cgroup: None,
+            cpu_share: share,
+        }
+    }
+
+    /// A machine with odin, init, a kernel thread, a protected process and
+    /// two hogs.
+    fn machine() -> FakeTree {
+        let t = FakeTree::v2("cpu", "cpu");
+        t.process(ODIN, 1, "odin", 0, "/");
+        t.process(1, 0, "systemd", 0, "/init.scope");
+        t.process(20, 2, "kworker/1:0", PF_KTHREAD, "/");
+        t.process(300, 1, "agetty", 0, "/init.scope/sub");
+        t.process(400, 1, "hog", 0, "/user.slice");
+        t.process(401, 1, "hog2", 0, "/user.slice");
+        t
+    }
+
+    fn tick(h: &mut Hinter, t: f64, slo: SloStatus, ants: &[Antagonist]) -> Step {
+        h.tick(&Tick {
+            t,
+            slo,
+            antagonists: ants,
+            pipeline_cpus: &"0-1".parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn enforce_caps_only_safe_processes_and_lifts_when_the_hog_is_gone() {
+        let t = machine();
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        assert_eq!(h.effective(), Mode::Enforce);
+        let all = [
+            ant(1, 0.3),
+            ant(20, 0.3),
+            ant(ODIN, 0.9),
+            ant(300, 0.4),
+            ant(400, 0.9),
+        ];
+        assert_eq!(tick(&mut h, 0.0, SloStatus::Missed, &all), Step::Stay);
+        assert!(t.fs.take().is_empty(), "nothing before escalate_after");
+        assert_eq!(tick(&mut h, 1.0, SloStatus::Missed, &all), Step::Escalate);
+        let moved: Vec<String> =
+            t.fs.take()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Op::Write(p, pid) if p.ends_with("cgroup.procs") => Some(format!("{p} {pid}")),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(
+            moved,
+            [
+                "sys/fs/cgroup/odin/pipeline/cgroup.procs 100",
+                "sys/fs/cgroup/odin/besteffort/cgroup.procs 400",
+            ]
+        );
+        let st = h.status();
+        let hint = st.hint.unwrap();
+        assert_eq!(hint.tasks.iter().map(|t| t.pid).collect::<Vec<_>>(), [400]);
+        let refused: Vec<(i32, String)> = hint
+            .refused
+            .iter()
+            .map(|(p, _, r)| (*p, r.to_string()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (1, "PID 1".to_string()),
+                (20, "kernel thread".into()),
+                (ODIN, "odin itself".into()),
+                (300, "protected cgroup init.scope".into()),
+            ]
+        );
+        assert!((hint.expected_gain_cpus - 0.7).abs() < 1e-9);
+        assert_eq!((st.enforcements, st.capped_tasks), (1, 1));
+
+        // A second hog appears while escalated: capped too.
+        tick(
+            &mut h,
+            1.5,
+            SloStatus::Missed,
+            &[ant(400, 0.2), ant(401, 0.9)],
+        );
+        assert_eq!(t.cgroup_of(401, "cpu"), "/odin/besteffort");
+        // Both exit: calm, but the hold keeps the cap until t = 3.
+        for pid in [400, 401] {
+            std::fs::remove_dir_all(t.path(&format!("proc/{pid}"))).unwrap();
+            t.write("sys/fs/cgroup/odin/besteffort/cgroup.procs", "");
+        }
+        assert_eq!(tick(&mut h, 2.0, SloStatus::Missed, &[]), Step::Stay);
+        assert_eq!(tick(&mut h, 2.9, SloStatus::Missed, &[]), Step::Stay);
+        assert_eq!(tick(&mut h, 3.0, SloStatus::Missed, &[]), Step::Lift);
+        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert_eq!(t.cgroup_of(ODIN, "cpu"), "/");
+        let st = h.status();
+        assert_eq!((st.escalated, st.lifts, st.capped_tasks), (false, 1, 0));
+        assert!(st.hint.is_none());
+    }
+
+    #[test]
+    fn advise_changes_nothing_and_a_missing_controller_degrades_enforce() {
+        let t = machine();
+        let mut h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), ODIN);
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(
+            tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]),
+            Step::Escalate
+        );
+        let hint = h.status().hint.unwrap();
+        assert_eq!(hint.limit, "cpu.max=\"20000 100000\"");
+        assert_eq!(hint.target, "/odin/besteffort");
+        assert_eq!(hint.tasks[0].cgroup, "/user.slice");
+        assert!(t.fs.take().is_empty(), "advise writes nothing");
+
+        let t = FakeTree::v2("memory", "");
+        t.process(ODIN, 1, "odin", 0, "/");
+        t.process(400, 1, "hog", 0, "/");
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        assert_eq!(h.effective(), Mode::Advise);
+        assert!(h.status().degraded.unwrap().contains("no cpu controller"));
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(
+            tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]),
+            Step::Escalate
+        );
+        assert!(t.fs.take().is_empty());
+        assert!(h.status().hint.is_some());
+    }
+
+    #[test]
+    fn leaving_enforce_on_reload_undoes_and_a_new_start_restores_a_crash() {
+        let t = machine();
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
+        let change = h.reconfigure(settings(&t, Mode::Advise)).unwrap();
+        assert_eq!(change, "cgroup mode enforce -> advise");
+        assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
+        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert!(h.reconfigure(settings(&t, Mode::Advise)).is_none());
+
+        // Back to enforce, cap, and crash (no finish): the next start undoes.
+        h.reconfigure(settings(&t, Mode::Enforce)).unwrap();
+        tick(&mut h, 2.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        tick(&mut h, 3.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
+        drop(h);
+        let h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), ODIN);
+        assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
+        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert_eq!(h.effective(), Mode::Advise);
+
+        // finish() undoes too.
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
+        h.finish();
+        assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
+        assert!(
+            !t.path("var/lib/odin")
+                .join(crate::cgroup::journal::FILE)
+                .exists()
+        );
+    }
+}

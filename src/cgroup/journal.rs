@@ -1,0 +1,454 @@
+//! The write-ahead journal of odin's cgroup changes.
+//!
+//! Every change is appended (one JSON line) and `fsync`ed before it is
+//! made, so a crash at any point leaves a journal that names at least
+//! everything done. Undo walks the journal newest first, and every undo
+//! step is idempotent and checks before it acts:
+//! - `mkdir`: removes the cgroup (with the control values odin wrote in
+//!   it); tasks still inside (children forked by a capped process) are
+//!   first moved to where the process they joined came from.
+//! - `enable`: disables the controller again in `cgroup.subtree_control`.
+//! - `move`: moves the process back to the cgroup it came from (or, if
+//!   that is gone, its nearest existing ancestor), but only if it is the
+//!   same process (pid and start time) and still where odin put it.
+//!
+//! An entry recorded for a change that never happened (a crash between
+//! the record and the write) undoes to nothing. Entries whose undo fails
+//! stay in the journal for the next attempt.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CgroupError, CgroupFs, Hierarchy, ProcessInfo, procs, v2};
+
+/// The journal's file name in the state directory.
+pub const FILE: &str = "cgroup-journal.jsonl";
+
+/// Why the journal could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file or its directory could not be read or written.
+    #[error("cgroup journal {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is not a journal entry.
+    #[error("cgroup journal {path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One change, recorded before it is made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Entry {
+    /// odin created the cgroup `path` in `hierarchy`; what it wrote inside
+    /// goes with it.
+    Mkdir {
+        /// The hierarchy.
+        hierarchy: Hierarchy,
+        /// The directory.
+        path: PathBuf,
+    },
+    /// odin enabled `controller` for the children of `dir`.
+    Enable {
+        /// The cgroup whose `cgroup.subtree_control` changed.
+        dir: PathBuf,
+        /// The controller.
+        controller: String,
+    },
+    /// odin moved process `pid` from cgroup `from` to `to`.
+    Move {
+        /// The hierarchy.
+        hierarchy: Hierarchy,
+        /// The `/proc` directory the process is read from.
+        proc: PathBuf,
+        /// Process id.
+        pid: i32,
+        /// Its start time (`stat` field 22), against pid reuse.
+        start: u64,
+        /// Its name, for the log.
+        comm: String,
+        /// Where it was.
+        from: String,
+        /// Where odin put it.
+        to: String,
+    },
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Mkdir { path, .. } => write!(f, "created {}", path.display()),
+            Entry::Enable { dir, controller } => {
+                write!(f, "enabled {controller} below {}", dir.display())
+            }
+            Entry::Move {
+                pid,
+                comm,
+                from,
+                to,
+                hierarchy,
+                ..
+            } => write!(
+                f,
+                "moved pid {pid} ({comm}) from {from} to {to} in {}",
+                hierarchy.mount.display()
+            ),
+        }
+    }
+}
+
+/// The journal file and what it holds.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    entries: Vec<Entry>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Makes a new or renamed directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Journal {
+    /// The journal in `state_dir` (created, mode 0700, if missing), with
+    /// the entries a previous run left.
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(io_err(state_dir))?;
+        let path = state_dir.join(FILE);
+        let entries = Self::load(&path)?;
+        Ok(Self { path, entries })
+    }
+
+    /// The entries in the file at `path` (none if it does not exist).
+    pub fn load(path: &Path) -> Result<Vec<Entry>, JournalError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        let mut out = Vec::new();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str(line) {
+                Ok(e) => out.push(e),
+                // A crash mid-append leaves a torn last line: the change it
+                // announced was never made.
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+                Err(e) => {
+                    return Err(JournalError::Parse {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is recorded, oldest first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Appends `entry` and makes it durable; only then may the change be
+    /// made.
+    pub fn record(&mut self, entry: Entry) -> Result<(), JournalError> {
+        let created = !self.path.exists();
+        let mut line = serde_json::to_string(&entry).expect("an entry always serialises");
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        f.write_all(line.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&self.path))?;
+        if created && let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Replaces the journal with `entries` atomically (write, fsync,
+    /// rename); with none, removes the file.
+    pub fn replace(&mut self, entries: Vec<Entry>) -> Result<(), JournalError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        if entries.is_empty() {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&self.path)(e));
+                }
+                _ => {}
+            }
+        } else {
+            let tmp = self.path.with_extension("tmp");
+            let text: String = entries
+                .iter()
+                .map(|e| serde_json::to_string(e).expect("an entry always serialises") + "\n")
+                .collect();
+            std::fs::File::create(&tmp)
+                .and_then(|mut f| {
+                    f.write_all(text.as_bytes())?;
+                    f.sync_all()
+                })
+                .map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+        }
+        sync_dir(dir)?;
+        self.entries = entries;
+        Ok(())
+    }
+
+    /// Undoes everything recorded, newest first, and keeps only the
+    /// entries whose undo failed.
+    pub fn undo_all(&mut self, fs: &dyn CgroupFs) -> Result<UndoReport, JournalError> {
+        let report = undo(fs, &self.entries);
+        let left = report.failed.iter().map(|(e, _)| e.clone()).collect();
+        self.replace(left)?;
+        Ok(report)
+    }
+}
+
+/// What an undo did.
+#[derive(Debug, Default)]
+pub struct UndoReport {
+    /// One line per entry: what was undone, or why nothing was needed.
+    pub done: Vec<String>,
+    /// Entries whose undo failed, with the error.
+    pub failed: Vec<(Entry, CgroupError)>,
+}
+
+impl UndoReport {
+    /// Whether anything was recorded at all.
+    pub fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.failed.is_empty()
+    }
+}
+
+/// Undoes `entries`, newest first.
+pub fn undo(fs: &dyn CgroupFs, entries: &[Entry]) -> UndoReport {
+    let mut report = UndoReport::default();
+    for entry in entries.iter().rev() {
+        match undo_one(fs, entry, entries) {
+            Ok(line) => report.done.push(line),
+            Err(e) => report.failed.push((entry.clone(), e)),
+        }
+    }
+    report
+}
+
+fn undo_one(fs: &dyn CgroupFs, entry: &Entry, all: &[Entry]) -> Result<String, CgroupError> {
+    match entry {
+        Entry::Move {
+            hierarchy,
+            proc,
+            pid,
+            start,
+            comm,
+            from,
+            to,
+        } => {
+            match ProcessInfo::read(proc, *pid)? {
+                None => return Ok(format!("pid {pid} ({comm}) has exited")),
+                Some(p) if p.start != *start => {
+                    return Ok(format!("pid {pid} ({comm}) has exited (pid reused)"));
+                }
+                Some(_) => {}
+            }
+            let Some(now) = hierarchy.cgroup_of(proc, *pid)? else {
+                return Ok(format!(
+                    "pid {pid} ({comm}) is in no cgroup of {}",
+                    hierarchy.mount.display()
+                ));
+            };
+            if now != *to {
+                return Ok(format!("pid {pid} ({comm}) left {to} for {now} meanwhile"));
+            }
+            let back = existing_ancestor(hierarchy, from);
+            match hierarchy.move_process(fs, &back, *pid) {
+                // Exited between the check and the move.
+                Err(e) if e.os_error() == Some(libc::ESRCH) => {
+                    Ok(format!("pid {pid} ({comm}) has exited"))
+                }
+                Err(e) => Err(e),
+                Ok(()) => Ok(format!("moved pid {pid} ({comm}) back to {back}")),
+            }
+        }
+        Entry::Mkdir { hierarchy, path } => {
+            if !path.exists() {
+                return Ok(format!("{} is gone", path.display()));
+            }
+            let mut evacuated = Vec::new();
+            for pid in procs(path)? {
+                let back = evacuation_target(hierarchy, path, pid, all);
+                match hierarchy.move_process(fs, &back, pid) {
+                    Err(e) if e.os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(e),
+                    Ok(()) => evacuated.push(format!("{pid} to {back}")),
+                }
+            }
+            fs.rmdir(path)?;
+            Ok(if evacuated.is_empty() {
+                format!("removed {}", path.display())
+            } else {
+                format!(
+                    "removed {} after moving pid {}",
+                    path.display(),
+                    evacuated.join(", ")
+                )
+            })
+        }
+        Entry::Enable { dir, controller } => {
+            if !v2::subtree_has(dir, controller)? {
+                return Ok(format!("{controller} already off below {}", dir.display()));
+            }
+            v2::set_subtree(fs, dir, controller, false)?;
+            Ok(format!("disabled {controller} below {}", dir.display()))
+        }
+    }
+}
+
+/// `cgroup`, or its nearest ancestor that still exists.
+fn existing_ancestor(h: &Hierarchy, cgroup: &str) -> String {
+    let mut c = cgroup.trim_end_matches('/').to_string();
+    while !c.is_empty() && c != "/" && !h.dir(&c).is_dir() {
+        c = match c.rfind('/') {
+            Some(0) | None => "/".to_string(),
+            Some(i) => c[..i].to_string(),
+        };
+    }
+    if c.is_empty() { "/".to_string() } else { c }
+}
+
+/// Where a process found in odin's cgroup `dir` goes when the cgroup is
+/// removed: where its parent came from if odin moved the parent, else
+/// where the first process odin moved into `dir` came from, else the
+/// hierarchy's root.
+fn evacuation_target(h: &Hierarchy, dir: &Path, pid: i32, all: &[Entry]) -> String {
+    let moved_here = |e: &&Entry| match e {
+        Entry::Move { hierarchy, to, .. } => hierarchy == h && h.dir(to) == dir,
+        _ => false,
+    };
+    let origin = |e: &Entry| match e {
+        Entry::Move { from, .. } => from.clone(),
+        _ => "/".to_string(),
+    };
+    let parent = all.iter().find_map(|e| match e {
+        Entry::Move { proc, .. } if moved_here(&e) => {
+            ProcessInfo::read(proc, pid).ok().flatten().map(|p| p.ppid)
+        }
+        _ => None,
+    });
+    let by_parent = parent.and_then(|ppid| {
+        all.iter()
+            .filter(moved_here)
+            .find(|e| matches!(e, Entry::Move { pid, .. } if *pid == ppid))
+    });
+    let target = by_parent
+        .or_else(|| all.iter().find(moved_here))
+        .map_or_else(|| "/".to_string(), origin);
+    existing_ancestor(h, &target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkdir(p: &str) -> Entry {
+        Entry::Mkdir {
+            hierarchy: Hierarchy {
+                controller: "cpu".into(),
+                mount: "/sys/fs/cgroup".into(),
+                v2: true,
+            },
+            path: p.into(),
+        }
+    }
+
+    #[test]
+    fn entries_are_json_lines_that_read_back_and_a_torn_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut j = Journal::open(&state).unwrap();
+        j.record(mkdir("/sys/fs/cgroup/odin")).unwrap();
+        j.record(Entry::Enable {
+            dir: "/sys/fs/cgroup".into(),
+            controller: "cpu".into(),
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert_eq!(
+            text,
+            "{\"op\":\"mkdir\",\"hierarchy\":{\"controller\":\"cpu\",\"mount\":\"/sys/fs/cgroup\",\"v2\":true},\"path\":\"/sys/fs/cgroup/odin\"}\n\
+             {\"op\":\"enable\",\"dir\":\"/sys/fs/cgroup\",\"controller\":\"cpu\"}\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A crash in the middle of an append.
+        std::fs::write(j.path(), format!("{text}{{\"op\":\"mkd")).unwrap();
+        assert_eq!(Journal::open(&state).unwrap().entries(), j.entries());
+        // Garbage before the end is an error that names the file and line.
+        std::fs::write(j.path(), format!("nonsense\n{text}")).unwrap();
+        let e = Journal::open(&state).unwrap_err().to_string();
+        assert!(e.contains(FILE) && e.contains(":1:"), "{e}");
+        j.replace(vec![mkdir("/x")]).unwrap();
+        assert_eq!(Journal::load(j.path()).unwrap(), vec![mkdir("/x")]);
+        j.replace(Vec::new()).unwrap();
+        assert!(!j.path().exists());
+    }
+
+    #[test]
+    fn existing_ancestor_walks_up_to_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        let h = Hierarchy {
+            controller: "cpu".into(),
+            mount: dir.path().to_path_buf(),
+            v2: true,
+        };
+        assert_eq!(existing_ancestor(&h, "/a/b"), "/a/b");
+        assert_eq!(existing_ancestor(&h, "/a/b/c/d"), "/a/b");
+        assert_eq!(existing_ancestor(&h, "/x/y"), "/");
+        assert_eq!(existing_ancestor(&h, "/"), "/");
+    }
+}
