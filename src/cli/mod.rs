@@ -1,6 +1,7 @@
 //! `odin` subcommands, one file each.
 
 mod check_config;
+mod experiment;
 mod probe;
 mod profile;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Profile(profile::Args),
     /// Compare the policies on a simulated pipeline under an interference scenario.
     Simulate(simulate::Args),
+    /// Compare the policies on this machine under a real antagonist started and stopped on one PE.
+    Experiment(experiment::Args),
     /// Report what this machine offers odin: counters, schedstat, PSI, cgroups, affinity, CPUs.
     Probe(probe::Args),
     /// Validate a configuration file and print the effective configuration.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     odin::agent::daemon::init_logging();
     let result = match cli.command {
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Experiment(args) => experiment::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),
