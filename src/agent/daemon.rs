@@ -255,7 +255,6 @@ fn needs_rebuild(a: &Config, b: &Config) -> bool {
 /// A running pipeline with its source and observer.
 struct Engine {
     model: Arc<Model>,
-    unit_ms: Vec<f64>,
     pes: Vec<CpuSet>,
     pe_speed: Vec<f64>,
     load: Load,
@@ -263,7 +262,6 @@ struct Engine {
     source: Option<Source>,
     observer: Observer,
     started: Instant,
-    calibrated: bool,
     /// Per stage: a re-pin after drift, until the stage applies it.
     repin: Vec<Option<Receiver<Result<(), AffinityError>>>>,
 }
@@ -297,21 +295,19 @@ impl Engine {
             Box::new(PerfCounters::new()),
             support,
             plan.pes.clone(),
-            plan.unit_ms.clone(),
+            plan.unit_ms,
         );
         observer.set_naming(name_antagonists);
         Ok(Self {
             pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
             repin: (0..plan.pes.len()).map(|_| None).collect(),
             model: plan.model,
-            unit_ms: plan.unit_ms,
             pes: plan.pes,
             load: plan.load,
             pipeline,
             source: Some(source),
             observer,
             started: Instant::now(),
-            calibrated: false,
         })
     }
 
@@ -677,13 +673,12 @@ impl Daemon {
         (self.last_frames, self.last_tick) = (frames, now);
         self.metrics
             .set_rejected(self.rejected_before + self.engine.pipeline.rejected());
-        if !self.engine.calibrated {
+        if !self.engine.observer.calibrated() {
             // Expectations come from the first undisturbed second.
             if now.saturating_duration_since(self.engine.started) >= CALIBRATION
                 && views.iter().all(|v| v.service_ms.is_some())
             {
                 self.engine.observer.calibrate(&views);
-                self.engine.calibrated = true;
             }
             self.publish_with(throughput);
             return;
@@ -692,7 +687,7 @@ impl Daemon {
         let t = now.saturating_duration_since(self.start);
         let mut obs = Observation {
             t: t.as_secs_f64(),
-            unit_ms: self.engine.unit_ms.clone(),
+            unit_ms: self.engine.observer.unit_ms(),
             pe_speed: self.engine.pe_speed.clone(),
             placement: Placement {
                 units: partition.units(),
@@ -837,7 +832,7 @@ impl Daemon {
             .iter()
             .map(|t| t.map_or_else(|| "?".into(), |t| format!("{t:.1}")))
             .collect();
-        let predicted = predict(obs, next, self.engine.observer.calibration());
+        let predicted = predict(obs, next);
         let events: Vec<String> = obs.events.iter().map(event_summary).collect();
         match apply(&self.engine.pipeline, &obs.placement, next, pes) {
             Ok(p) => {
@@ -1178,8 +1173,8 @@ impl Daemon {
             placement = describe(&self.placement(), &self.engine.pes),
             stages = ?stats,
             controller = ?self.controller,
-            calibration = ?self.engine.observer.calibration(),
-            calibrated = self.engine.calibrated,
+            unit_ms = ?self.engine.observer.unit_ms(),
+            calibrated = self.engine.observer.calibrated(),
             pes = ?self.last_pes,
             frames = self.recorder.frames(),
             admitted = self.admitted_before + self.engine.pipeline.admitted(),
@@ -1250,20 +1245,12 @@ impl Daemon {
     }
 }
 
-/// Predicted stage times (ms) of `next` from the cost model, with each
-/// PE's speed taken from what was measured before: calibration (measured
-/// over modelled time when undisturbed) times the current slowdown.
-fn predict(obs: &Observation, next: &Placement, calibration: &[Option<f64>]) -> Vec<f64> {
+/// Predicted stage times (ms) of `next` from the calibrated unit costs,
+/// each PE's nominal speed divided by its current slowdown.
+fn predict(obs: &Observation, next: &Placement) -> Vec<f64> {
     let slowdown = cost::slowdown(obs);
     let speed: Vec<f64> = (0..obs.pe_speed.len())
-        .map(|p| {
-            let factor = calibration
-                .get(p)
-                .copied()
-                .flatten()
-                .unwrap_or(1.0 / obs.pe_speed[p].max(1e-9));
-            1.0 / (factor * slowdown.get(p).copied().unwrap_or(1.0)).max(1e-9)
-        })
+        .map(|p| obs.pe_speed[p] / slowdown.get(p).copied().unwrap_or(1.0).max(1e-9))
         .collect();
     CostModel::new(&obs.unit_ms).stage_times(next, &speed)
 }

@@ -9,9 +9,13 @@
 //! (or run delay) does the observer walk every task to name the
 //! antagonists, since the walk is the expensive part of a tick.
 //!
-//! Expected stage times come from the unit cost profile scaled per PE by a
-//! calibration factor (measured / modelled) taken by [`Observer::calibrate`]
-//! while the pipeline runs undisturbed.
+//! Expected stage times come from the unit cost profile, calibrated by
+//! [`Observer::calibrate`] while the pipeline runs undisturbed: each
+//! stage's measured over modelled time scales the cost of its units. The
+//! error of a cost profile lies in the units (a FLOP of an early, wide
+//! layer is slower than one of a late, deep one), not in identical CPUs,
+//! so a unit keeps its calibrated cost wherever a re-balance moves it; a
+//! PE's nominal speed (its CPU count) divides it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -58,7 +62,8 @@ pub struct Observer {
     groups: BTreeMap<i32, Option<GroupHandle>>,
     pes: Vec<CpuSet>,
     unit_ms: Vec<f64>,
-    calibration: Vec<Option<f64>>,
+    /// Measured over modelled time of each unit, once calibrated.
+    unit_scale: Option<Vec<f64>>,
     own_pid: i32,
     prev: Option<Previous>,
     walk: Option<(Instant, TaskSnapshot)>,
@@ -77,7 +82,6 @@ impl Observer {
         pes: Vec<CpuSet>,
         unit_ms: Vec<f64>,
     ) -> Self {
-        let n = pes.len();
         Self {
             proc,
             counters,
@@ -85,7 +89,7 @@ impl Observer {
             groups: BTreeMap::new(),
             pes,
             unit_ms,
-            calibration: vec![None; n],
+            unit_scale: None,
             own_pid: std::process::id() as i32,
             prev: None,
             walk: None,
@@ -105,37 +109,62 @@ impl Observer {
         self.pressure
     }
 
-    /// The calibration factor of each PE (measured / modelled time).
-    pub fn calibration(&self) -> &[Option<f64>] {
-        &self.calibration
+    /// Whether [`Observer::calibrate`] has run.
+    pub fn calibrated(&self) -> bool {
+        self.unit_scale.is_some()
     }
 
-    fn model_ms(&self, units: &Range<usize>) -> f64 {
-        self.unit_ms
-            .get(units.clone())
-            .map_or(0.0, |u| u.iter().sum())
+    /// Each unit's cost on one idle CPU of this machine, milliseconds: the
+    /// profile's, calibrated when that has been done.
+    pub fn unit_ms(&self) -> Vec<f64> {
+        match &self.unit_scale {
+            Some(scale) => self.unit_ms.iter().zip(scale).map(|(c, f)| c * f).collect(),
+            None => self.unit_ms.clone(),
+        }
     }
 
-    /// Takes every PE's factor from the stages' current service times: the
+    /// The calibrated cost of `units` on PE `pe`, milliseconds.
+    fn expected_ms(&self, units: &Range<usize>, pe: usize) -> Option<f64> {
+        let scale = self.unit_scale.as_ref()?;
+        let cost: f64 = units
+            .clone()
+            .filter_map(|u| Some(self.unit_ms.get(u)? * scale.get(u)?))
+            .sum();
+        Some(cost / self.speed(pe))
+    }
+
+    /// A PE's nominal speed: its CPU count.
+    fn speed(&self, pe: usize) -> f64 {
+        self.pes.get(pe).map_or(1.0, |p| p.len().max(1) as f64)
+    }
+
+    /// Scales each stage's units by its measured over modelled time: the
     /// expectation becomes "as fast as now". Call while nothing interferes
-    /// (after warm-up, and after an accepted reconfiguration when the
-    /// detector reports no interference).
+    /// (after warm-up). Units of a stage not measured yet keep the
+    /// median factor of the others.
     pub fn calibrate(&mut self, stages: &[StageView]) {
-        let mut per_pe: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        let mut scale = vec![None; self.unit_ms.len()];
         for s in stages {
-            let model = self.model_ms(&s.units);
+            let model: f64 = self
+                .unit_ms
+                .get(s.units.clone())
+                .map_or(0.0, |u| u.iter().sum());
             if let Some(ms) = s.service_ms
                 && model > 0.0
                 && ms > 0.0
             {
-                per_pe.entry(s.pe).or_default().push(ms / model);
+                let f = ms * self.speed(s.pe) / model;
+                for slot in scale.get_mut(s.units.clone()).into_iter().flatten() {
+                    *slot = Some(f);
+                }
             }
         }
-        for (pe, mut f) in per_pe {
-            if let Some(slot) = self.calibration.get_mut(pe) {
-                *slot = Some(crate::engine::profile::median(&mut f));
-            }
+        let mut known: Vec<f64> = scale.iter().flatten().copied().collect();
+        if known.is_empty() {
+            return;
         }
+        let fallback = crate::engine::profile::median(&mut known);
+        self.unit_scale = Some(scale.into_iter().map(|f| f.unwrap_or(fallback)).collect());
     }
 
     /// One tick: reads everything, returns the signals. Failures of single
@@ -167,11 +196,10 @@ impl Observer {
         let stage_signals = stages
             .iter()
             .map(|s| {
-                let expected = match self.calibration.get(s.pe).copied().flatten() {
-                    Some(f) => self.model_ms(&s.units) * f,
-                    // Not calibrated yet: no slowdown can be claimed.
-                    None => s.service_ms.unwrap_or(0.0),
-                };
+                // Not calibrated yet: no slowdown can be claimed.
+                let expected = self
+                    .expected_ms(&s.units, s.pe)
+                    .unwrap_or_else(|| s.service_ms.unwrap_or(0.0));
                 StageSignals {
                     pe: s.pe,
                     service_ms: s.service_ms,
@@ -299,5 +327,64 @@ impl Observer {
                 self.counters.close(h);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::perf::FakeCounters;
+
+    fn observer(pes: &[&str], unit_ms: Vec<f64>) -> Observer {
+        let dir = std::env::temp_dir();
+        Observer::new(
+            ProcReader::with_root(dir),
+            Box::new(FakeCounters::without_hardware()),
+            &CounterSupport::SoftwareOnly {
+                reason: "test".into(),
+                fix: "none".into(),
+            },
+            pes.iter().map(|p| p.parse().unwrap()).collect(),
+            unit_ms,
+        )
+    }
+
+    fn view(pe: usize, units: Range<usize>, ms: Option<f64>) -> StageView {
+        StageView {
+            tid: 0,
+            pe,
+            units,
+            service_ms: ms,
+        }
+    }
+
+    #[test]
+    fn calibration_scales_units_and_follows_them_to_another_pe() {
+        let mut o = observer(&["0", "1-2"], vec![5.0, 5.0, 5.0, 5.0]);
+        assert!(!o.calibrated());
+        assert_eq!(o.expected_ms(&(0..2), 0), None, "nothing to expect yet");
+        // Units 0..2 run twice as slow as modelled on one CPU; units 2..4
+        // as modelled on a PE of two CPUs (5 ms of 10).
+        o.calibrate(&[view(0, 0..2, Some(20.0)), view(1, 2..4, Some(5.0))]);
+        assert!(o.calibrated());
+        assert_eq!(o.unit_ms(), vec![10.0, 10.0, 5.0, 5.0]);
+        assert_eq!(o.expected_ms(&(0..2), 0), Some(20.0));
+        // A re-balance moves unit 1 to the two-CPU PE: it keeps its cost.
+        assert_eq!(o.expected_ms(&(1..4), 1), Some(10.0));
+        assert_eq!(o.expected_ms(&(0..1), 0), Some(10.0));
+    }
+
+    #[test]
+    fn units_of_an_unmeasured_stage_take_the_median_factor() {
+        let mut o = observer(&["0", "1", "2"], vec![1.0, 1.0, 1.0]);
+        o.calibrate(&[
+            view(0, 0..1, Some(2.0)),
+            view(1, 1..2, Some(4.0)),
+            view(2, 2..3, None),
+        ]);
+        assert_eq!(o.unit_ms(), vec![2.0, 4.0, 3.0]);
+        let mut none = observer(&["0"], vec![1.0]);
+        none.calibrate(&[view(0, 0..1, None)]);
+        assert!(!none.calibrated(), "no measurement, no calibration");
     }
 }
