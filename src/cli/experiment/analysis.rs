@@ -219,16 +219,24 @@ pub fn analyse(
     }
 }
 
+/// Windows averaged when judging recovery: a one-second window holds
+/// only some tens of frames, so one frame more or less is a few percent.
+pub const RECOVERY_SPAN: usize = 3;
+
 /// Seconds from `stop` to the start of the first window ending after it
-/// from which every window holds at least [`RECOVERED`] of `level`; `None`
-/// when the last window does not.
+/// from which the throughput, averaged over [`RECOVERY_SPAN`] windows (the
+/// last ones where fewer remain), holds at least [`RECOVERED`] of `level`;
+/// `None` when the last windows do not.
 fn recovery(timeline: &[Window], stop: f64, level: f64) -> Option<f64> {
     let after: Vec<(f64, &Window)> = windows(timeline).filter(|&(_, w)| w.t > stop).collect();
-    let ok = |w: &Window| w.throughput_fps >= RECOVERED * level;
-    let first_good = after
-        .iter()
-        .rposition(|&(_, w)| !ok(w))
-        .map_or(0, |i| i + 1);
+    let n = after.len();
+    let ok = |i: usize| {
+        let from = i.min(n.saturating_sub(RECOVERY_SPAN));
+        let to = (from + RECOVERY_SPAN).min(n);
+        mean(after[from..to].iter().map(|(_, w)| w.throughput_fps))
+            .is_some_and(|m| m >= RECOVERED * level)
+    };
+    let first_good = (0..n).rposition(|i| !ok(i)).map_or(0, |i| i + 1);
     after.get(first_good).map(|&(s, _)| (s - stop).max(0.0))
 }
 
@@ -289,8 +297,32 @@ mod tests {
         assert_eq!(f.p99_during_ms, Some(300.0));
         // Windows with midpoints 4.5..7.5: p99 0, 300, 500, 100.
         assert_eq!(f.slo_attainment, Some(0.75));
-        // Windows after the stop: 99, 9 (below 95%), 10, 10.
-        assert_eq!(f.recover_s, Some(2.0));
+        // Windows after the stop: 99, 9, 10, 10; over three windows each
+        // holds 95% of 10.
+        assert_eq!(f.recover_s, Some(0.0));
+    }
+
+    #[test]
+    fn recovery_averages_over_a_few_windows() {
+        let timeline = |fps: &[f64]| -> Vec<Window> {
+            fps.iter()
+                .enumerate()
+                .map(|(i, &f)| Window {
+                    t: i as f64 + 1.0,
+                    throughput_fps: f,
+                    p99_ms: 0.0,
+                })
+                .collect()
+        };
+        // Stop at 2 s: a slow window, then back, one frame short at the end.
+        let tl = timeline(&[10.0, 10.0, 5.0, 10.0, 10.0, 9.0, 10.0, 9.6]);
+        assert_eq!(recovery(&tl, 2.0, 10.0), Some(1.0));
+        // Slow again at the end: not recovered.
+        let tl = timeline(&[10.0, 10.0, 10.0, 10.0, 10.0, 9.0, 8.0, 9.0]);
+        assert_eq!(recovery(&tl, 2.0, 10.0), None);
+        // Never slowed: recovered at once.
+        let tl = timeline(&[10.0; 6]);
+        assert_eq!(recovery(&tl, 2.0, 10.0), Some(0.0));
     }
 
     #[test]

@@ -896,10 +896,11 @@ impl Report {
              detect: first onset on the antagonist's PE after it started \
              (active: other load had that PE reported interfered already)\n\
              settle: last placement change during the interference, from its start\n\
-             recover: from the stop until throughput stays >= {recovered:.0}% of before\n\
+             recover: from the stop until throughput ({span} s means) stays >= {recovered:.0}% of before\n\
              during/static: during over static's during; -: did not happen",
             margin = self.windows_s.margin,
-            recovered = analysis::RECOVERED * 100.0
+            recovered = analysis::RECOVERED * 100.0,
+            span = analysis::RECOVERY_SPAN,
         );
         s
     }
