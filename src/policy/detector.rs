@@ -180,6 +180,9 @@ pub struct Detector {
     cfg: DetectorConfig,
     stages: Vec<StageState>,
     baselines: Vec<Baseline>,
+    /// The interference each PE was last known to have: a stage moved
+    /// there takes it on (interference belongs to the PE, not the stage).
+    pe_state: Vec<Option<Kind>>,
 }
 
 impl Detector {
@@ -189,6 +192,7 @@ impl Detector {
             cfg,
             stages: Vec::new(),
             baselines: Vec::new(),
+            pe_state: Vec::new(),
         }
     }
 
@@ -235,15 +239,22 @@ impl Detector {
         if self.baselines.len() < pes.len() {
             self.baselines.resize(pes.len(), Baseline::default());
         }
+        if self.pe_state.len() < pes.len() {
+            self.pe_state.resize(pes.len(), None);
+        }
         let cfg = &self.cfg;
+        let known = &mut self.pe_state;
         let mut events = Vec::new();
         let mut slow_pes = vec![false; pes.len()];
         for (i, (sig, st)) in stages.iter().zip(&mut self.stages).enumerate() {
             if st.pe.is_some_and(|p| p != sig.pe) {
-                // Moved to another PE: its history says nothing about the new one.
+                // Moved to another PE: its streaks say nothing about the
+                // new one, which keeps whatever interference it had (no
+                // event: a re-balance moves stages, not interference).
                 st.slow = 0;
                 st.fast = 0;
                 st.settle = cfg.settle_ticks;
+                st.interfered = known.get(sig.pe).copied().flatten();
             }
             st.pe = Some(sig.pe);
             let slowdown = match sig.service_ms {
@@ -272,6 +283,9 @@ impl Detector {
                         let base = self.baselines.get(sig.pe).cloned().unwrap_or_default();
                         let kind = classify(cfg, &pe, &base);
                         st.interfered = Some(kind);
+                        if let Some(k) = known.get_mut(sig.pe) {
+                            *k = Some(kind);
+                        }
                         st.slow = 0;
                         events.push(Event::Onset {
                             pe: sig.pe,
@@ -282,14 +296,28 @@ impl Detector {
                         });
                     }
                 }
-                Some(_) => {
-                    st.fast = if slowdown < 1.0 + cfg.offset_threshold {
+                Some(kind) => {
+                    // Time-sharing is over once the PE shows neither run
+                    // delay nor foreign CPU use, however the stage's time
+                    // compares with its cost model (which a re-balance may
+                    // have made less exact for the units it now runs).
+                    let cause_gone = kind == Kind::CpuTimeSharing
+                        && pes.get(sig.pe).is_some_and(|p| {
+                            matches!(
+                                (p.run_delay_share, p.foreign_cpu_share),
+                                (Some(d), Some(f)) if d < cfg.cpu_share / 2.0 && f < cfg.cpu_share / 2.0
+                            )
+                        });
+                    st.fast = if slowdown < 1.0 + cfg.offset_threshold || cause_gone {
                         st.fast + 1
                     } else {
                         0
                     };
                     if st.fast >= cfg.offset_ticks {
                         st.interfered = None;
+                        if let Some(k) = known.get_mut(sig.pe) {
+                            *k = None;
+                        }
                         st.fast = 0;
                         events.push(Event::Offset {
                             pe: sig.pe,
@@ -413,6 +441,34 @@ mod tests {
     }
 
     #[test]
+    fn time_sharing_ends_when_its_cause_is_gone_even_if_the_model_is_off() {
+        // Onset with a busy neighbour; after it leaves the stage stays 30%
+        // over its (inexact) expectation, with no run delay and no foreign
+        // use: the interference is over.
+        let mut d = Detector::new(DetectorConfig::default());
+        let mut trace = vec![10.0; 3];
+        trace.extend([20.0; 4]);
+        trace.extend([13.0; 4]);
+        let ev = run(&mut d, &trace, |t| {
+            if (3..7).contains(&t) {
+                busy_neighbour()
+            } else {
+                quiet()
+            }
+        });
+        let kinds: Vec<(usize, bool)> = ev
+            .iter()
+            .map(|(t, e)| (*t, matches!(e, Event::Onset { .. })))
+            .collect();
+        assert_eq!(kinds, vec![(5, true), (9, false)], "{ev:?}");
+        // Some other kind at the same 30% does not end without the time.
+        let mut d = Detector::new(DetectorConfig::default());
+        let ev = run(&mut d, &trace, |_| quiet());
+        assert_eq!(ev.len(), 1, "onset only: {ev:?}");
+        assert_eq!(d.interfered(1), Some(Kind::Unknown));
+    }
+
+    #[test]
     fn a_one_tick_spike_is_not_detected() {
         let mut d = Detector::new(DetectorConfig::default());
         let trace = [10.0, 10.0, 30.0, 10.0, 10.0, 30.0, 30.0, 10.0, 10.0];
@@ -426,11 +482,18 @@ mod tests {
         let mut d = Detector::new(DetectorConfig::default());
         run(&mut d, &[20.0; 3], |_| busy_neighbour());
         assert!(d.any_interfered());
+        // The neighbour lingers, lightly: its time-sharing is not over by
+        // itself, the stage times decide.
+        let lingering = || PeSignals {
+            run_delay_share: Some(0.06),
+            foreign_cpu_share: Some(0.06),
+            ..quiet()
+        };
         // 12% slower: below the onset threshold but above the offset one: still interfered.
-        assert!(run(&mut d, &[11.2; 10], |_| quiet()).is_empty());
+        assert!(run(&mut d, &[11.2; 10], |_| lingering()).is_empty());
         // Two good ticks then a relapse restart the count.
-        assert!(run(&mut d, &[10.0, 10.0, 11.0, 10.0, 10.0], |_| quiet()).is_empty());
-        let ev = run(&mut d, &[10.0], |_| quiet());
+        assert!(run(&mut d, &[10.0, 10.0, 11.0, 10.0, 10.0], |_| lingering()).is_empty());
+        let ev = run(&mut d, &[10.0], |_| lingering());
         assert_eq!(ev, vec![(0, Event::Offset { pe: 1, stage: 1 })]);
         assert!(!d.any_interfered());
     }
@@ -470,6 +533,35 @@ mod tests {
             ),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn swapped_stages_take_the_interference_of_their_new_pe_without_events() {
+        let mut d = Detector::new(DetectorConfig::default());
+        let ev = run(&mut d, &[20.0; 3], |_| busy_neighbour());
+        assert_eq!(ev.len(), 1, "onset on PE 1: {ev:?}");
+        // A re-balance swaps the stages, each at its own frame boundary:
+        // stage 1 reaches PE 0 first, then stage 0 the interfered PE 1.
+        let ev = d.tick(
+            &[stage(0, 10.0), stage(0, 20.0)],
+            &[quiet(), busy_neighbour()],
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+        for _ in 0..6 {
+            let ev = d.tick(
+                &[stage(1, 20.0), stage(0, 10.0)],
+                &[quiet(), busy_neighbour()],
+            );
+            assert!(ev.is_empty(), "{ev:?}");
+        }
+        assert_eq!(d.interfered(0), Some(Kind::CpuTimeSharing));
+        assert_eq!(d.interfered(1), None);
+        // When the neighbour leaves, the offset names the stage now there.
+        let mut ev = Vec::new();
+        for _ in 0..3 {
+            ev.extend(d.tick(&[stage(1, 10.0), stage(0, 10.0)], &[quiet(), quiet()]));
+        }
+        assert_eq!(ev, vec![Event::Offset { pe: 1, stage: 0 }]);
     }
 
     #[test]
