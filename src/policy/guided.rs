@@ -92,18 +92,22 @@ impl Guided {
         }
     }
 
+    /// Each PE's nominal speed over its estimated slowdown.
+    fn speeds(&self, obs: &Observation) -> Vec<f64> {
+        obs.pe_speed
+            .iter()
+            .zip(self.slowdown())
+            .map(|(v, s)| v / s)
+            .collect()
+    }
+
     /// The oracle's placement for the estimated speeds, if it beats the
     /// placement in force under the same estimates.
     fn jump_target(&self, obs: &Observation) -> Option<Placement> {
         if obs.unit_ms.is_empty() || obs.pe_speed.is_empty() {
             return None;
         }
-        let speed: Vec<f64> = obs
-            .pe_speed
-            .iter()
-            .zip(self.slowdown())
-            .map(|(v, s)| v / s)
-            .collect();
+        let speed = self.speeds(obs);
         let best = oracle::optimal(&obs.unit_ms, &speed, self.enumerate_orders);
         let cur = &obs.placement;
         if cur.units == obs.unit_ms.len() && cur.is_valid(speed.len()) {
@@ -149,7 +153,18 @@ impl Policy for Guided {
             let done = obs.frames_done.saturating_sub(since) >= u64::from(self.candidate_frames);
             match cost::measured_bottleneck(obs) {
                 Some(ms) if done => {
-                    if ms > before_ms * (1.0 + self.improvement) {
+                    // What the old placement would take now: measured when
+                    // the jump was made (interference may still have been
+                    // ramping up then), or predicted from what has been
+                    // learnt since, whichever is worse.
+                    let (before_now, _) =
+                        CostModel::new(&obs.unit_ms).score(&before, &self.speeds(obs));
+                    let reference = if before_now.is_finite() {
+                        before_ms.max(before_now)
+                    } else {
+                        before_ms
+                    };
+                    if ms > reference * (1.0 + self.improvement) {
                         // The estimates were wrong enough to hurt: go back.
                         return Action::Apply(before);
                     }
