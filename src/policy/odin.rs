@@ -736,7 +736,7 @@ pub struct Odin {
     /// Per PE: the highest IPC and lowest LLC MPKI seen.
     best_ipc: Vec<Option<f64>>,
     best_mpki: Vec<Option<f64>>,
-    /// Between searches: the lowest settled bottleneck and the ticks it
+    /// Between searches: the settled bottleneck level and the ticks it
     /// has been exceeded by the threshold in a row.
     watch: Option<(f64, u32)>,
     /// The detector's thresholds, reused for the instantaneous signals.
@@ -746,6 +746,9 @@ pub struct Odin {
     threshold: f64,
     onset_ticks: u32,
 }
+
+/// Weight of a new measurement in the settled bottleneck level.
+const WATCH_ALPHA: f64 = 0.1;
 
 impl Odin {
     /// `odin` with the search parameters of `cfg`.
@@ -830,16 +833,17 @@ impl Odin {
         let Some(now) = measured_bottleneck(obs) else {
             return false;
         };
-        let (low, over) = self.watch.unwrap_or((now, 0));
-        let low = low.min(now);
-        if now > low * (1.0 + self.threshold) {
+        let (level, over) = self.watch.unwrap_or((now, 0));
+        if now > level * (1.0 + self.threshold) {
             if over + 1 >= self.onset_ticks {
                 self.watch = None;
                 return true;
             }
-            self.watch = Some((low, over + 1));
+            self.watch = Some((level, over + 1));
         } else {
-            self.watch = Some((low, 0));
+            // The settled level is learnt slowly: the minimum of a noisy
+            // series drifts ever lower, and then noise alone looks worse.
+            self.watch = Some((level + WATCH_ALPHA * (now - level), 0));
         }
         false
     }
