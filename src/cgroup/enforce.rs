@@ -5,7 +5,7 @@
 //! ```text
 //!   <mount>/<name>/              weight = pipeline weight (holds no task)
 //!           <name>/pipeline/     weight = pipeline weight: odin's process
-//!           <name>/besteffort/   weight = least, cpu.max (v2) or
+//!           <name>/besteffort/   weight = pipeline weight, cpu.max (v2) or
 //!                                cfs_quota_us/cfs_period_us (v1) = quota,
 //!                                optionally cpuset.cpus without the
 //!                                pipeline's CPUs: the capped antagonists
@@ -38,9 +38,6 @@ pub const MIN_QUOTA_US: u64 = 1_000;
 pub const PIPELINE: &str = "pipeline";
 /// The cgroup of the capped antagonists, below odin's.
 pub const BESTEFFORT: &str = "besteffort";
-/// The weight of the best-effort cgroup: the least.
-const BESTEFFORT_WEIGHT: u32 = 1;
-
 /// What enforce mode needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EnforceSettings {
@@ -357,7 +354,11 @@ impl Enforcer {
         set_weight(fs, &cpu, &pipeline, weight)?;
         let besteffort = cpu.dir(&self.settings.besteffort());
         self.mkdir(&cpu, &besteffort)?;
-        set_weight(fs, &cpu, &besteffort, BESTEFFORT_WEIGHT)?;
+        // The cap alone sets the capped tasks' share. With the least
+        // weight, a pipeline that keeps its CPUs busy would starve them to
+        // nothing rather than to the quota: they could not even run to
+        // act on a signal.
+        set_weight(fs, &cpu, &besteffort, weight)?;
         let quota = self.settings.quota_us();
         if cpu.v2 {
             v2::set_limit(fs, &besteffort, quota, PERIOD_US)?;
@@ -515,7 +516,7 @@ mod tests {
                 d(&format!("{m}/odin/pipeline")),
                 w(&format!("{m}/odin/pipeline/cpu.weight"), "1000"),
                 d(&format!("{m}/odin/besteffort")),
-                w(&format!("{m}/odin/besteffort/cpu.weight"), "1"),
+                w(&format!("{m}/odin/besteffort/cpu.weight"), "1000"),
                 w(&format!("{m}/odin/besteffort/cpu.max"), "20000 100000"),
                 w(&format!("{m}/odin/pipeline/cgroup.procs"), "100"),
                 w(&format!("{m}/odin/besteffort/cgroup.procs"), "200"),
@@ -579,7 +580,7 @@ mod tests {
                 d(&format!("{c}/odin/pipeline")),
                 w(&format!("{c}/odin/pipeline/cpu.shares"), "10240"),
                 d(&format!("{c}/odin/besteffort")),
-                w(&format!("{c}/odin/besteffort/cpu.shares"), "10"),
+                w(&format!("{c}/odin/besteffort/cpu.shares"), "10240"),
                 w(&format!("{c}/odin/besteffort/cpu.cfs_period_us"), "100000"),
                 w(&format!("{c}/odin/besteffort/cpu.cfs_quota_us"), "20000"),
                 d(&format!("{s}/odin")),

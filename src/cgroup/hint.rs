@@ -12,7 +12,7 @@
 //! failure while creating odin's cgroups (after undoing what was done).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ pub struct Settings {
 }
 
 /// Why a process is not a candidate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Refusal {
     /// PID 1.
     Init,
@@ -79,6 +79,11 @@ pub enum Refusal {
     KernelThread,
     /// odin itself.
     Odin,
+    /// A process odin runs under (its parent, its parent's parent...):
+    /// the shell, runtime or supervisor that started it.
+    Supervisor,
+    /// It used too little of the pipeline's CPUs to be worth capping.
+    Light(f64),
     /// In a protected cgroup (the protect entry).
     Protected(String),
     /// Not in an allowed cgroup.
@@ -91,6 +96,11 @@ impl std::fmt::Display for Refusal {
             Refusal::Init => f.write_str("PID 1"),
             Refusal::KernelThread => f.write_str("kernel thread"),
             Refusal::Odin => f.write_str("odin itself"),
+            Refusal::Supervisor => f.write_str("a process odin runs under"),
+            Refusal::Light(share) => write!(
+                f,
+                "{share:.2} CPU on the pipeline's CPUs, below the {MIN_CAP_SHARE} worth capping"
+            ),
             Refusal::Protected(p) => write!(f, "protected cgroup {p}"),
             Refusal::NotAllowed => f.write_str("not in an allowed cgroup"),
         }
@@ -187,12 +197,33 @@ pub struct Tick<'a> {
     pub pipeline_cpus: &'a CpuSet,
 }
 
+/// Least CPU (in CPUs) a process must take from the pipeline's CPUs to
+/// be hinted or capped: below it a cap cannot give much back.
+pub const MIN_CAP_SHARE: f64 = 0.1;
+
+/// The processes `pid` runs under: its parent, that one's parent, and so
+/// on up to (not including) PID 1, read under `proc`.
+fn ancestors(proc: &Path, pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut cur = pid;
+    while let Ok(Some(p)) = ProcessInfo::read(proc, cur) {
+        if p.ppid <= 1 || out.contains(&p.ppid) {
+            break;
+        }
+        out.push(p.ppid);
+        cur = p.ppid;
+    }
+    out
+}
+
 /// Advise and enforce, over the agent's life.
 #[derive(Debug)]
 pub struct Hinter {
     settings: Settings,
     fs: Arc<dyn CgroupFs>,
     own_pid: i32,
+    /// The processes odin runs under, never capped.
+    supervisors: Vec<i32>,
     proc: PathBuf,
     /// The `cpu` hierarchy, for the hint's cgroups and limit.
     cpu: Option<Hierarchy>,
@@ -238,9 +269,11 @@ impl Hinter {
         let cpu = Layout::detect(&settings.enforce.root)
             .ok()
             .and_then(|l| l.hierarchy("cpu"));
+        let proc = settings.enforce.root.join("proc");
         let mut h = Self {
             machine: Escalation::new(settings.timing),
-            proc: settings.enforce.root.join("proc"),
+            supervisors: ancestors(&proc, own_pid),
+            proc,
             settings,
             fs,
             own_pid,
@@ -302,6 +335,15 @@ impl Hinter {
             let Ok(Some(p)) = ProcessInfo::read(&self.proc, pid) else {
                 continue;
             };
+            if self.supervisors.contains(&pid) {
+                hint.refused.push((pid, comm.clone(), Refusal::Supervisor));
+                continue;
+            }
+            if *share < MIN_CAP_SHARE {
+                hint.refused
+                    .push((pid, comm.clone(), Refusal::Light(*share)));
+                continue;
+            }
             let cgroup = self
                 .cpu
                 .as_ref()
@@ -683,11 +725,12 @@ mod tests {
         }
     }
 
-    /// A machine with odin, init, a kernel thread, a protected process and
-    /// two hogs.
+    /// A machine with odin (started from a shell), init, a kernel thread,
+    /// a protected process and two hogs.
     fn machine() -> FakeTree {
         let t = FakeTree::v2("cpu", "cpu");
-        t.process(ODIN, 1, "odin", 0, "/");
+        t.process(50, 1, "sh", 0, "/user.slice");
+        t.process(ODIN, 50, "odin", 0, "/");
         t.process(1, 0, "systemd", 0, "/init.scope");
         t.process(20, 2, "kworker/1:0", PF_KTHREAD, "/");
         t.process(300, 1, "agetty", 0, "/init.scope/sub");
@@ -713,9 +756,11 @@ mod tests {
         let all = [
             ant(1, 0.3),
             ant(20, 0.3),
+            ant(50, 0.5),
             ant(ODIN, 0.9),
             ant(300, 0.4),
             ant(400, 0.9),
+            ant(401, 0.05),
         ];
         assert_eq!(tick(&mut h, 0.0, SloStatus::Missed, &all), Step::Stay);
         assert!(t.fs.take().is_empty(), "nothing before escalate_after");
@@ -748,8 +793,13 @@ mod tests {
             [
                 (1, "PID 1".to_string()),
                 (20, "kernel thread".into()),
+                (50, "a process odin runs under".into()),
                 (ODIN, "odin itself".into()),
                 (300, "protected cgroup init.scope".into()),
+                (
+                    401,
+                    "0.05 CPU on the pipeline's CPUs, below the 0.1 worth capping".into()
+                ),
             ]
         );
         assert!((hint.expected_gain_cpus - 0.7).abs() < 1e-9);
