@@ -122,15 +122,15 @@ fn cpuset_file(root: &Path, layout: &Layout, pid: &str) -> Option<PathBuf> {
 }
 
 /// What is left of each configured PE when only `allowed` may be used:
-/// each PE narrowed to its allowed CPUs, PEs left with none dropped. When
-/// no PE keeps a CPU, one PE over all the allowed CPUs.
+/// each PE narrowed to its allowed CPUs, PEs left with none dropped (PEs
+/// that end up equal stay separate stages, time-sharing, as configured
+/// PEs may). When no PE keeps a CPU, one PE over all the allowed CPUs.
 pub fn usable_pes(configured: &[CpuSet], allowed: &CpuSet) -> Vec<CpuSet> {
     let mut pes: Vec<CpuSet> = configured
         .iter()
         .map(|pe| pe.intersection(allowed))
         .filter(|pe| !pe.is_empty())
         .collect();
-    pes.dedup();
     if pes.is_empty() {
         pes.push(allowed.clone());
     }
@@ -282,7 +282,15 @@ mod tests {
         assert_eq!(usable_pes(&pes, &set("0,3")), sets(&["0", "3"]));
         assert_eq!(usable_pes(&pes, &set("1")), sets(&["1"]));
         assert_eq!(usable_pes(&sets(&["0", "1"]), &set("4-5")), sets(&["4-5"]));
-        // Two PEs narrowed to the same CPUs become one.
-        assert_eq!(usable_pes(&sets(&["0-1", "1-2"]), &set("1")), sets(&["1"]));
+        // Two PEs narrowed to the same CPUs stay two stages.
+        assert_eq!(
+            usable_pes(&sets(&["0-1", "1-2"]), &set("1")),
+            sets(&["1", "1"])
+        );
+        // Configured to share a CPU: unchanged.
+        assert_eq!(
+            usable_pes(&sets(&["0", "0"]), &set("0-1")),
+            sets(&["0", "0"])
+        );
     }
 }
