@@ -275,6 +275,34 @@ mod tests {
     }
 
     #[test]
+    fn a_jump_measured_against_a_ramping_onset_is_kept_when_it_helps() {
+        // At the onset PE 1 measures 1.5x slower; it settles at 2x. The
+        // jump (6 of 10 units on PE 0) then measures 8 ms: worse than the
+        // 7.5 ms measured before it, better than the 10 ms the old cut
+        // takes now.
+        let mut g = Guided::new(&PolicyConfig::default());
+        let unit_ms = [1.0; 10];
+        let speed = [1.0; 2];
+        let start = testutil::placement(10, &[5]);
+        let mut o = testutil::obs(&unit_ms, &speed, start.clone(), &[1.0, 1.5], 0);
+        o.events = vec![onset(1)];
+        let Action::Apply(jump) = g.decide(&o) else {
+            panic!("guided jumps at the onset")
+        };
+        let cost = CostModel::new(&unit_ms);
+        assert_eq!(cost.score(&jump, &[1.0, 1.0 / 1.5]).0, 6.0, "{jump:?}");
+        assert_eq!(cost.score(&jump, &[1.0, 0.5]).0, 8.0, "{jump:?}");
+        for t in 1..20 {
+            let o = testutil::obs(&unit_ms, &speed, jump.clone(), &[1.0, 2.0], t * 4);
+            if let Action::Apply(p) = g.decide(&o) {
+                assert_ne!(p, start, "went back to the cut that now takes 10 ms");
+                let b = cost.score(&p, &[1.0, 0.5]).0;
+                assert!(b <= 8.0, "{p:?} takes {b} ms");
+            }
+        }
+    }
+
+    #[test]
     fn an_unused_slow_pe_keeps_its_estimate_until_it_is_seen_quiet() {
         let mut g = Guided::new(&PolicyConfig::default());
         let unit_ms = [1.0; 8];
