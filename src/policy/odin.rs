@@ -57,7 +57,8 @@
 //! the candidate (so interference that grew or ended during the
 //! measurement does not decide), or its measured bottleneck when that
 //! cannot be predicted. Otherwise the previous placement is applied again
-//! and the search stops. Smoothed service times lag the placement, so a
+//! and, once its times are clean, the search goes on with the best move
+//! it has not rejected yet (while steps are left). Smoothed service times lag the placement, so a
 //! candidate is judged only after `candidate_frames` frames, counted from
 //! the first tick it is seen in force, and once the times drift by less
 //! than 0.5% a frame (or after four times as many frames). A search tries
@@ -209,6 +210,8 @@ pub struct LocalSearch {
     cfg: SearchConfig,
     phase: Phase,
     steps: u32,
+    /// Candidates this search measured and rejected: not proposed again.
+    rejected: Vec<Placement>,
     /// Per PE: the slowdown last measured on it, for when none of our
     /// stages runs there.
     memory: Vec<Option<f64>>,
@@ -221,6 +224,7 @@ impl LocalSearch {
             cfg,
             phase: Phase::Idle,
             steps: 0,
+            rejected: Vec::new(),
             memory: Vec::new(),
         }
     }
@@ -229,6 +233,7 @@ impl LocalSearch {
     pub fn start(&mut self) {
         self.phase = Phase::Ready;
         self.steps = 0;
+        self.rejected.clear();
     }
 
     /// Whether a search (or its settling) is in progress.
@@ -331,6 +336,7 @@ impl LocalSearch {
                                 self.propose(obs)
                             }
                         } else {
+                            self.rejected.push(candidate);
                             self.phase = Phase::Settling {
                                 clock: Clock::default(),
                             };
@@ -351,8 +357,15 @@ impl LocalSearch {
             Phase::Settling { mut clock } => {
                 if !clock.ready(obs, self.cfg.candidate_frames) {
                     self.phase = Phase::Settling { clock };
+                    return Action::Keep;
                 }
-                Action::Keep
+                // Clean times again: the next-best untried move, while
+                // steps are left.
+                if self.steps < self.cfg.limit(obs.placement.stages()) {
+                    self.propose(obs)
+                } else {
+                    Action::Keep
+                }
             }
         }
     }
@@ -365,6 +378,7 @@ impl LocalSearch {
     pub fn try_placement(&mut self, obs: &Observation, candidate: Placement) -> Action {
         self.phase = Phase::Idle;
         self.steps = 0;
+        self.rejected.clear();
         let Some(before_ms) = measured_bottleneck(obs) else {
             return Action::Keep;
         };
@@ -396,9 +410,15 @@ impl LocalSearch {
                 // Frames queue ahead of the bottleneck when they complete at
                 // its pace (or when the pace is unknown).
                 let saturated = obs.throughput_fps.is_none_or(|f| f * before_ms >= 900.0);
-                model.best_move(&obs.placement, &times, self.cfg.improvement, saturated)
+                model.best_move(
+                    &obs.placement,
+                    &times,
+                    self.cfg.improvement,
+                    saturated,
+                    &self.rejected,
+                )
             }
-            None => neighbour_move(&obs.placement, &times),
+            None => neighbour_move(&obs.placement, &times).filter(|q| !self.rejected.contains(q)),
         };
         let Some(candidate) = step else {
             return Action::Keep;
@@ -549,6 +569,7 @@ impl Slowdowns {
         times: &[f64],
         improvement: f64,
         saturated: bool,
+        rejected: &[Placement],
     ) -> Option<Placement> {
         let b = bottleneck_stage(times)?;
         let now = times[b];
@@ -556,6 +577,9 @@ impl Slowdowns {
         // (predicted bottleneck, predicted latency, work moved, placement)
         let mut moves: Vec<(f64, f64, f64, Placement)> = Vec::new();
         let mut consider = |q: Placement, moved: f64| {
+            if rejected.contains(&q) {
+                return;
+            }
             let t = self.stage_times(&q);
             let worst = t.iter().copied().fold(0.0, f64::max);
             moves.push((worst, latency(&t, saturated), moved, q));
@@ -1134,7 +1158,7 @@ mod tests {
     }
 
     #[test]
-    fn a_candidate_that_does_not_improve_is_reverted_and_the_search_stops() {
+    fn a_candidate_that_does_not_improve_is_reverted_and_the_search_goes_on_without_it() {
         let cfg = PolicyConfig::default();
         let mut odin = Odin::new(&cfg);
         let unit_ms = [1.0; 9];
@@ -1150,17 +1174,23 @@ mod tests {
         // than the 9 ms the placement before would take now: reverted.
         let slow = [3.0, 2.0, 1.0];
         let mut applied = Vec::new();
-        let mut cur = c;
-        for f in 1..20 {
+        let mut cur = c.clone();
+        for f in 1..40 {
             let o = testutil::obs(&unit_ms, &[1.0; 3], cur.clone(), &slow, f * 4);
             if let Action::Apply(p) = odin.decide(&o) {
                 applied.push(p.clone());
                 cur = p;
             }
         }
-        assert_eq!(applied, vec![start], "reverted to the placement before");
-        assert!(!odin.search().is_active(), "and the search stopped");
-        assert_eq!(odin.search().steps(), 1);
+        assert_eq!(applied[0], start, "reverted to the placement before");
+        // Once the times are clean again, the next-best move for what is
+        // measured now (PE 0 the slowest): 6 ms a stage, and the rejected
+        // candidate is not tried again.
+        assert_eq!(applied[1].cuts, vec![2, 5], "{applied:?}");
+        assert!(!applied.contains(&c), "{applied:?}");
+        assert_eq!(applied.len(), 2, "{applied:?}");
+        assert!(!odin.search().is_active(), "nothing better left: stopped");
+        assert_eq!(odin.search().steps(), 2);
     }
 
     #[test]
