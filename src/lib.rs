@@ -10,6 +10,7 @@ pub mod cpulist;
 pub mod engine;
 pub mod monitor;
 pub mod pipeline;
+pub mod plot;
 pub mod policy;
 pub mod sim;
 pub mod topology;

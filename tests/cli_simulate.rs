@@ -196,7 +196,11 @@ fn table_csv_and_plot() {
     assert!(csv.starts_with("policy,t_s,throughput_fps"));
     assert!(csv.lines().any(|l| l.starts_with("odin,")));
     let svg = std::fs::read_to_string(svg).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("polyline") && svg.contains("fill-opacity"));
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains(r#"<path class="series""#)
+            && svg.contains("fill-opacity")
+    );
     assert!(svg.contains("virtual time (s)") && svg.contains(">odin<"));
 }
 

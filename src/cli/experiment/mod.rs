@@ -24,7 +24,6 @@
 
 mod analysis;
 mod child;
-mod plot;
 
 use std::fmt::Write as _;
 use std::os::linux::net::SocketAddrExt;
@@ -46,6 +45,7 @@ use odin::agent::config::POLICY_NAMES;
 use odin::agent::daemon::{self, Overrides};
 use odin::cpulist::CpuSet;
 use odin::engine::zoo;
+use odin::plot;
 use odin::topology;
 
 /// How long the agent may take to build its model and send READY=1.
@@ -977,6 +977,7 @@ impl Report {
                 from: start,
                 to: stop,
                 label: format!("antagonist: {}", self.antagonist.command),
+                labelled: true,
             }],
             marks: vec![(self.windows_s.warmup, "warm-up ends".into())],
             panels: vec![

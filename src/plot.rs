@@ -1,8 +1,11 @@
 //! Time-series charts as SVG: stacked panels over one time axis, one line
-//! per series, shaded bands and dashed reference lines.
+//! per series, shaded bands and dashed reference lines. `odin simulate`
+//! and `odin experiment` draw their plots with it.
 //!
-//! Hand-written like the simulator's plot (src/sim/plot.rs), and for the
-//! same reason: a few line charts do not need a plotting dependency.
+//! Written by hand rather than with a plotting crate: a few line charts
+//! with axes, ticks, a legend and shaded bands are a few hundred bytes of
+//! SVG each, and a plotting dependency would add build time and code for
+//! formats (bitmap backends, fonts) odin does not need.
 //! Every series is a `<path class="series" data-series="NAME">` inside its
 //! panel's `<g class="panel" data-panel="ID">`, and every band a
 //! `<rect class="band">`, so a test or a script can find them.
@@ -34,8 +37,11 @@ pub struct Band {
     pub from: f64,
     /// End.
     pub to: f64,
-    /// Label at its top left.
+    /// What it is: its tooltip, and its label at the top left.
     pub label: String,
+    /// Whether the label is written in the panel (the tooltip always is);
+    /// many narrow bands would overlap their labels.
+    pub labelled: bool,
 }
 
 /// One panel.
@@ -148,16 +154,22 @@ fn panel(svg: &mut String, f: &Figure, end: f64, top: f64, p: &Panel) {
         if z > a {
             let _ = writeln!(
                 svg,
-                r##"<rect class="band" x="{a:.1}" y="{y1:.1}" width="{:.1}" height="{:.1}" fill="#e45756" fill-opacity="0.15"><title>{}: {:.1}-{:.1} s</title></rect><text x="{:.1}" y="{:.1}" font-size="10" fill="#a33">{}</text>"##,
+                r##"<rect class="band" x="{a:.1}" y="{y1:.1}" width="{:.1}" height="{:.1}" fill="#e45756" fill-opacity="0.15"><title>{}: {:.1}-{:.1} s</title></rect>"##,
                 z - a,
                 y0 - y1,
                 esc(&b.label),
                 b.from,
                 b.to,
-                a + 3.0,
-                y1 + 12.0,
-                esc(&b.label)
             );
+            if b.labelled {
+                let _ = writeln!(
+                    svg,
+                    r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#a33">{}</text>"##,
+                    a + 3.0,
+                    y1 + 12.0,
+                    esc(&b.label)
+                );
+            }
         }
     }
     for (t, label) in &f.marks {
@@ -293,6 +305,7 @@ mod tests {
                 from: 1.0,
                 to: 2.0,
                 label: "load".into(),
+                labelled: true,
             }],
             marks: vec![(0.5, "start".into())],
             panels: vec![
