@@ -205,14 +205,6 @@ mod tests {
 
     #[test]
     fn promtool_accepts_the_exposition() {
-        let Ok(out) = std::process::Command::new("promtool")
-            .arg("--version")
-            .output()
-        else {
-            eprintln!("skipped: promtool is not installed (.ci/run installs Debian's prometheus)");
-            return;
-        };
-        assert!(out.status.success());
         let metrics = Metrics::default();
         metrics.frame_done(0.05);
         metrics.reconfigured("lls", "onset");
@@ -231,28 +223,6 @@ mod tests {
             }],
             ..Default::default()
         });
-        let mut child = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(metrics.render().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let findings = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && findings.trim().is_empty(),
-            "promtool: {findings}"
-        );
+        crate::agent::metrics::lint_clean(&metrics.render());
     }
 }

@@ -455,6 +455,43 @@ impl Metrics {
     }
 }
 
+/// Runs `promtool check metrics` on `body` and fails on any finding;
+/// skips (saying so) where promtool is not installed (`.ci/run` installs
+/// Debian's prometheus).
+#[cfg(test)]
+pub(crate) fn lint_clean(body: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let Ok(version) = Command::new("promtool").arg("--version").output() else {
+        eprintln!("skipped the lint: promtool is not installed");
+        return;
+    };
+    assert!(version.status.success());
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool: {findings}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,32 +530,6 @@ mod tests {
                 "missing {line:?} in\n{body}"
             );
         }
-        let Ok(mut child) = std::process::Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-        else {
-            eprintln!("skipped the lint: promtool is not installed");
-            return;
-        };
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let findings = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success() && findings.trim().is_empty(),
-            "promtool: {findings}"
-        );
+        lint_clean(&body);
     }
 }
