@@ -247,6 +247,14 @@ impl Plan {
     }
 }
 
+/// A load in words.
+fn describe_load(load: Load) -> String {
+    match load {
+        Load::Closed => "closed loop".to_string(),
+        Load::Open { rate } => format!("open loop at {rate} frames/s"),
+    }
+}
+
 /// Whether `a` and `b` need different pipelines.
 fn needs_rebuild(a: &Config, b: &Config) -> bool {
     a.model != b.model || a.pes != b.pes || a.load != b.load
@@ -349,10 +357,7 @@ impl Engine {
     }
 
     fn describe_load(&self) -> String {
-        match self.load {
-            Load::Closed => "closed loop".to_string(),
-            Load::Open { rate } => format!("open loop at {rate} frames/s"),
-        }
+        describe_load(self.load)
     }
 
     /// Compares each stage thread's affinity with its PE and re-pins a
@@ -1009,12 +1014,9 @@ impl Daemon {
                 return;
             }
         };
-        let partition = plan.partition.clone();
-        let support = counter_support(&self.cfg, &self.probed);
-        match self.rebuild(plan, &support, self.cfg.monitor.antagonists) {
+        match self.rebuild(plan, &self.cfg.clone()) {
             Ok(()) => {
                 self.controller = controller;
-                self.recorder.partition_changed(Instant::now(), &partition);
                 self.metrics
                     .reconfigured(self.controller.policy_name(), "cpuset");
             }
@@ -1084,18 +1086,9 @@ impl Daemon {
                 "pipeline rebuilt ({} on {} PEs, {})",
                 plan.model.name(),
                 plan.pes.len(),
-                match plan.load {
-                    Load::Closed => "closed loop".to_string(),
-                    Load::Open { rate } => format!("open loop at {rate} frames/s"),
-                }
+                describe_load(plan.load)
             ));
-            let partition = plan.partition.clone();
-            self.rebuild(
-                plan,
-                &counter_support(&new, &self.probed),
-                new.monitor.antagonists,
-            )?;
-            self.recorder.partition_changed(Instant::now(), &partition);
+            self.rebuild(plan, &new)?;
         }
         if let Some(c) = controller {
             changes.push(format!(
@@ -1146,14 +1139,12 @@ impl Daemon {
     }
 
     /// Drains the running pipeline (every admitted frame completes) and
-    /// starts the planned one.
-    fn rebuild(
-        &mut self,
-        plan: Plan,
-        support: &CounterSupport,
-        name_antagonists: bool,
-    ) -> Result<()> {
-        let next = Engine::start(plan, support, name_antagonists)?;
+    /// starts `plan`, monitored as `cfg` says; the new partition is
+    /// recorded.
+    fn rebuild(&mut self, plan: Plan, cfg: &Config) -> Result<()> {
+        let partition = plan.partition.clone();
+        let support = counter_support(cfg, &self.probed);
+        let next = Engine::start(plan, &support, cfg.monitor.antagonists)?;
         let old = std::mem::replace(&mut self.engine, next);
         let drained = old.drain();
         for c in &drained.rest {
@@ -1161,6 +1152,7 @@ impl Daemon {
         }
         self.admitted_before += drained.admitted;
         self.rejected_before += drained.rejected;
+        self.recorder.partition_changed(Instant::now(), &partition);
         Ok(())
     }
 
