@@ -87,35 +87,22 @@ impl CpusetWatch {
     }
 }
 
-/// The cgroup path of `controller` (v1) or of the unified hierarchy (v2,
-/// `controller` `None`) in a `/proc/<pid>/cgroup` text.
-fn cgroup_path<'a>(text: &'a str, controller: Option<&str>) -> Option<&'a str> {
-    text.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match controller {
-            None => id == "0" && ctrls.is_empty(),
-            Some(c) => ctrls.split(',').any(|x| x == c),
-        };
-        hit.then_some(path)
-    })
-}
-
 fn cpuset_file(root: &Path, layout: &Layout, pid: &str) -> Option<PathBuf> {
-    let (mount, v2) = layout.controller("cpuset")?;
+    let cpuset = layout.hierarchy("cpuset")?;
     let text = std::fs::read_to_string(root.join(format!("proc/{pid}/cgroup"))).ok()?;
-    let (rel, name) = if v2 {
-        (cgroup_path(&text, None)?, "cpuset.cpus.effective")
+    let name = if cpuset.v2 {
+        "cpuset.cpus.effective"
     } else {
-        (cgroup_path(&text, Some("cpuset"))?, "cpuset.effective_cpus")
+        "cpuset.effective_cpus"
     };
-    let mut dir = mount.join(rel.trim_start_matches('/'));
+    let mount = &cpuset.mount;
+    let mut dir = cpuset.dir(&cpuset.parse_cgroup(&text)?);
     loop {
         let file = dir.join(name);
         if file.is_file() {
             return Some(file);
         }
-        if dir == mount || !dir.pop() || !dir.starts_with(mount) {
+        if &dir == mount || !dir.pop() || !dir.starts_with(mount) {
             return None;
         }
     }
