@@ -419,8 +419,7 @@ pub struct ProcessInfo {
     pub start: u64,
 }
 
-/// `PF_KTHREAD`: the flag of kernel threads.
-pub const PF_KTHREAD: u64 = 0x0020_0000;
+pub use crate::monitor::sample::PF_KTHREAD;
 
 impl ProcessInfo {
     /// Reads `<proc>/<pid>/stat`; `None` if the process is gone.
@@ -435,28 +434,17 @@ impl ProcessInfo {
             }
             Err(source) => return Err(CgroupError::Io { path, source }),
         };
-        Ok(Self::parse(pid, &bytes))
-    }
-
-    /// Parses a `stat` line; the name runs from the first `(` to the last
-    /// `)`, since a name may hold spaces and parentheses.
-    pub fn parse(pid: i32, bytes: &[u8]) -> Option<Self> {
-        let open = bytes.iter().position(|&b| b == b'(')?;
-        let close = bytes.iter().rposition(|&b| b == b')')?;
-        if close < open {
-            return None;
-        }
-        let comm = String::from_utf8_lossy(&bytes[open + 1..close]).into_owned();
-        let tail = std::str::from_utf8(&bytes[close + 1..]).ok()?;
-        // tail[k] is field k + 3.
-        let f: Vec<&str> = tail.split_ascii_whitespace().collect();
-        Some(Self {
-            pid,
-            comm,
-            ppid: f.get(1)?.parse().ok()?,
-            flags: f.get(6)?.parse().ok()?,
-            start: f.get(19)?.parse().ok()?,
-        })
+        // An unparsable line (a process torn down mid-read) says no more
+        // than a missing one.
+        Ok(crate::monitor::procfs::parse_task_stat(&path, pid, &bytes)
+            .ok()
+            .map(|st| Self {
+                pid,
+                comm: st.comm,
+                ppid: st.ppid,
+                flags: st.flags,
+                start: st.starttime,
+            }))
     }
 
     /// A kernel thread: `PF_KTHREAD`, kthreadd itself or one of its

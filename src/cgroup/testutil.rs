@@ -225,8 +225,10 @@ impl FakeTree {
         self.write(
             &format!("proc/{pid}/stat"),
             &format!(
-                "{pid} ({comm}) R {ppid} {pid} {pid} 0 -1 {flags} 0 0 0 0 10 5 0 0 20 0 1 0 {} 0 0\n",
-                1000 + pid
+                "{pid} ({comm}) R {ppid} {pid} {pid} 0 -1 {flags} 0 0 0 0 10 5 0 0 20 0 1 0 {} {}\n",
+                1000 + pid,
+                // Fields 23..=52, as on a current kernel.
+                ["0"; 30].join(" ")
             ),
         );
         let mut lines = String::new();

@@ -130,6 +130,7 @@ mod tests {
                 tid,
                 comm: comm.into(),
                 state: 'R',
+                ppid: 1,
                 flags,
                 utime: ticks,
                 stime: 0,

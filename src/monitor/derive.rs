@@ -445,6 +445,7 @@ mod tests {
                     tid,
                     comm: format!("t{tid}"),
                     state: 'R',
+                    ppid: 1,
                     flags: 0,
                     utime: ticks,
                     stime: 0,

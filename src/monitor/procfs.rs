@@ -400,7 +400,10 @@ fn parse_pressure(path: &Path, text: &str) -> Result<CpuPressure, ProcError> {
 
 /// `tid (comm) state ppid ... flags(9) ... utime(14) stime(15) ...
 /// starttime(22) ... processor(39) ...`.
-fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, ProcError> {
+/// Parses a `stat` line of thread (or process) `pid` read from `path`;
+/// the name runs from the first `(` to the last `)`, since a name may
+/// hold spaces and parentheses.
+pub(crate) fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, ProcError> {
     let open = bytes.iter().position(|&b| b == b'(');
     let close = bytes.iter().rposition(|&b| b == b')');
     let (open, close) = match (open, close) {
@@ -460,6 +463,7 @@ fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, Proc
             ));
         }
     };
+    let ppid = num(4, "ppid")?;
     let flags = num(9, "flags")?;
     let utime = num(14, "utime")?;
     let stime = num(15, "stime")?;
@@ -470,6 +474,9 @@ fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, Proc
         tid,
         comm,
         state,
+        ppid: i32::try_from(ppid).map_err(|_| {
+            ProcError::parse(path, "field 4 (ppid)", format!("{ppid} is not a pid"))
+        })?,
         flags,
         utime,
         stime,
@@ -713,6 +720,7 @@ mod tests {
                 tid: 101,
                 comm: "my (weird) proc".into(),
                 state: 'R',
+                ppid: 1,
                 flags: 0x40,
                 utime: 250,
                 stime: 50,

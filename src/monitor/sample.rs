@@ -140,6 +140,8 @@ pub struct TaskStat {
     pub comm: String,
     /// State letter (field 3): `R`, `S`, `D`, `Z`, `T`, `t`, `I`, ...
     pub state: char,
+    /// Parent process id (field 4).
+    pub ppid: i32,
     /// `PF_*` flags (field 9).
     pub flags: u64,
     /// User-mode CPU time, USER_HZ ticks (field 14).
