@@ -49,16 +49,7 @@ pub struct SchedAffinity;
 
 impl Affinity for SchedAffinity {
     fn set(&self, tid: i32, cpus: &CpuSet) -> Result<(), AffinityError> {
-        if cpus.is_empty() {
-            return Err(AffinityError::Empty);
-        }
-        let mut mask = NixCpuSet::new();
-        for cpu in cpus.iter() {
-            mask.set(cpu).map_err(|_| AffinityError::OutOfRange {
-                cpu,
-                max: NixCpuSet::count() - 1,
-            })?;
-        }
+        let mask = mask(cpus)?;
         sched_setaffinity(Pid::from_raw(tid), &mask).map_err(|source| AffinityError::Sys {
             op: "set",
             tid,
@@ -78,6 +69,22 @@ impl Affinity for SchedAffinity {
             .filter(|&c| mask.is_set(c).unwrap_or(false))
             .collect())
     }
+}
+
+/// The kernel's CPU mask of `cpus` (built ahead, e.g. before a fork, when
+/// the affinity is set where nothing may allocate).
+pub fn mask(cpus: &CpuSet) -> Result<NixCpuSet, AffinityError> {
+    if cpus.is_empty() {
+        return Err(AffinityError::Empty);
+    }
+    let mut mask = NixCpuSet::new();
+    for cpu in cpus.iter() {
+        mask.set(cpu).map_err(|_| AffinityError::OutOfRange {
+            cpu,
+            max: NixCpuSet::count() - 1,
+        })?;
+    }
+    Ok(mask)
 }
 
 /// Pins the calling thread to `cpus`.

@@ -27,6 +27,7 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use odin::cpulist::CpuSet;
+use odin::pipeline::affinity;
 
 /// Lines of a failed child's stderr quoted in the error.
 const TAIL_LINES: usize = 12;
@@ -83,7 +84,7 @@ impl Child {
             None => cmd.stdout(Stdio::piped()),
         };
         let parent = std::process::id() as libc::pid_t;
-        let mask = s.affinity.map(cpu_mask).transpose()?;
+        let mask = s.affinity.map(affinity::mask).transpose()?;
         // SAFETY: the closure runs in the forked child before exec and only
         // makes async-signal-safe system calls (prctl, getppid,
         // sched_setaffinity) on values prepared before the fork.
@@ -276,16 +277,6 @@ fn wait_exit(pid: u32, timeout: Duration) -> Result<bool> {
             }
         }
     }
-}
-
-/// The CPU mask of `cpus`, built before the fork.
-fn cpu_mask(cpus: &CpuSet) -> Result<nix::sched::CpuSet> {
-    let mut mask = nix::sched::CpuSet::new();
-    for cpu in cpus.iter() {
-        mask.set(cpu)
-            .with_context(|| format!("CPU {cpu} does not fit a CPU mask"))?;
-    }
-    Ok(mask)
 }
 
 /// The last `n` non-empty lines of the file at `path`, indented.
