@@ -403,7 +403,7 @@ fn parse_pressure(path: &Path, text: &str) -> Result<CpuPressure, ProcError> {
 /// Parses a `stat` line of thread (or process) `pid` read from `path`;
 /// the name runs from the first `(` to the last `)`, since a name may
 /// hold spaces and parentheses.
-pub(crate) fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, ProcError> {
+pub fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, ProcError> {
     let open = bytes.iter().position(|&b| b == b'(');
     let close = bytes.iter().rposition(|&b| b == b')');
     let (open, close) = match (open, close) {
@@ -464,9 +464,11 @@ pub(crate) fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<Tas
         }
     };
     let ppid = num(4, "ppid")?;
+    let pgrp = num(5, "pgrp")?;
     let flags = num(9, "flags")?;
     let utime = num(14, "utime")?;
     let stime = num(15, "stime")?;
+    let children_ticks = num(16, "cutime")? + num(17, "cstime")?;
     let starttime = num(22, "starttime")?;
     let last_cpu = num(39, "processor")?;
     Ok(TaskStat {
@@ -477,9 +479,13 @@ pub(crate) fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<Tas
         ppid: i32::try_from(ppid).map_err(|_| {
             ProcError::parse(path, "field 4 (ppid)", format!("{ppid} is not a pid"))
         })?,
+        pgrp: i32::try_from(pgrp).map_err(|_| {
+            ProcError::parse(path, "field 5 (pgrp)", format!("{pgrp} is not a group"))
+        })?,
         flags,
         utime,
         stime,
+        children_ticks,
         starttime,
         last_cpu: usize::try_from(last_cpu).map_err(|_| {
             ProcError::parse(
@@ -709,6 +715,22 @@ mod tests {
     // ---- task stat ----
 
     #[test]
+    fn a_process_stat_line_gives_its_group_and_its_childrens_time() {
+        // Fields 1..=22 of a process named "odd) name)", then 30 more.
+        let line = format!(
+            "4242 (odd) name)) S 1 4240 4240 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 2 0 1000 {}\n",
+            ["0"; 30].join(" ")
+        );
+        let s = parse_task_stat(Path::new("stat"), 4242, line.as_bytes()).unwrap();
+        assert_eq!(
+            (s.comm.as_str(), s.state, s.ppid, s.pgrp),
+            ("odd) name)", 'S', 1, 4240)
+        );
+        assert_eq!((s.utime, s.stime, s.children_ticks), (250, 50, 10));
+        assert!(parse_task_stat(Path::new("stat"), 1, b"garbage").is_err());
+    }
+
+    #[test]
     fn task_stat_comm_with_spaces_and_parentheses() {
         let root = FakeRoot::new();
         root.task(100, 101, "my (weird) proc", 0x40, 250, 50, 777, 3);
@@ -721,9 +743,11 @@ mod tests {
                 comm: "my (weird) proc".into(),
                 state: 'R',
                 ppid: 1,
+                pgrp: 0,
                 flags: 0x40,
                 utime: 250,
                 stime: 50,
+                children_ticks: 0,
                 starttime: 777,
                 last_cpu: 3,
             }

@@ -142,12 +142,17 @@ pub struct TaskStat {
     pub state: char,
     /// Parent process id (field 4).
     pub ppid: i32,
+    /// Process group id (field 5).
+    pub pgrp: i32,
     /// `PF_*` flags (field 9).
     pub flags: u64,
     /// User-mode CPU time, USER_HZ ticks (field 14).
     pub utime: u64,
     /// Kernel-mode CPU time, USER_HZ ticks (field 15).
     pub stime: u64,
+    /// CPU time of its reaped children, user and kernel mode, USER_HZ
+    /// ticks (fields 16 and 17).
+    pub children_ticks: u64,
     /// Start time after boot, USER_HZ ticks (field 22); tells a reused tid
     /// from the thread that had it before.
     pub starttime: u64,

@@ -27,6 +27,8 @@ use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use odin::cpulist::CpuSet;
+use odin::monitor::procfs;
+use odin::monitor::sample::TaskStat;
 use odin::pipeline::affinity;
 
 /// Lines of a failed child's stderr quoted in the error.
@@ -290,45 +292,16 @@ pub fn stderr_tail(path: &Path, n: usize) -> String {
         .join("\n")
 }
 
-/// A live process as `/proc/<pid>/stat` shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProcStat {
-    /// Process id.
-    pub pid: i32,
-    /// Process group.
-    pub pgrp: i32,
-    /// State letter (`Z` for a zombie).
-    pub state: char,
-    /// CPU time of the process and its reaped children, clock ticks.
-    pub ticks: u64,
-}
-
-/// Parses one `/proc/<pid>/stat` line.
-pub fn parse_stat(line: &str) -> Option<ProcStat> {
-    let (head, rest) = line.rsplit_once(')')?;
-    let pid = head.split_once('(')?.0.trim().parse().ok()?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the command: state(3) ppid(4) pgrp(5) ... utime(14) stime(15)
-    // cutime(16) cstime(17), numbered as in proc(5).
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<i64>().ok());
-    let ticks = (14..=17).map(|n| field(n).unwrap_or(0).max(0) as u64).sum();
-    Some(ProcStat {
-        pid,
-        pgrp: field(5)? as i32,
-        state: f.first()?.chars().next()?,
-        ticks,
-    })
-}
-
 /// The live (not zombie) processes of group `pgrp`, read under `proc`.
-pub fn group_members(proc: &Path, pgrp: i32) -> Vec<ProcStat> {
+pub fn group_members(proc: &Path, pgrp: i32) -> Vec<TaskStat> {
     let Ok(dir) = std::fs::read_dir(proc) else {
         return Vec::new();
     };
     dir.filter_map(|e| {
         let e = e.ok()?;
-        e.file_name().to_str()?.parse::<i32>().ok()?;
-        parse_stat(&std::fs::read_to_string(e.path().join("stat")).ok()?)
+        let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+        let path = e.path().join("stat");
+        procfs::parse_task_stat(&path, pid, &std::fs::read(&path).ok()?).ok()
     })
     .filter(|s| s.pgrp == pgrp && s.state != 'Z')
     .collect()
@@ -337,34 +310,16 @@ pub fn group_members(proc: &Path, pgrp: i32) -> Vec<ProcStat> {
 /// CPU seconds used so far by group `pgrp` (its reaped descendants
 /// included).
 pub fn group_cpu_seconds(proc: &Path, pgrp: i32) -> f64 {
-    // SAFETY: sysconf reads a constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     group_members(proc, pgrp)
         .iter()
-        .map(|s| s.ticks as f64)
+        .map(|s| (s.cpu_ticks() + s.children_ticks) as f64)
         .sum::<f64>()
-        / hz
+        / procfs::user_hz() as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_lines_with_odd_command_names_parse() {
-        let line =
-            "4242 (odd) name)) S 1 4240 4240 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 2 0 1000 1 1";
-        assert_eq!(
-            parse_stat(line),
-            Some(ProcStat {
-                pid: 4242,
-                pgrp: 4240,
-                state: 'S',
-                ticks: 310
-            })
-        );
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     #[test]
     fn group_members_skip_zombies_and_other_groups() {
@@ -375,7 +330,8 @@ mod tests {
             std::fs::write(
                 d.join("stat"),
                 format!(
-                    "{pid} (x) {state} 1 {pgrp} {pgrp} 0 -1 0 0 0 0 0 100 0 0 0 20 0 1 0 1 1 1\n"
+                    "{pid} (x) {state} 1 {pgrp} {pgrp} 0 -1 0 0 0 0 0 100 0 0 0 20 0 1 0 1 {}\n",
+                    ["0"; 30].join(" ")
                 ),
             )
             .unwrap();
