@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::open::ModelSource;
+
 use crate::cpulist::CpuSet;
 use crate::policy::Slo;
 use crate::policy::config::PolicyConfig;
@@ -105,8 +107,13 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    /// A built-in model.
+    /// A built-in model (used when `path` is not set).
     pub name: String,
+    /// An ONNX file to run instead of a built-in model.
+    pub path: Option<PathBuf>,
+    /// Dimensions of the ONNX model's input, fixing its dynamic ones
+    /// (default: as declared, batch 1).
+    pub input_shape: Option<Vec<usize>>,
     /// A cost profile from `odin profile --output` for the initial partition.
     pub profile: Option<PathBuf>,
     /// Seed of the random weights.
@@ -117,8 +124,21 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             name: "resnet18".into(),
+            path: None,
+            input_shape: None,
             profile: None,
             seed: 1,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Where the model comes from: the file when `path` is set, else the
+    /// built-in `name`.
+    pub fn source(&self) -> ModelSource {
+        match &self.path {
+            Some(p) => ModelSource::File(p.clone()),
+            None => ModelSource::Builtin(self.name.clone()),
         }
     }
 }
@@ -483,7 +503,26 @@ impl Config {
     /// Checks values the schema cannot: the error is (field path, message).
     pub fn validate(&self, online: &CpuSet) -> Result<(), (String, String)> {
         let err = |f: &str, m: String| Err((f.to_string(), m));
-        if !crate::engine::zoo::NAMES.contains(&self.model.name.as_str()) {
+        if let Some(p) = &self.model.path
+            && p.as_os_str().is_empty()
+        {
+            return err("model.path", "must name an ONNX file".into());
+        }
+        if let Some(shape) = &self.model.input_shape {
+            if self.model.path.is_none() {
+                return err(
+                    "model.input_shape",
+                    "applies to an ONNX model (model.path); built-in models take 1x3x224x224".into(),
+                );
+            }
+            if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
+                return err(
+                    "model.input_shape",
+                    format!("{shape:?}: give 1 to 4 positive dimensions, e.g. [1, 3, 224, 224]"),
+                );
+            }
+        }
+        if self.model.path.is_none() && !crate::engine::zoo::NAMES.contains(&self.model.name.as_str()) {
             return err(
                 "model.name",
                 format!(

@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, after, never, select, tick};
 use serde::Serialize;
 
 use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
+use crate::engine::open::ModelSource;
 use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
 use super::metrics::{CgroupHintMetric, CgroupMetric};
@@ -39,7 +40,7 @@ use crate::cgroup::escalation::slo_status;
 use crate::cgroup::hint::{self, Hinter};
 use crate::cpulist::CpuSet;
 use crate::engine::profile::CostProfile;
-use crate::engine::{Model, Tensor, zoo};
+use crate::engine::{Model, Tensor};
 use crate::monitor::observer::{Observer, StageView};
 use crate::monitor::perf::{self, CounterSupport, PerfCounters};
 use crate::monitor::procfs::ProcReader;
@@ -72,8 +73,10 @@ pub struct Refused(pub String);
 /// reload.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
-    /// `--model`.
+    /// `--model`: a built-in name or an ONNX file.
     pub model: Option<String>,
+    /// `--input-shape`.
+    pub input_shape: Option<Vec<usize>>,
     /// `--pes`, one CPU list per PE.
     pub pes: Option<Vec<String>>,
     /// `--rate`: open loop at this rate.
@@ -90,7 +93,17 @@ impl Overrides {
     /// Writes the flags given into `cfg`.
     pub fn apply(&self, cfg: &mut Config) {
         if let Some(m) = &self.model {
-            cfg.model.name = m.clone();
+            match ModelSource::parse(m) {
+                Ok(ModelSource::File(p)) => cfg.model.path = Some(p),
+                // An unknown name is refused by validation, naming it.
+                _ => {
+                    cfg.model.name = m.clone();
+                    cfg.model.path = None;
+                }
+            }
+        }
+        if let Some(s) = &self.input_shape {
+            cfg.model.input_shape = Some(s.clone());
         }
         if let Some(p) = &self.pes {
             cfg.pes = p.clone();
@@ -192,6 +205,8 @@ pub fn set_log_level(level: &str) {
 /// is touched.
 struct Plan {
     model: Arc<Model>,
+    /// The model file as it was when read.
+    stamp: Option<FileStamp>,
     unit_ms: Vec<f64>,
     pes: Vec<CpuSet>,
     partition: Partition,
@@ -209,7 +224,13 @@ impl Plan {
         if let Some(allowed) = allowed {
             pes = cpuset::usable_pes(&pes, allowed);
         }
-        let model = Arc::new(zoo::build(&cfg.model.name, cfg.model.seed)?);
+        let source = cfg.model.source();
+        let stamp = model_stamp(&source);
+        let model = Arc::new(
+            source
+                .open(cfg.model.seed, cfg.model.input_shape.as_deref())
+                .map_err(|e| Refused(format!("model: {e}")))?,
+        );
         let profile = match &cfg.model.profile {
             Some(path) => {
                 let p = CostProfile::load(path)?;
@@ -238,6 +259,7 @@ impl Plan {
         };
         Ok(Self {
             model,
+            stamp,
             unit_ms,
             pes,
             partition,
@@ -260,9 +282,33 @@ fn needs_rebuild(a: &Config, b: &Config) -> bool {
     a.model != b.model || a.pes != b.pes || a.load != b.load
 }
 
+/// What identifies a model file's contents without reading it: a reload
+/// re-imports a file replaced under the same path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn model_stamp(source: &ModelSource) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let ModelSource::File(path) = source else {
+        return None;
+    };
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
 /// A running pipeline with its source and observer.
 struct Engine {
     model: Arc<Model>,
+    /// The model file as it was when read.
+    stamp: Option<FileStamp>,
     pes: Vec<CpuSet>,
     pe_speed: Vec<f64>,
     load: Load,
@@ -309,6 +355,7 @@ impl Engine {
         Ok(Self {
             pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
             repin: (0..plan.pes.len()).map(|_| None).collect(),
+            stamp: plan.stamp,
             model: plan.model,
             pes: plan.pes,
             load: plan.load,
@@ -1068,7 +1115,7 @@ impl Daemon {
     fn apply_config(&mut self, new: Config) -> Result<(Vec<String>, bool)> {
         let old = self.cfg.clone();
         let mut changes = Vec::new();
-        let rebuild = needs_rebuild(&old, &new);
+        let rebuild = needs_rebuild(&old, &new) || self.engine.stamp != model_stamp(&new.model.source());
         // Everything that can fail comes first.
         let plan = if rebuild {
             Some(Plan::new(&new, &self.online, self.cpuset.allowed())?)

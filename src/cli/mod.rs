@@ -2,6 +2,8 @@
 
 mod check_config;
 mod experiment;
+mod infer;
+mod inspect;
 mod probe;
 mod profile;
 mod run;
@@ -37,8 +39,29 @@ enum Command {
     Experiment(experiment::Args),
     /// Report what this machine offers odin: counters, schedstat, PSI, cgroups, affinity, CPUs.
     Probe(probe::Args),
+    /// Show what odin makes of an ONNX file: opset, input and output, ops, units.
+    Inspect(inspect::Args),
+    /// Run one .npy tensor through a model on one CPU and write the output as .npy.
+    Infer(infer::Args),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig(check_config::Args),
+}
+
+/// clap's parser for `--input-shape` (`1,3,224,224`).
+pub(crate) fn parse_input_shape(text: &str) -> Result<Vec<usize>, String> {
+    odin::engine::open::parse_shape(text)
+}
+
+/// Opens the model a `--model` value names (a built-in name or an ONNX
+/// file); a bad name or file is a usage error.
+pub(crate) fn open_model(
+    value: &str,
+    seed: u64,
+    input_shape: Option<&[usize]>,
+) -> Result<odin::engine::Model, UsageError> {
+    odin::engine::open::ModelSource::parse(value)
+        .and_then(|s| s.open(seed, input_shape))
+        .map_err(|e| UsageError(format!("--model: {e}")))
 }
 
 /// An error in what the user asked for (exit code 2), as opposed to a
@@ -65,6 +88,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Experiment(args) => experiment::run(args),
+        Command::Infer(args) => infer::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Run(args) => run::run(args),

@@ -3,11 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::builder::PossibleValuesParser;
 
 use super::UsageError;
 use odin::engine::profile::{CostProfile, measure};
-use odin::engine::zoo;
 use odin::pipeline::affinity::pin_current_thread;
 use odin::{cpulist::CpuSet, topology};
 
@@ -16,9 +14,13 @@ use odin::{cpulist::CpuSet, topology};
 /// then the total ms per image and images/s.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model to profile.
-    #[arg(long, value_parser = PossibleValuesParser::new(zoo::NAMES))]
+    /// Model to profile: a built-in name or an ONNX file.
+    #[arg(long, value_name = "NAME|FILE.onnx")]
     model: String,
+    /// Dimensions of an ONNX model's input, e.g. 1,3,224,224 (default: as
+    /// the file declares, batch 1).
+    #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
+    input_shape: Option<Vec<usize>>,
     /// CPU to pin to (default: the last online CPU).
     #[arg(long)]
     cpu: Option<usize>,
@@ -53,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
         None => online.iter().last().context("no online CPU")?,
     };
     pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
-    let model = zoo::build(&args.model, args.seed)?;
+    let model = super::open_model(&args.model, args.seed, args.input_shape.as_deref())?;
     let cpu_name = topology::cpu_model_name(root).unwrap_or_else(|| "unknown".into());
     let profile = measure(
         &model,

@@ -11,7 +11,7 @@ use super::UsageError;
 use odin::agent::config::POLICY_NAMES;
 use odin::agent::daemon::{self, Options, Overrides, Refused};
 use odin::cpulist::CpuSet;
-use odin::engine::zoo;
+use super::parse_input_shape;
 use odin::topology;
 
 /// Runs the model as a pipeline of pinned stages and prints frames/s, p50
@@ -27,9 +27,15 @@ pub struct Args {
     /// YAML configuration, re-read on SIGHUP (default: built-in defaults).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Model to run (default: model.name, resnet18).
-    #[arg(long, value_parser = PossibleValuesParser::new(zoo::NAMES))]
+    /// Model to run: a built-in name (alexnet, vgg16, resnet18, resnet50,
+    /// resnet152, mobilenet_v2) or an ONNX file (default: model.path or
+    /// model.name, resnet18).
+    #[arg(long, value_name = "NAME|FILE.onnx")]
     model: Option<String>,
+    /// Dimensions of an ONNX model's input, e.g. 1,3,224,224 (default:
+    /// model.input_shape, or as the file declares with batch 1).
+    #[arg(long, value_name = "DIMS", value_parser = parse_input_shape)]
+    input_shape: Option<Vec<usize>>,
     /// One CPU set per stage, separated by ';' (e.g. "0;1" or "0-1;2-3").
     /// Default: pes, or one stage per online CPU.
     #[arg(long, value_name = "SETS")]
@@ -103,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let overrides = Overrides {
         model: args.model,
+        input_shape: args.input_shape,
         pes,
         rate: args.rate,
         policy: args.policy,

@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::builder::PossibleValuesParser;
 
 use super::UsageError;
 use odin::engine::profile::CostProfile;
-use odin::engine::zoo;
 use odin::policy::{self, config::PolicyConfig};
 use odin::sim::scenario::{Scenario, ScenarioError};
 use odin::sim::{self, Load, SimError, Spec};
@@ -21,9 +19,13 @@ use odin::sim::{self, Load, SimError, Spec};
 /// except the decision time. Scenario format: configs/scenarios/README.md.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model to simulate.
-    #[arg(long, value_parser = PossibleValuesParser::new(zoo::NAMES))]
+    /// Model to simulate: a built-in name or an ONNX file (give its
+    /// measured costs with --profile).
+    #[arg(long, value_name = "NAME|FILE.onnx")]
     model: String,
+    /// Dimensions of an ONNX model's input, e.g. 1,3,224,224.
+    #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
+    input_shape: Option<Vec<usize>>,
     /// Number of PEs (one pipeline stage each).
     #[arg(long, value_name = "N")]
     pes: usize,
@@ -128,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
             ScenarioError::Io { .. } => anyhow::Error::new(e),
             e => usage(format!("--scenario: {e}")),
         })?;
-    let model = zoo::build(&args.model, 1)?;
+    let model = super::open_model(&args.model, 1, args.input_shape.as_deref())?;
     let profile = match &args.profile {
         Some(path) => {
             let p = CostProfile::load(path).map_err(|e| usage(format!("--profile: {e}")))?;

@@ -10,7 +10,9 @@
 //! checks and propagates shapes, and `cost` (FLOPs and bytes) seeds the
 //! cost profile before anything has been measured.
 
+pub mod npy;
 pub mod onnx;
+pub mod open;
 pub mod ops;
 pub mod profile;
 pub mod tensor;
