@@ -512,7 +512,8 @@ impl Config {
             if self.model.path.is_none() {
                 return err(
                     "model.input_shape",
-                    "applies to an ONNX model (model.path); built-in models take 1x3x224x224".into(),
+                    "applies to an ONNX model (model.path); built-in models take 1x3x224x224"
+                        .into(),
                 );
             }
             if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
@@ -522,7 +523,9 @@ impl Config {
                 );
             }
         }
-        if self.model.path.is_none() && !crate::engine::zoo::NAMES.contains(&self.model.name.as_str()) {
+        if self.model.path.is_none()
+            && !crate::engine::zoo::NAMES.contains(&self.model.name.as_str())
+        {
             return err(
                 "model.name",
                 format!(

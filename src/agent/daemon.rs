@@ -29,7 +29,6 @@ use crossbeam_channel::{Receiver, after, never, select, tick};
 use serde::Serialize;
 
 use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
-use crate::engine::open::ModelSource;
 use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
 use super::metrics::{CgroupHintMetric, CgroupMetric};
@@ -39,6 +38,7 @@ use super::signals::{self, Control};
 use crate::cgroup::escalation::slo_status;
 use crate::cgroup::hint::{self, Hinter};
 use crate::cpulist::CpuSet;
+use crate::engine::open::ModelSource;
 use crate::engine::profile::CostProfile;
 use crate::engine::{Model, Tensor};
 use crate::monitor::observer::{Observer, StageView};
@@ -1115,7 +1115,8 @@ impl Daemon {
     fn apply_config(&mut self, new: Config) -> Result<(Vec<String>, bool)> {
         let old = self.cfg.clone();
         let mut changes = Vec::new();
-        let rebuild = needs_rebuild(&old, &new) || self.engine.stamp != model_stamp(&new.model.source());
+        let rebuild =
+            needs_rebuild(&old, &new) || self.engine.stamp != model_stamp(&new.model.source());
         // Everything that can fail comes first.
         let plan = if rebuild {
             Some(Plan::new(&new, &self.online, self.cpuset.allowed())?)

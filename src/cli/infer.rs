@@ -49,14 +49,19 @@ pub fn run(args: Args) -> Result<()> {
             }
             let m = zoo::build(name, args.seed)?;
             let o = m.output();
-            let dims = if (o.h, o.w) == (1, 1) { vec![o.n, o.c] } else { o.dims().to_vec() };
+            let dims = if (o.h, o.w) == (1, 1) {
+                vec![o.n, o.c]
+            } else {
+                o.dims().to_vec()
+            };
             (m, dims)
         }
         ModelSource::File(path) => {
             let opts = onnx::ImportOptions {
                 input_shape: Some(input.dims.clone()),
             };
-            let imp = onnx::load(path, &opts).map_err(|e| usage(format!("--model {}: {e}", path.display())))?;
+            let imp = onnx::load(path, &opts)
+                .map_err(|e| usage(format!("--model {}: {e}", path.display())))?;
             (imp.model, imp.output.1)
         }
     };
@@ -71,7 +76,11 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "{}: output {} on CPU {cpu} in {ms:.2} ms",
         model.name(),
-        out_dims.iter().map(usize::to_string).collect::<Vec<_>>().join("x")
+        out_dims
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("x")
     );
     let batch = out_dims.first().copied().unwrap_or(1).max(1);
     for (b, row) in values.chunks(values.len() / batch).enumerate() {
@@ -92,7 +101,10 @@ fn pick_cpu(want: Option<usize>) -> Result<usize> {
     let online = topology::online_cpus(Path::new("/"))?;
     match want {
         Some(c) if online.contains(c) => Ok(c),
-        Some(c) => Err(UsageError(format!("--cpu {c}: CPU {c} is not online (online: {online})")).into()),
+        Some(c) => Err(UsageError(format!(
+            "--cpu {c}: CPU {c} is not online (online: {online})"
+        ))
+        .into()),
         None => online.iter().last().context("no online CPU"),
     }
 }

@@ -19,7 +19,7 @@ pub struct Args {
     /// Dimensions of the input, e.g. 1,3,224,224 (default: as the file
     /// declares, batch 1).
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
-    input_shape: Option<Vec<usize>>,
+    input_shape: Option<super::Dims>,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -54,7 +54,7 @@ struct Io<'a> {
 
 pub fn run(args: Args) -> Result<()> {
     let opts = ImportOptions {
-        input_shape: args.input_shape.clone(),
+        input_shape: args.input_shape.as_ref().map(|d| d.0.clone()),
     };
     let imp = onnx::load(&args.model, &opts)
         .map_err(|e| UsageError(format!("{}: {e}", args.model.display())))?;
@@ -107,7 +107,10 @@ fn dims(d: &[usize]) -> String {
 
 fn print(r: &Report) {
     println!("{} ({})", r.model, r.file.display());
-    println!("  ONNX IR {}, opset {}, produced by {}", r.ir_version, r.opset, r.producer);
+    println!(
+        "  ONNX IR {}, opset {}, produced by {}",
+        r.ir_version, r.opset, r.producer
+    );
     let declared: Vec<String> = r
         .input
         .declared
@@ -123,7 +126,10 @@ fn print(r: &Report) {
     );
     println!("  output {:?}: {}", r.output.name, dims(r.output.shape));
     if !r.ignored_outputs.is_empty() {
-        println!("  other outputs, not computed: {}", r.ignored_outputs.join(", "));
+        println!(
+            "  other outputs, not computed: {}",
+            r.ignored_outputs.join(", ")
+        );
     }
     println!("  file ops: {}", counts(r.file_ops));
     println!(

@@ -47,9 +47,14 @@ enum Command {
     CheckConfig(check_config::Args),
 }
 
+/// The dimensions `--input-shape` gives (one value, so clap does not take
+/// a `Vec` for a list of values).
+#[derive(Clone, Debug)]
+pub(crate) struct Dims(pub Vec<usize>);
+
 /// clap's parser for `--input-shape` (`1,3,224,224`).
-pub(crate) fn parse_input_shape(text: &str) -> Result<Vec<usize>, String> {
-    odin::engine::open::parse_shape(text)
+pub(crate) fn parse_input_shape(text: &str) -> Result<Dims, String> {
+    odin::engine::open::parse_shape(text).map(Dims)
 }
 
 /// Opens the model a `--model` value names (a built-in name or an ONNX

@@ -20,7 +20,7 @@ pub struct Args {
     /// Dimensions of an ONNX model's input, e.g. 1,3,224,224 (default: as
     /// the file declares, batch 1).
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
-    input_shape: Option<Vec<usize>>,
+    input_shape: Option<super::Dims>,
     /// CPU to pin to (default: the last online CPU).
     #[arg(long)]
     cpu: Option<usize>,
@@ -55,7 +55,11 @@ pub fn run(args: Args) -> Result<()> {
         None => online.iter().last().context("no online CPU")?,
     };
     pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
-    let model = super::open_model(&args.model, args.seed, args.input_shape.as_deref())?;
+    let model = super::open_model(
+        &args.model,
+        args.seed,
+        args.input_shape.as_ref().map(|d| d.0.as_slice()),
+    )?;
     let cpu_name = topology::cpu_model_name(root).unwrap_or_else(|| "unknown".into());
     let profile = measure(
         &model,

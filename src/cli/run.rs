@@ -8,10 +8,10 @@ use anyhow::Result;
 use clap::builder::PossibleValuesParser;
 
 use super::UsageError;
+use super::parse_input_shape;
 use odin::agent::config::POLICY_NAMES;
 use odin::agent::daemon::{self, Options, Overrides, Refused};
 use odin::cpulist::CpuSet;
-use super::parse_input_shape;
 use odin::topology;
 
 /// Runs the model as a pipeline of pinned stages and prints frames/s, p50
@@ -35,7 +35,7 @@ pub struct Args {
     /// Dimensions of an ONNX model's input, e.g. 1,3,224,224 (default:
     /// model.input_shape, or as the file declares with batch 1).
     #[arg(long, value_name = "DIMS", value_parser = parse_input_shape)]
-    input_shape: Option<Vec<usize>>,
+    input_shape: Option<super::Dims>,
     /// One CPU set per stage, separated by ';' (e.g. "0;1" or "0-1;2-3").
     /// Default: pes, or one stage per online CPU.
     #[arg(long, value_name = "SETS")]
@@ -109,7 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let overrides = Overrides {
         model: args.model,
-        input_shape: args.input_shape,
+        input_shape: args.input_shape.map(|d| d.0),
         pes,
         rate: args.rate,
         policy: args.policy,

@@ -25,7 +25,7 @@ pub struct Args {
     model: String,
     /// Dimensions of an ONNX model's input, e.g. 1,3,224,224.
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
-    input_shape: Option<Vec<usize>>,
+    input_shape: Option<super::Dims>,
     /// Number of PEs (one pipeline stage each).
     #[arg(long, value_name = "N")]
     pes: usize,
@@ -130,7 +130,11 @@ pub fn run(args: Args) -> Result<()> {
             ScenarioError::Io { .. } => anyhow::Error::new(e),
             e => usage(format!("--scenario: {e}")),
         })?;
-    let model = super::open_model(&args.model, 1, args.input_shape.as_deref())?;
+    let model = super::open_model(
+        &args.model,
+        1,
+        args.input_shape.as_ref().map(|d| d.0.as_slice()),
+    )?;
     let profile = match &args.profile {
         Some(path) => {
             let p = CostProfile::load(path).map_err(|e| usage(format!("--profile: {e}")))?;

@@ -78,7 +78,11 @@ impl ModelSource {
         }
     }
 
-    fn import(&self, path: &Path, input_shape: Option<&[usize]>) -> Result<onnx::Imported, OpenError> {
+    fn import(
+        &self,
+        path: &Path,
+        input_shape: Option<&[usize]>,
+    ) -> Result<onnx::Imported, OpenError> {
         let opts = ImportOptions {
             input_shape: input_shape.map(<[usize]>::to_vec),
         };
@@ -102,7 +106,9 @@ pub fn parse_shape(text: &str) -> Result<Vec<usize>, String> {
         })
         .collect::<Result<_, _>>()?;
     if dims.is_empty() || dims.len() > 4 {
-        return Err(format!("{text:?}: give 1 to 4 dimensions, e.g. 1,3,224,224"));
+        return Err(format!(
+            "{text:?}: give 1 to 4 dimensions, e.g. 1,3,224,224"
+        ));
     }
     Ok(dims)
 }
@@ -113,16 +119,31 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        assert_eq!(ModelSource::parse("resnet50").unwrap(), ModelSource::Builtin("resnet50".into()));
-        assert_eq!(ModelSource::parse("m.onnx").unwrap(), ModelSource::File("m.onnx".into()));
-        assert_eq!(ModelSource::parse("./resnet50").unwrap(), ModelSource::File("./resnet50".into()));
+        assert_eq!(
+            ModelSource::parse("resnet50").unwrap(),
+            ModelSource::Builtin("resnet50".into())
+        );
+        assert_eq!(
+            ModelSource::parse("m.onnx").unwrap(),
+            ModelSource::File("m.onnx".into())
+        );
+        assert_eq!(
+            ModelSource::parse("./resnet50").unwrap(),
+            ModelSource::File("./resnet50".into())
+        );
         let dir = tempfile::tempdir().unwrap();
         // An existing file wins over a built-in name.
         let f = dir.path().join("resnet50");
         std::fs::write(&f, b"x").unwrap();
         let text = f.to_str().unwrap();
-        assert_eq!(ModelSource::parse(text).unwrap(), ModelSource::File(f.clone()));
-        assert_eq!(ModelSource::File(dir.path().join("my-net.onnx")).name(), "my-net");
+        assert_eq!(
+            ModelSource::parse(text).unwrap(),
+            ModelSource::File(f.clone())
+        );
+        assert_eq!(
+            ModelSource::File(dir.path().join("my-net.onnx")).name(),
+            "my-net"
+        );
         let e = ModelSource::parse("resnet51").unwrap_err().to_string();
         assert!(e.contains("resnet51") && e.contains("resnet50"), "{e}");
     }

@@ -39,7 +39,7 @@ pub const MAX_FILE_BYTES: u64 = 2 << 30;
 
 /// Largest constant the importer computes at load, in elements; bigger
 /// results stay runtime nodes.
-const FOLD_BUDGET: usize = 1 << 24;
+const FOLD_BUDGET: usize = super::data::MAX_ELEMENTS;
 
 /// Index of a tensor in [`Graph::tensors`].
 pub type TensorId = usize;
@@ -240,7 +240,10 @@ fn read_external(t: &TensorProto, dir: &Path) -> Result<Vec<u8>, String> {
     let location = key("location").ok_or("external data without a location")?;
     let parse = |k: &str| -> Result<Option<u64>, String> {
         key(k)
-            .map(|v| v.parse::<u64>().map_err(|_| format!("external data {k} {v:?} is not a number")))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("external data {k} {v:?} is not a number"))
+            })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
@@ -281,7 +284,10 @@ fn initializer(t: &TensorProto, dir: Option<&Path>) -> Result<Data, String> {
 
 /// Fixes the input's dimensions: static ones as declared, dynamic ones
 /// from `input_shape` (batch 1 when only the batch is dynamic).
-fn input_dims(vi: &ValueInfoProto, input_shape: Option<&[usize]>) -> Result<(Vec<usize>, Vec<Option<usize>>), String> {
+fn input_dims(
+    vi: &ValueInfoProto,
+    input_shape: Option<&[usize]>,
+) -> Result<(Vec<usize>, Vec<Option<usize>>), String> {
     let name = vi.name.as_deref().unwrap_or("");
     let tt = vi
         .r#type
@@ -298,7 +304,11 @@ fn input_dims(vi: &ValueInfoProto, input_shape: Option<&[usize]>) -> Result<(Vec
     let declared: Option<Vec<Option<usize>>> = tt.shape.as_ref().map(|s| {
         s.dim
             .iter()
-            .map(|d| d.dim_value.and_then(|v| usize::try_from(v).ok()).filter(|&v| v > 0))
+            .map(|d| {
+                d.dim_value
+                    .and_then(|v| usize::try_from(v).ok())
+                    .filter(|&v| v > 0)
+            })
             .collect()
     });
     let dims = match (declared.as_ref(), input_shape) {
@@ -349,7 +359,10 @@ fn input_dims(vi: &ValueInfoProto, input_shape: Option<&[usize]>) -> Result<(Vec
         }
     };
     if dims.contains(&0) {
-        return Err(format!("input shape {} has a zero dimension", fmt_dims(&dims)));
+        return Err(format!(
+            "input shape {} has a zero dimension",
+            fmt_dims(&dims)
+        ));
     }
     checked_len(&dims)?;
     Ok((dims, declared.unwrap_or_default()))
@@ -416,7 +429,9 @@ fn topo_order(g: &GraphProto, known: &HashMap<&str, ()>) -> Result<Vec<usize>, O
         }
     }
     if order.len() < g.node.len() {
-        let stuck = (0..g.node.len()).find(|&i| pending[i] > 0).expect("a node is left");
+        let stuck = (0..g.node.len())
+            .find(|&i| pending[i] > 0)
+            .expect("a node is left");
         return Err(OnnxError::Graph(format!(
             "the graph has a cycle through node {:?} ({})",
             node_name(&g.node[stuck], stuck),
@@ -428,9 +443,16 @@ fn topo_order(g: &GraphProto, known: &HashMap<&str, ()>) -> Result<Vec<usize>, O
 
 /// Builds the folded runtime graph of `model`, reading external data from
 /// `dir`.
-pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize]>) -> Result<Graph, OnnxError> {
+pub fn build(
+    model: &ModelProto,
+    dir: Option<&Path>,
+    input_shape: Option<&[usize]>,
+) -> Result<Graph, OnnxError> {
     let opset = opset_of(model).map_err(OnnxError::Graph)?;
-    let g = model.graph.as_ref().ok_or_else(|| OnnxError::Graph("no graph".into()))?;
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Graph("no graph".into()))?;
     let mut meta = Meta {
         ir_version: model.ir_version.unwrap_or(0),
         opset,
@@ -452,7 +474,12 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
 
     let mut tensors: Vec<TensorInfo> = Vec::new();
     let mut ids: HashMap<String, TensorId> = HashMap::new();
-    fn add(tensors: &mut Vec<TensorInfo>, ids: &mut HashMap<String, TensorId>, name: &str, fact: Fact) -> TensorId {
+    fn add(
+        tensors: &mut Vec<TensorInfo>,
+        ids: &mut HashMap<String, TensorId>,
+        name: &str,
+        fact: Fact,
+    ) -> TensorId {
         tensors.push(TensorInfo {
             name: name.to_string(),
             fact,
@@ -469,7 +496,9 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         add(&mut tensors, &mut ids, &name, Arc::new(data).fact());
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(OnnxError::Graph("sparse initializers are not supported".into()));
+        return Err(OnnxError::Graph(
+            "sparse initializers are not supported".into(),
+        ));
     }
     let runtime_inputs: Vec<&ValueInfoProto> = g
         .input
@@ -478,9 +507,16 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         .collect();
     let vi = match runtime_inputs.as_slice() {
         [one] => *one,
-        [] => return Err(OnnxError::Graph("the graph has no input (every input is an initializer)".into())),
+        [] => {
+            return Err(OnnxError::Graph(
+                "the graph has no input (every input is an initializer)".into(),
+            ));
+        }
         many => {
-            let names: Vec<&str> = many.iter().map(|v| v.name.as_deref().unwrap_or("")).collect();
+            let names: Vec<&str> = many
+                .iter()
+                .map(|v| v.name.as_deref().unwrap_or(""))
+                .collect();
             return Err(OnnxError::Graph(format!(
                 "the graph has {} inputs ({}); odin runs models with one input",
                 names.len(),
@@ -490,7 +526,12 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
     };
     let (dims, declared) = input_dims(vi, input_shape).map_err(OnnxError::InputShape)?;
     meta.declared_input = declared;
-    let input = add(&mut tensors, &mut ids, vi.name.as_deref().unwrap_or(""), Fact::f32(dims));
+    let input = add(
+        &mut tensors,
+        &mut ids,
+        vi.name.as_deref().unwrap_or(""),
+        Fact::f32(dims),
+    );
 
     let known: HashMap<&str, ()> = ids.keys().map(|k| (k.as_str(), ())).collect();
     let order = topo_order(g, &known)?;
@@ -519,15 +560,27 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         }
         let attrs = Attrs::new(&n.attribute);
         if attrs.has_graph() {
-            return Err(unsupported("control flow (graph attributes) is not supported".into()));
+            return Err(unsupported(
+                "control flow (graph attributes) is not supported".into(),
+            ));
         }
-        let builder = ops::builder(&op_type).ok_or_else(|| unsupported("this op type is not supported".into()))?;
+        let builder = ops::builder(&op_type)
+            .ok_or_else(|| unsupported("this op type is not supported".into()))?;
+        if let Some(((imin, imax), (omin, omax))) = ops::arity(&op_type) {
+            let (ni, no) = (n.input.len(), n.output.len());
+            if ni < imin || ni > imax || no < omin || no > omax {
+                return Err(node_err(format!(
+                    "has {ni} inputs and {no} outputs; {op_type} takes {imin} to {imax} inputs and {omin} to {omax} outputs"
+                )));
+            }
+        }
         let inputs: Vec<Option<TensorId>> = n
             .input
             .iter()
             .map(|s| (!s.is_empty()).then(|| ids[s.as_str()]))
             .collect();
-        let facts: Vec<Option<&Fact>> = inputs.iter().map(|t| t.map(|t| &tensors[t].fact)).collect();
+        let facts: Vec<Option<&Fact>> =
+            inputs.iter().map(|t| t.map(|t| &tensors[t].fact)).collect();
         let outputs = n.output.len();
         let op: Arc<dyn Op> = Arc::from(
             builder(&Ctx {
@@ -554,10 +607,17 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         let shape_of = op.as_any().downcast_ref::<ops::shape::ShapeOp>();
         let small = out_facts.iter().all(|f| f.len() <= FOLD_BUDGET);
         let values: Option<Vec<Data>> = if let Some(s) = shape_of {
-            let f = facts.first().copied().flatten().ok_or_else(|| node_err("input 0 is required".into()))?;
+            let f = facts
+                .first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| node_err("input 0 is required".into()))?;
             Some(vec![s.of_dims(&f.dims)])
         } else if all_const && op.foldable() && small {
-            let data: Vec<Option<&Data>> = facts.iter().map(|f| f.and_then(|f| f.value.as_deref())).collect();
+            let data: Vec<Option<&Data>> = facts
+                .iter()
+                .map(|f| f.and_then(|f| f.value.as_deref()))
+                .collect();
             Some(op.eval(&data).map_err(&node_err)?)
         } else {
             None
@@ -587,7 +647,12 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         .first()
         .and_then(|o| o.name.clone())
         .ok_or_else(|| OnnxError::Graph("the graph has no output".into()))?;
-    meta.ignored_outputs = g.output.iter().skip(1).filter_map(|o| o.name.clone()).collect();
+    meta.ignored_outputs = g
+        .output
+        .iter()
+        .skip(1)
+        .filter_map(|o| o.name.clone())
+        .collect();
     let output = *ids
         .get(&out_name)
         .ok_or_else(|| OnnxError::Graph(format!("output {out_name:?} is produced by no node")))?;
@@ -609,7 +674,60 @@ pub fn build(model: &ModelProto, dir: Option<&Path>, input_shape: Option<&[usize
         meta,
     };
     prune(&mut graph);
+    reassociate_concats(&mut graph).map_err(OnnxError::Graph)?;
+    prune(&mut graph);
     Ok(graph)
+}
+
+/// Rewrites `Concat(t0, .., tk)` as `Concat(C, tk)` where an earlier
+/// `Concat(t0, .., tk-1)` on the same axis made `C`, so a DenseNet block
+/// (each layer concatenating all features so far) becomes a chain in
+/// which one tensor crosses between layers, instead of one giant unit.
+/// Concatenation is associative and lays out memory identically, so the
+/// values are the same.
+fn reassociate_concats(g: &mut Graph) -> Result<(), String> {
+    let axis_of = |n: &Node| Attrs::new(&n.attrs).int("axis").ok().flatten();
+    // (axis, runtime inputs) -> output, for the concats seen so far.
+    let mut seen: HashMap<(i64, Vec<Option<TensorId>>), TensorId> = HashMap::new();
+    let opset = g.meta.opset;
+    for i in 0..g.nodes.len() {
+        if g.nodes[i].op_type != "Concat" {
+            continue;
+        }
+        let Some(axis) = axis_of(&g.nodes[i]) else {
+            continue;
+        };
+        let inputs = g.nodes[i].inputs.clone();
+        // The longest earlier prefix, of at least two tensors.
+        let hit = (2..inputs.len())
+            .rev()
+            .find_map(|k| seen.get(&(axis, inputs[..k].to_vec())).map(|&c| (k, c)));
+        if let Some((k, c)) = hit {
+            let mut new_inputs = vec![Some(c)];
+            new_inputs.extend_from_slice(&inputs[k..]);
+            let facts: Vec<Option<&Fact>> = new_inputs
+                .iter()
+                .map(|t| t.map(|t| &g.tensors[t].fact))
+                .collect();
+            let builder = ops::builder("Concat").ok_or("Concat is not registered")?;
+            let attrs = g.nodes[i].attrs.clone();
+            let op = builder(&Ctx {
+                op_type: "Concat",
+                opset,
+                attrs: Attrs::new(&attrs),
+                inputs: &facts,
+                outputs: 1,
+            })?;
+            let out = op.infer(&facts)?;
+            if out.first().map(|f| &f.dims) != Some(&g.tensors[g.nodes[i].outputs[0]].fact.dims) {
+                continue;
+            }
+            g.nodes[i].op = Arc::from(op);
+            g.nodes[i].inputs = new_inputs;
+        }
+        seen.insert((axis, inputs), g.nodes[i].outputs[0]);
+    }
+    Ok(())
 }
 
 /// Drops runtime nodes the output does not need.

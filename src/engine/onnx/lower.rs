@@ -109,6 +109,8 @@ pub struct Lowered {
     /// Dimensions of every tensor id (graph tensors, then ones the
     /// lowering made).
     pub dims: Vec<Vec<usize>>,
+    /// Element type of every tensor id.
+    pub dtypes: Vec<DType>,
     /// The input tensor.
     pub input: TensorId,
     /// The output tensor.
@@ -129,6 +131,7 @@ struct Lowerer<'g> {
     /// Tensors replaced by another (removed identities).
     alias: HashMap<TensorId, TensorId>,
     dims: Vec<Vec<usize>>,
+    dtypes: Vec<DType>,
     steps: Vec<Step>,
 }
 
@@ -153,7 +156,11 @@ fn per_channel(c: &Data, out_rank: usize, channels: usize) -> Option<Vec<f32>> {
     if !ok {
         return None;
     }
-    Some(if v.len() == 1 { vec![v[0]; channels] } else { v })
+    Some(if v.len() == 1 {
+        vec![v[0]; channels]
+    } else {
+        v
+    })
 }
 
 impl<'g> Lowerer<'g> {
@@ -172,6 +179,7 @@ impl<'g> Lowerer<'g> {
             done: vec![false; g.nodes.len()],
             alias: HashMap::new(),
             dims: g.tensors.iter().map(|t| t.fact.dims.clone()).collect(),
+            dtypes: g.tensors.iter().map(|t| t.fact.dtype).collect(),
             steps: Vec::new(),
         }
     }
@@ -230,11 +238,19 @@ impl<'g> Lowerer<'g> {
 
     fn fresh(&mut self, dims: Vec<usize>) -> TensorId {
         self.dims.push(dims);
+        self.dtypes.push(DType::F32);
         self.dims.len() - 1
     }
 
     /// A step covering nodes `covered` (marked done), named after them.
-    fn push(&mut self, covered: &[usize], kind: &'static str, kernel: Kernel, args: Vec<Arg>, outputs: Vec<TensorId>) {
+    fn push(
+        &mut self,
+        covered: &[usize],
+        kind: &'static str,
+        kernel: Kernel,
+        args: Vec<Arg>,
+        outputs: Vec<TensorId>,
+    ) {
         for &i in covered {
             self.done[i] = true;
         }
@@ -245,11 +261,22 @@ impl<'g> Lowerer<'g> {
         } else {
             format!("{}..{}", first.name, last.name)
         };
-        let op_types = covered.iter().map(|&i| self.node(i).op_type.clone()).collect();
+        let op_types = covered
+            .iter()
+            .map(|&i| self.node(i).op_type.clone())
+            .collect();
         self.push_step(name, op_types, kind, kernel, args, outputs);
     }
 
-    fn push_step(&mut self, name: String, op_types: Vec<String>, kind: &'static str, kernel: Kernel, args: Vec<Arg>, outputs: Vec<TensorId>) {
+    fn push_step(
+        &mut self,
+        name: String,
+        op_types: Vec<String>,
+        kind: &'static str,
+        kernel: Kernel,
+        args: Vec<Arg>,
+        outputs: Vec<TensorId>,
+    ) {
         let in_dims: Vec<Vec<usize>> = args
             .iter()
             .map(|a| match a {
@@ -258,7 +285,10 @@ impl<'g> Lowerer<'g> {
                 Arg::Absent => Vec::new(),
             })
             .collect();
-        let out_elems: usize = outputs.iter().map(|&o| self.dims[o].iter().product::<usize>()).sum();
+        let out_elems: usize = outputs
+            .iter()
+            .map(|&o| self.dims[o].iter().product::<usize>())
+            .sum();
         let in_elems: usize = args
             .iter()
             .zip(&in_dims)
@@ -287,9 +317,12 @@ impl<'g> Lowerer<'g> {
                         Arg::Tensor(_) => Some(super::data::Fact::f32(d.clone())),
                     })
                     .collect();
-                let refs: Vec<Option<&super::data::Fact>> = facts.iter().map(Option::as_ref).collect();
-                let outs: Vec<super::data::Fact> =
-                    outputs.iter().map(|&o| super::data::Fact::f32(self.dims[o].clone())).collect();
+                let refs: Vec<Option<&super::data::Fact>> =
+                    facts.iter().map(Option::as_ref).collect();
+                let outs: Vec<super::data::Fact> = outputs
+                    .iter()
+                    .map(|&o| super::data::Fact::f32(self.dims[o].clone()))
+                    .collect();
                 let flops = op.flops(&refs, &outs);
                 let macs = if matches!(kind, "conv" | "convtranspose" | "gemm" | "matmul") {
                     flops / 2
@@ -343,18 +376,31 @@ impl<'g> Lowerer<'g> {
             if self.done[i] {
                 continue;
             }
-            if self.try_alias(i) || self.try_conv(i) || self.try_dense(i) || self.try_pool(i) || self.try_add(i) || self.try_simple(i) {
+            if self.try_alias(i)
+                || self.try_conv(i)
+                || self.try_dense(i)
+                || self.try_pool(i)
+                || self.try_add(i)
+                || self.try_simple(i)
+            {
                 continue;
             }
             let n = self.node(i);
             let args = n.inputs.iter().map(|&t| self.arg(t)).collect();
             let kind = generic_kind(&n.op_type);
-            self.push(&[i], kind, Kernel::Generic(n.op.clone()), args, n.outputs.clone());
+            self.push(
+                &[i],
+                kind,
+                Kernel::Generic(n.op.clone()),
+                args,
+                n.outputs.clone(),
+            );
         }
         let output = self.resolve(self.g.output);
         Lowered {
             steps: self.steps,
             dims: self.dims,
+            dtypes: self.dtypes,
             input: self.g.input,
             output,
         }
@@ -369,11 +415,17 @@ impl<'g> Lowerer<'g> {
         let same_type = self.g.fact(*src).dtype == self.g.fact(n.outputs[0]).dtype;
         let vanishes = match n.op_type.as_str() {
             "Identity" => true,
-            "Dropout" => n.outputs.len() == 1 || self.readers.get(&n.outputs[1]).is_none() && n.outputs[1] != self.g.output,
+            "Dropout" => {
+                n.outputs.len() == 1
+                    || !self.readers.contains_key(&n.outputs[1]) && n.outputs[1] != self.g.output
+            }
             "Cast" | "CastLike" => same_type,
             _ => false,
         };
-        if !vanishes || self.g.konst(*src).is_some() || n.outputs[0] == self.g.output && self.resolve(*src) == self.g.input {
+        if !vanishes
+            || self.g.konst(*src).is_some()
+            || n.outputs[0] == self.g.output && self.resolve(*src) == self.g.input
+        {
             return false;
         }
         self.alias.insert(n.outputs[0], *src);
@@ -421,7 +473,9 @@ impl<'g> Lowerer<'g> {
             };
             let per = weight.len() / cout;
             for o in 0..cout {
-                weight[o * per..(o + 1) * per].iter_mut().for_each(|v| *v *= s[o]);
+                weight[o * per..(o + 1) * per]
+                    .iter_mut()
+                    .for_each(|v| *v *= s[o]);
                 b[o] = b[o] * s[o] + sh[o];
             }
             covered.push(j);
@@ -441,13 +495,21 @@ impl<'g> Lowerer<'g> {
             let wdata = Arc::new(Data::F32(
                 ArrayD::from_shape_vec(IxDyn(&wd), weight).expect("weight length"),
             ));
-            let bdata = Arc::new(Data::F32(ArrayD::from_shape_vec(IxDyn(&[cout]), b).expect("bias length")));
+            let bdata = Arc::new(Data::F32(
+                ArrayD::from_shape_vec(IxDyn(&[cout]), b).expect("bias length"),
+            ));
             let conv_out = act_node.map_or(t, |(_, before)| before);
             let op = self.node(i).op.clone();
             let args = vec![Arg::Tensor(x), Arg::Const(wdata), Arg::Const(bdata)];
             self.push(&covered, "conv", Kernel::Generic(op), args, vec![conv_out]);
             if let Some((j, _)) = act_node {
-                self.push(&[j], "relu", Kernel::Act(act), vec![Arg::Tensor(conv_out)], vec![t]);
+                self.push(
+                    &[j],
+                    "relu",
+                    Kernel::Act(act),
+                    vec![Arg::Tensor(conv_out)],
+                    vec![t],
+                );
             }
             return true;
         }
@@ -463,11 +525,19 @@ impl<'g> Lowerer<'g> {
             let padded = vec![d[0], d[1], d[2] + pt + pb, d[3] + pl + pr];
             let p = self.fresh(padded);
             let name = format!("{} (pad)", self.node(i).name);
-            self.push_step(name, Vec::new(), "pad", Kernel::ZeroPad([pt, pl, pb, pr]), vec![Arg::Tensor(x)], vec![p]);
+            self.push_step(
+                name,
+                Vec::new(),
+                "pad",
+                Kernel::ZeroPad([pt, pl, pb, pr]),
+                vec![Arg::Tensor(x)],
+                vec![p],
+            );
             src = p;
             0
         };
-        let w4 = Array4::from_shape_vec((wd[0], wd[1], wd[2], wd[3]), weight).expect("weight length");
+        let w4 =
+            Array4::from_shape_vec((wd[0], wd[1], wd[2], wd[3]), weight).expect("weight length");
         let layer = conv2d(
             w4,
             Some(b),
@@ -478,13 +548,29 @@ impl<'g> Lowerer<'g> {
             },
         )
         .with_activation(act);
-        let kind = if conv.group > 1 && conv.group == cout { "dwconv" } else { "conv" };
-        self.push(&covered, kind, Kernel::Layer(Box::new(layer)), vec![Arg::Tensor(src)], vec![t]);
+        let kind = if conv.group > 1 && conv.group == cout {
+            "dwconv"
+        } else {
+            "conv"
+        };
+        self.push(
+            &covered,
+            kind,
+            Kernel::Layer(Box::new(layer)),
+            vec![Arg::Tensor(src)],
+            vec![t],
+        );
         true
     }
 
     /// A per-channel `x * s + t` that node `j` applies to `t`, if it is one.
-    fn affine_after(&self, j: usize, t: TensorId, out_rank: usize, channels: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+    fn affine_after(
+        &self,
+        j: usize,
+        t: TensorId,
+        out_rank: usize,
+        channels: usize,
+    ) -> Option<(Vec<f32>, Vec<f32>)> {
         let n = self.node(j);
         if let Some(bn) = self.is::<reduce::BatchNorm>(j) {
             let p: Vec<Vec<f32>> = n.inputs[1..5.min(n.inputs.len())]
@@ -497,7 +583,10 @@ impl<'g> Lowerer<'g> {
             return Some(bn.scale_shift(&p[0], &p[1], &p[2], &p[3]));
         }
         let b = self.is::<ew::Binary>(j)?;
-        let (a0, a1) = (n.inputs.first().copied().flatten()?, n.inputs.get(1).copied().flatten()?);
+        let (a0, a1) = (
+            n.inputs.first().copied().flatten()?,
+            n.inputs.get(1).copied().flatten()?,
+        );
         let (c, t_first) = match (a0 == t, a1 == t) {
             (true, false) => (self.g.konst(a1)?, true),
             (false, true) => (self.g.konst(a0)?, false),
@@ -539,8 +628,15 @@ impl<'g> Lowerer<'g> {
             if gm.trans_a {
                 return false;
             }
-            let b2 = bv.view().into_dimensionality::<ndarray::Ix2>().expect("2-d");
-            let w: Array2<f32> = if gm.trans_b { b2.to_owned() } else { b2.t().to_owned() };
+            let b2 = bv
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-d");
+            let w: Array2<f32> = if gm.trans_b {
+                b2.to_owned()
+            } else {
+                b2.t().to_owned()
+            };
             let outs = w.dim().0;
             let bias = match n.inputs.get(2).copied().flatten() {
                 None => vec![0.0; outs],
@@ -551,7 +647,10 @@ impl<'g> Lowerer<'g> {
             };
             (w, outs, bias, (gm.alpha, gm.beta))
         } else if self.is::<spatial::MatMul>(i).is_some() {
-            let b2 = bv.view().into_dimensionality::<ndarray::Ix2>().expect("2-d");
+            let b2 = bv
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-d");
             let w = b2.t().to_owned();
             let outs = w.dim().0;
             (w, outs, vec![0.0; outs], (1.0, 1.0))
@@ -572,7 +671,9 @@ impl<'g> Lowerer<'g> {
         {
             let nj = self.node(j);
             let other = nj.inputs.iter().flatten().copied().find(|&x| x != t);
-            if let Some(c) = other.and_then(|o| self.g.konst(o)).and_then(|c| row_bias(c, m, outs))
+            if let Some(c) = other
+                .and_then(|o| self.g.konst(o))
+                .and_then(|c| row_bias(c, m, outs))
                 && self.dims[nj.outputs[0]] == self.dims[t]
             {
                 bias.iter_mut().zip(c).for_each(|(v, c)| *v += c);
@@ -588,7 +689,13 @@ impl<'g> Lowerer<'g> {
         }
         let layer = dense(weight, bias).with_activation(act);
         let a = self.resolve(*a);
-        self.push(&covered, "dense", Kernel::Layer(Box::new(layer)), vec![Arg::Tensor(a)], vec![t]);
+        self.push(
+            &covered,
+            "dense",
+            Kernel::Layer(Box::new(layer)),
+            vec![Arg::Tensor(a)],
+            vec![t],
+        );
         true
     }
 
@@ -608,7 +715,13 @@ impl<'g> Lowerer<'g> {
             if gp.kind != spatial::PoolKind::Avg {
                 return false;
             }
-            self.push(&[i], "gap", Kernel::Layer(Box::new(AdaptiveAvgPool2d::global())), vec![Arg::Tensor(x)], vec![out]);
+            self.push(
+                &[i],
+                "gap",
+                Kernel::Layer(Box::new(AdaptiveAvgPool2d::global())),
+                vec![Arg::Tensor(x)],
+                vec![out],
+            );
             return true;
         }
         let Some(p) = self.is::<spatial::Pool>(i) else {
@@ -631,22 +744,39 @@ impl<'g> Lowerer<'g> {
             spatial::PoolKind::Max => Box::new(MaxPool2d(cfg)),
             // The engine counts padding cells, so it fits without padding,
             // or with count_include_pad outside ceil mode.
-            spatial::PoolKind::Avg if cfg.padding == 0 || p.count_include_pad && !p.ceil_mode => Box::new(AvgPool2d(cfg)),
+            spatial::PoolKind::Avg if cfg.padding == 0 || p.count_include_pad && !p.ceil_mode => {
+                Box::new(AvgPool2d(cfg))
+            }
             spatial::PoolKind::Avg => return false,
         };
         if !square || layer.output_shape(in4).ok() != want {
             return false;
         }
-        let kind = if p.kind == spatial::PoolKind::Max { "maxpool" } else { "avgpool" };
-        self.push(&[i], kind, Kernel::Layer(layer), vec![Arg::Tensor(x)], vec![out]);
+        let kind = if p.kind == spatial::PoolKind::Max {
+            "maxpool"
+        } else {
+            "avgpool"
+        };
+        self.push(
+            &[i],
+            kind,
+            Kernel::Layer(layer),
+            vec![Arg::Tensor(x)],
+            vec![out],
+        );
         true
     }
 
     /// A residual join: the sum of two runtime tensors of one shape.
     fn try_add(&mut self, i: usize) -> bool {
         let n = self.node(i);
-        let is_add = self.is::<ew::Binary>(i).is_some_and(|b| b.0 == ew::BinaryKind::Add)
-            || self.is::<ew::Variadic>(i).is_some_and(|b| b.0 == ew::BinaryKind::Add) && n.inputs.len() == 2;
+        let is_add = self
+            .is::<ew::Binary>(i)
+            .is_some_and(|b| b.0 == ew::BinaryKind::Add)
+            || self
+                .is::<ew::Variadic>(i)
+                .is_some_and(|b| b.0 == ew::BinaryKind::Add)
+                && n.inputs.len() == 2;
         if !is_add {
             return false;
         }
@@ -671,7 +801,13 @@ impl<'g> Lowerer<'g> {
             covered.push(j);
             t = self.node(j).outputs[0];
         }
-        self.push(&covered, "add", Kernel::AddAct(act), vec![Arg::Tensor(a), Arg::Tensor(b)], vec![t]);
+        self.push(
+            &covered,
+            "add",
+            Kernel::AddAct(act),
+            vec![Arg::Tensor(a), Arg::Tensor(b)],
+            vec![t],
+        );
         true
     }
 
@@ -682,7 +818,10 @@ impl<'g> Lowerer<'g> {
         let Some(Some(x)) = n.inputs.first() else {
             return false;
         };
-        if self.g.konst(*x).is_some() || self.g.fact(*x).dtype != DType::F32 || self.g.fact(n.outputs[0]).dtype != DType::F32 {
+        if self.g.konst(*x).is_some()
+            || self.g.fact(*x).dtype != DType::F32
+            || self.g.fact(n.outputs[0]).dtype != DType::F32
+        {
             return false;
         }
         let x = self.resolve(*x);
@@ -696,7 +835,9 @@ impl<'g> Lowerer<'g> {
         } else if let Some(c) = self.is::<ew::Clip>(i) {
             match (c.min, c.max) {
                 (lo, hi) if lo == 0.0 && hi == 6.0 => ("relu6", Kernel::Act(Activation::Relu6)),
-                (lo, hi) if lo == 0.0 && hi == f32::INFINITY => ("relu", Kernel::Act(Activation::Relu)),
+                (lo, hi) if lo == 0.0 && hi == f32::INFINITY => {
+                    ("relu", Kernel::Act(Activation::Relu))
+                }
                 _ => return false,
             }
         } else if self.is::<reduce::BatchNorm>(i).is_some() {
@@ -704,11 +845,15 @@ impl<'g> Lowerer<'g> {
             if d.len() < 2 {
                 return false;
             }
-            let Some((s, t)) = self.affine_after(i, n.inputs[0].expect("input"), d.len(), d[1]) else {
+            let Some((s, t)) = self.affine_after(i, n.inputs[0].expect("input"), d.len(), d[1])
+            else {
                 return false;
             };
             ("batchnorm", Kernel::Affine { scale: s, shift: t })
-        } else if matches!(n.op_type.as_str(), "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze") {
+        } else if matches!(
+            n.op_type.as_str(),
+            "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze"
+        ) {
             ("reshape", Kernel::Reshape)
         } else {
             return false;

@@ -71,7 +71,9 @@ pub enum OnnxError {
         reason: String,
     },
     /// A node's op is not supported.
-    #[error("node {node:?}: op {op_type} (opset {opset}) is not supported: {why}; odin supports {supported}")]
+    #[error(
+        "node {node:?}: op {op_type} (opset {opset}) is not supported: {why}; odin supports {supported}"
+    )]
     Unsupported {
         /// The node's name.
         node: String,
@@ -145,28 +147,55 @@ pub fn model_name(path: &Path) -> String {
 /// Imports the ONNX model at `path`.
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Imported, OnnxError> {
     let proto = graph::read_model(path)?;
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     import(&proto, dir, &model_name(path), opts)
 }
 
 /// Imports a decoded model; external data is read relative to `dir`.
-pub fn import(proto: &proto::ModelProto, dir: Option<&Path>, name: &str, opts: &ImportOptions) -> Result<Imported, OnnxError> {
+pub fn import(
+    proto: &proto::ModelProto,
+    dir: Option<&Path>,
+    name: &str,
+    opts: &ImportOptions,
+) -> Result<Imported, OnnxError> {
     let g = graph::build(proto, dir, opts.input_shape.as_deref())?;
     let mut folded_ops = BTreeMap::new();
     for n in &g.nodes {
         *folded_ops.entry(n.op_type.clone()).or_default() += 1;
     }
-    let input = (g.tensors[g.input].name.clone(), g.fact(g.input).dims.clone());
-    let output = (g.tensors[g.output].name.clone(), g.fact(g.output).dims.clone());
+    let input = (
+        g.tensors[g.input].name.clone(),
+        g.fact(g.input).dims.clone(),
+    );
+    let output = (
+        g.tensors[g.output].name.clone(),
+        g.fact(g.output).dims.clone(),
+    );
     let in4 = shape4(&input.1).ok_or_else(|| {
-        OnnxError::InputShape(format!("input {} has rank {}; odin takes inputs of rank 1 to 4", fmt_dims(&input.1), input.1.len()))
+        OnnxError::InputShape(format!(
+            "input {} has rank {}; odin takes inputs of rank 1 to 4",
+            fmt_dims(&input.1),
+            input.1.len()
+        ))
     })?;
     if shape4(&output.1).is_none() {
-        return Err(OnnxError::Graph(format!("output {} has rank {}; odin serves outputs of rank up to 4", fmt_dims(&output.1), output.1.len())));
+        return Err(OnnxError::Graph(format!(
+            "output {} has rank {}; odin serves outputs of rank up to 4",
+            fmt_dims(&output.1),
+            output.1.len()
+        )));
     }
     let mut lowered = lower::lower(&g);
     if lowered.steps.is_empty() {
-        return Err(OnnxError::Graph("the output is the input: the graph computes nothing".into()));
+        return Err(OnnxError::Graph(
+            "the output is the input: the graph computes nothing".into(),
+        ));
     }
     let mut kernels = BTreeMap::new();
     for s in &lowered.steps {
@@ -187,8 +216,15 @@ pub fn import(proto: &proto::ModelProto, dir: Option<&Path>, name: &str, opts: &
         };
         let first = &steps[0].name;
         let last = &steps[steps.len() - 1].name;
-        let uname = if steps.len() == 1 { first.clone() } else { format!("{first}..{last}") };
-        let ops: Vec<String> = steps.iter().flat_map(|s| s.op_types.iter().cloned()).collect();
+        let uname = if steps.len() == 1 {
+            first.clone()
+        } else {
+            format!("{first}..{last}")
+        };
+        let ops: Vec<String> = steps
+            .iter()
+            .flat_map(|s| s.op_types.iter().cloned())
+            .collect();
         let u = unit::ImportedUnit::new(&mut lowered, r.clone(), at, out);
         let cost = crate::engine::Layer::cost(&u, in4);
         units.push(UnitInfo {

@@ -7,7 +7,7 @@
 //! tensor, how many of its readers are still to run. After step `i` the
 //! live set is the tensors produced so far with readers still ahead (the
 //! output counts as read at the end). Wherever that set is exactly one
-//! tensor of rank at most 4, the graph can be cut: everything after
+//! f32 tensor of rank at most 4, the graph can be cut: everything after
 //! depends on the past only through that tensor. Consecutive cuts bound
 //! the units, so a residual block, an inception module or a shuffle unit
 //! is one unit, and a chain of plain layers gives one unit per layer.
@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::data::Data;
+use super::data::{DType, Data};
 use super::lower::{Arg, Kernel, Lowered, Step, shape4};
 use crate::engine::ops::Activation;
 use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes};
@@ -53,6 +53,7 @@ pub fn cut(l: &Lowered) -> Vec<std::ops::Range<usize>> {
         let last = i + 1 == l.steps.len();
         if let [one] = live.as_slice()
             && l.dims[*one].len() <= 4
+            && l.dtypes[*one] == DType::F32
             && !last
         {
             ranges.push(start..i + 1);
@@ -101,8 +102,16 @@ pub struct ImportedUnit {
 
 impl ImportedUnit {
     /// The unit of `l.steps[range]`, from `input` to `output`.
-    pub fn new(l: &mut Lowered, range: std::ops::Range<usize>, input: usize, output: usize) -> Self {
-        let steps: Vec<Step> = l.steps[range].iter_mut().map(|s| std::mem::replace(s, placeholder())).collect();
+    pub fn new(
+        l: &mut Lowered,
+        range: std::ops::Range<usize>,
+        input: usize,
+        output: usize,
+    ) -> Self {
+        let steps: Vec<Step> = l.steps[range]
+            .iter_mut()
+            .map(|s| std::mem::replace(s, placeholder()))
+            .collect();
         let mut slot_of: HashMap<usize, usize> = HashMap::from([(input, 0)]);
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         for (i, s) in steps.iter().enumerate() {
@@ -219,7 +228,9 @@ fn slice(d: &Data) -> &[f32] {
 
 fn slice_mut(d: &mut Data) -> &mut [f32] {
     match d {
-        Data::F32(a) => a.as_slice_mut().expect("runtime values are in standard layout"),
+        Data::F32(a) => a
+            .as_slice_mut()
+            .expect("runtime values are in standard layout"),
         Data::I64(_) => unreachable!("runtime values are f32"),
     }
 }
@@ -264,7 +275,11 @@ impl Layer for ImportedUnit {
     fn output_shape(&self, input: Shape) -> Result<Shape, ShapeError> {
         let want = shape4(&self.input_dims).expect("unit inputs have rank <= 4");
         if input != want {
-            return Err(ShapeError::new(self.kind, input, format!("the unit takes {want}")));
+            return Err(ShapeError::new(
+                self.kind,
+                input,
+                format!("the unit takes {want}"),
+            ));
         }
         Ok(shape4(&self.output_dims).expect("unit outputs have rank <= 4"))
     }
@@ -306,11 +321,15 @@ impl Layer for ImportedUnit {
                     let (h, w) = (d[2] - t - b, d[3] - l - r);
                     let mut y = vec![0.0f32; d.iter().product()];
                     for (p, yp) in src.chunks_exact(h * w).zip(y.chunks_exact_mut(d[2] * d[3])) {
-                        for (row, yrow) in p.chunks_exact(w).zip(yp[t * d[3]..].chunks_exact_mut(d[3])) {
+                        for (row, yrow) in
+                            p.chunks_exact(w).zip(yp[t * d[3]..].chunks_exact_mut(d[3]))
+                        {
                             yrow[*l..*l + w].copy_from_slice(row);
                         }
                     }
-                    vec![Data::F32(ArrayD::from_shape_vec(IxDyn(d), y).expect("padded length"))]
+                    vec![Data::F32(
+                        ArrayD::from_shape_vec(IxDyn(d), y).expect("padded length"),
+                    )]
                 }
                 Kernel::AddAct(act) => {
                     let (a, b) = (arg_slot(0), arg_slot(1));
@@ -358,7 +377,10 @@ impl Layer for ImportedUnit {
                         unreachable!("runtime values are f32")
                     };
                     let v = standard(a).into_raw_vec_and_offset().0;
-                    vec![Data::F32(ArrayD::from_shape_vec(IxDyn(&s.out_dims[0]), v).expect("same element count"))]
+                    vec![Data::F32(
+                        ArrayD::from_shape_vec(IxDyn(&s.out_dims[0]), v)
+                            .expect("same element count"),
+                    )]
                 }
                 Kernel::Generic(op) => {
                     let args: Vec<Option<&Data>> = s
@@ -371,7 +393,9 @@ impl Layer for ImportedUnit {
                         })
                         .collect();
                     op.eval(&args)
-                        .unwrap_or_else(|e| panic!("an op failed on inputs its load-time checks accepted: {e}"))
+                        .unwrap_or_else(|e| {
+                            panic!("an op failed on inputs its load-time checks accepted: {e}")
+                        })
                         .into_iter()
                         .map(|d| match d {
                             Data::F32(a) => Data::F32(standard(a)),
@@ -387,8 +411,11 @@ impl Layer for ImportedUnit {
                 env.slots[*slot] = Some(v);
             }
         }
-        let y = env.slots[self.output_slot].take().expect("the output is computed");
-        to_tensor(y)
+        match env.slots[self.output_slot].take() {
+            Some(y) => to_tensor(y),
+            // A unit whose steps leave its input as its output.
+            None => x.clone(),
+        }
     }
 
     fn cost(&self, _input: Shape) -> Cost {

@@ -113,9 +113,117 @@ pub fn supported() -> Vec<&'static str> {
     names
 }
 
+/// How many inputs and outputs a node of `op_type` may have in some
+/// opset odin imports: `((fewest, most) inputs, (fewest, most) outputs)`.
+pub fn arity(op_type: &str) -> Option<((usize, usize), (usize, usize))> {
+    ARITY
+        .iter()
+        .find(|a| a.0 == op_type)
+        .map(|&(_, a, b, c, d)| ((a, b), (c, d)))
+}
+
+/// (op type, fewest inputs, most inputs, fewest outputs, most outputs)
+/// over ai.onnx opsets 7 to 21, from the ONNX schemas (onnx 1.23.2).
+const ARITY: &[(&str, usize, usize, usize, usize)] = &[
+    ("Abs", 1, 1, 1, 1),
+    ("Add", 2, 2, 1, 1),
+    ("And", 2, 2, 1, 1),
+    ("AveragePool", 1, 1, 1, 1),
+    ("BatchNormalization", 5, 5, 1, 5),
+    ("Cast", 1, 1, 1, 1),
+    ("CastLike", 2, 2, 1, 1),
+    ("Ceil", 1, 1, 1, 1),
+    ("Clip", 1, 3, 1, 1),
+    ("Concat", 1, usize::MAX, 1, 1),
+    ("Constant", 0, 0, 1, 1),
+    ("ConstantOfShape", 1, 1, 1, 1),
+    ("Conv", 2, 3, 1, 1),
+    ("ConvTranspose", 2, 3, 1, 1),
+    ("Div", 2, 2, 1, 1),
+    ("Dropout", 1, 3, 1, 2),
+    ("Elu", 1, 1, 1, 1),
+    ("Equal", 2, 2, 1, 1),
+    ("Erf", 1, 1, 1, 1),
+    ("Exp", 1, 1, 1, 1),
+    ("Expand", 2, 2, 1, 1),
+    ("Flatten", 1, 1, 1, 1),
+    ("Floor", 1, 1, 1, 1),
+    ("Gather", 2, 2, 1, 1),
+    ("GatherElements", 2, 2, 1, 1),
+    ("Gelu", 1, 1, 1, 1),
+    ("Gemm", 2, 3, 1, 1),
+    ("GlobalAveragePool", 1, 1, 1, 1),
+    ("GlobalMaxPool", 1, 1, 1, 1),
+    ("Greater", 2, 2, 1, 1),
+    ("GreaterOrEqual", 2, 2, 1, 1),
+    ("HardSigmoid", 1, 1, 1, 1),
+    ("HardSwish", 1, 1, 1, 1),
+    ("Identity", 1, 1, 1, 1),
+    ("InstanceNormalization", 3, 3, 1, 1),
+    ("LRN", 1, 1, 1, 1),
+    ("LayerNormalization", 2, 3, 1, 3),
+    ("LeakyRelu", 1, 1, 1, 1),
+    ("Less", 2, 2, 1, 1),
+    ("LessOrEqual", 2, 2, 1, 1),
+    ("Log", 1, 1, 1, 1),
+    ("LogSoftmax", 1, 1, 1, 1),
+    ("MatMul", 2, 2, 1, 1),
+    ("Max", 1, usize::MAX, 1, 1),
+    ("MaxPool", 1, 1, 1, 2),
+    ("Mean", 1, usize::MAX, 1, 1),
+    ("Min", 1, usize::MAX, 1, 1),
+    ("Mul", 2, 2, 1, 1),
+    ("Neg", 1, 1, 1, 1),
+    ("Not", 1, 1, 1, 1),
+    ("Or", 2, 2, 1, 1),
+    ("PRelu", 2, 2, 1, 1),
+    ("Pad", 1, 4, 1, 1),
+    ("Pow", 2, 2, 1, 1),
+    ("Range", 3, 3, 1, 1),
+    ("Reciprocal", 1, 1, 1, 1),
+    ("ReduceL1", 1, 2, 1, 1),
+    ("ReduceL2", 1, 2, 1, 1),
+    ("ReduceLogSum", 1, 2, 1, 1),
+    ("ReduceLogSumExp", 1, 2, 1, 1),
+    ("ReduceMax", 1, 2, 1, 1),
+    ("ReduceMean", 1, 2, 1, 1),
+    ("ReduceMin", 1, 2, 1, 1),
+    ("ReduceProd", 1, 2, 1, 1),
+    ("ReduceSum", 1, 2, 1, 1),
+    ("ReduceSumSquare", 1, 2, 1, 1),
+    ("Relu", 1, 1, 1, 1),
+    ("Reshape", 2, 2, 1, 1),
+    ("Resize", 1, 4, 1, 1),
+    ("Selu", 1, 1, 1, 1),
+    ("Shape", 1, 1, 1, 1),
+    ("Sigmoid", 1, 1, 1, 1),
+    ("Size", 1, 1, 1, 1),
+    ("Slice", 1, 5, 1, 1),
+    ("Softmax", 1, 1, 1, 1),
+    ("Softplus", 1, 1, 1, 1),
+    ("Split", 1, 2, 1, usize::MAX),
+    ("Sqrt", 1, 1, 1, 1),
+    ("Squeeze", 1, 2, 1, 1),
+    ("Sub", 2, 2, 1, 1),
+    ("Sum", 1, usize::MAX, 1, 1),
+    ("Tanh", 1, 1, 1, 1),
+    ("Tile", 2, 2, 1, 1),
+    ("Transpose", 1, 1, 1, 1),
+    ("Unsqueeze", 1, 2, 1, 1),
+    ("Upsample", 1, 2, 1, 1),
+    ("Where", 3, 3, 1, 1),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_op_has_an_arity() {
+        for op in supported() {
+            assert!(arity(op).is_some(), "{op} has no arity");
+        }
+    }
 
     #[test]
     fn op_types_are_unique() {

@@ -1,0 +1,242 @@
+//! Imported ONNX models against onnxruntime, and the unit invariant.
+//!
+//! Every model under `tests/fixtures/onnx/{light,ops,external}` comes with
+//! an input and onnxruntime's output for it (made by the scripts beside
+//! them, which name the onnxruntime version in `manifest.json`). The six
+//! peer graphs and open-nsfw are too large to commit: `scripts/fixtures.py`
+//! builds or fetches them into `.fixtures/` (CI runs it), and their
+//! onnxruntime outputs are committed. Without `.fixtures/` these tests say
+//! so and pass outside CI; under CI (`CI` set) they fail.
+
+use std::path::{Path, PathBuf};
+
+use odin::engine::onnx::{self, ImportOptions};
+use odin::engine::{Model, Tensor, Workspace, npy};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Case {
+    name: String,
+    model: PathBuf,
+    input: PathBuf,
+    ort: PathBuf,
+}
+
+/// Every `X.onnx` in `dir` with `X_input.npy` and `X_ort.npy` beside it.
+fn cases_in(dir: &Path) -> Vec<Case> {
+    let mut out: Vec<Case> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let stem = p.file_stem()?.to_str()?.to_string();
+            (p.extension()? == "onnx").then_some(())?;
+            let input = dir.join(format!("{stem}_input.npy"));
+            let ort = dir.join(format!("{stem}_ort.npy"));
+            (input.is_file() && ort.is_file()).then(|| Case {
+                name: stem,
+                model: p.clone(),
+                input,
+                ort,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// What a comparison found.
+struct Outcome {
+    units: usize,
+    max_err: f32,
+    max_abs: f32,
+}
+
+/// Imports `c`, runs its input, compares with onnxruntime (max abs error
+/// within 1e-4 of the output's max abs, argmax of each row equal) and
+/// checks that every split `0..k, k..N` gives the whole pass bit for bit.
+fn check(c: &Case) -> Result<Outcome, String> {
+    let input = npy::read(&c.input).map_err(|e| e.to_string())?;
+    let want = npy::read(&c.ort).map_err(|e| e.to_string())?;
+    let opts = ImportOptions {
+        input_shape: Some(input.dims.clone()),
+    };
+    let imp = onnx::load(&c.model, &opts).map_err(|e| format!("import: {e}"))?;
+    if imp.output.1 != want.dims {
+        return Err(format!(
+            "output dims {:?}, onnxruntime {:?}",
+            imp.output.1, want.dims
+        ));
+    }
+    let model = &imp.model;
+    let x = Tensor::from_vec(model.input(), input.values);
+    let outs = trace(model, &x);
+    let got = outs.last().expect("a model has units").as_slice();
+    let max_abs = want.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_err = got.iter().zip(&want.values).fold(0f32, |m, (a, b)| {
+        if (a - b).abs().is_nan() {
+            f32::INFINITY
+        } else {
+            m.max((a - b).abs())
+        }
+    });
+    if max_err > 1e-4 * max_abs.max(1e-6) {
+        return Err(format!(
+            "max abs error {max_err:e} against onnxruntime, output max abs {max_abs:e}"
+        ));
+    }
+    let batch = want.dims.first().copied().unwrap_or(1).max(1);
+    let row = want.values.len() / batch;
+    if row > 1 && want.dims.len() <= 2 {
+        for (b, (g, w)) in got.chunks(row).zip(want.values.chunks(row)).enumerate() {
+            if argmax(g) != argmax(w) {
+                return Err(format!(
+                    "row {b}: argmax {} but onnxruntime {}",
+                    argmax(g),
+                    argmax(w)
+                ));
+            }
+        }
+    }
+    let whole = model.forward(&x, &mut Workspace::new());
+    if whole.as_slice() != got {
+        return Err("the whole forward pass differs from unit by unit".into());
+    }
+    let n = model.len();
+    for k in 1..n {
+        let tail = model.forward_range(k..n, &outs[k - 1], &mut Workspace::new());
+        if tail != whole {
+            return Err(format!(
+                "units 0..{k} then {k}..{n} differ from the whole pass"
+            ));
+        }
+    }
+    Ok(Outcome {
+        units: n,
+        max_err,
+        max_abs,
+    })
+}
+
+fn trace(model: &Model, x: &Tensor) -> Vec<Tensor> {
+    let mut ws = Workspace::new();
+    let mut outs: Vec<Tensor> = Vec::with_capacity(model.len());
+    for i in 0..model.len() {
+        let y = model.forward_range(i..i + 1, outs.last().unwrap_or(x), &mut ws);
+        assert_eq!(y.shape(), model.units()[i].output, "unit {i} output shape");
+        outs.push(y);
+    }
+    outs
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
+        .0
+}
+
+/// Runs every case, prints a line each, and fails naming every case that
+/// did not hold.
+fn check_all(cases: &[Case]) {
+    assert!(!cases.is_empty(), "no cases found");
+    let mut failed = Vec::new();
+    for c in cases {
+        match check(c) {
+            Ok(o) => println!(
+                "{:<32} {:>4} units, max abs error {:.2e} (output max abs {:.3e})",
+                c.name, o.units, o.max_err, o.max_abs
+            ),
+            Err(e) => {
+                println!("{:<32} FAILED: {e}", c.name);
+                failed.push(format!("{}: {e}", c.name));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed:\n{}",
+        failed.len(),
+        cases.len(),
+        failed.join("\n")
+    );
+}
+
+/// True when CI provides the fetched fixtures, so their absence is a failure.
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// The fetched fixture at `path`, or `None` (with a note) when it is
+/// missing outside CI.
+fn fetched(path: &Path) -> Option<()> {
+    if path.is_file() {
+        return Some(());
+    }
+    assert!(
+        !in_ci(),
+        "{} is missing: .ci/run must run scripts/fixtures.py all before the tests",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} is missing (run `python3 scripts/fixtures.py all` to fetch it)",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn model_zoo_topologies_match_onnxruntime_and_split_anywhere() {
+    check_all(&cases_in(&root().join("tests/fixtures/onnx/light")));
+}
+
+#[test]
+fn op_models_match_onnxruntime_and_split_anywhere() {
+    let mut cases = cases_in(&root().join("tests/fixtures/onnx/ops"));
+    cases.extend(cases_in(&root().join("tests/fixtures/onnx/external")));
+    check_all(&cases);
+}
+
+#[test]
+fn peer_graphs_match_onnxruntime_and_split_anywhere() {
+    let dir = root().join(".fixtures/peer");
+    let mut cases = Vec::new();
+    for name in [
+        "alexnet",
+        "vgg16",
+        "resnet18",
+        "resnet50",
+        "resnet152",
+        "mobilenet_v2",
+    ] {
+        let model = dir.join(format!("{name}.onnx"));
+        if fetched(&model).is_none() {
+            return;
+        }
+        cases.push(Case {
+            name: name.to_string(),
+            input: dir.join(format!("{name}_input.npy")),
+            ort: root().join(format!("tests/fixtures/onnx/peer/{name}_ort.npy")),
+            model,
+        });
+    }
+    check_all(&cases);
+}
+
+#[test]
+fn open_nsfw_with_trained_weights_matches_onnxruntime() {
+    let model = root().join(".fixtures/opennsfw/open-nsfw.onnx");
+    if fetched(&model).is_none() {
+        return;
+    }
+    let dir = root().join("tests/fixtures/onnx/opennsfw");
+    check_all(&[Case {
+        name: "open-nsfw".into(),
+        model,
+        input: dir.join("open-nsfw_input.npy"),
+        ort: dir.join("open-nsfw_ort.npy"),
+    }]);
+}
