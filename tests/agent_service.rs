@@ -578,3 +578,52 @@ fn a_narrowed_cpuset_moves_the_pipeline_onto_what_is_left_and_back() {
         .collect();
     assert_eq!(cuts, [1, 0, 1], "partitions in force: {}", v["partitions"]);
 }
+
+#[test]
+fn reload_reimports_a_replaced_onnx_file_and_keeps_the_last_good_one() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("net.onnx");
+    // Replaced as a deployment would: a new file renamed over the old.
+    let replace = |from: &str| {
+        let tmp = dir.path().join("incoming.onnx");
+        std::fs::copy(fixtures.join(from), &tmp).unwrap();
+        std::fs::rename(&tmp, &model).unwrap();
+    };
+    replace("light/light_squeezenet.onnx");
+    let config = format!(
+        "model:\n  path: {}\nmetrics:\n  listen: 127.0.0.1:0\n",
+        model.display()
+    );
+    let mut agent = Agent::start(&config);
+    agent.wait_status_line();
+    let body = agent.scrape();
+    assert!(body.contains("odin_pipeline_info{model=\"net\""), "{body}");
+    let frames = agent.frames_above(0.0);
+
+    // The same configuration, another network in the file: re-imported.
+    replace("ops/residual_block.onnx");
+    agent.signal(Signal::SIGHUP);
+    agent.wait_notify("RELOADING=1");
+    agent.wait_notify("READY=1");
+    let line = agent.wait_stderr(|l| l.contains("reloaded"));
+    assert!(line.contains("pipeline rebuilt (net"), "{line}");
+    let frames = agent.frames_above(frames);
+
+    // A broken file is refused naming it; the running model stays.
+    replace("bad/truncated.onnx");
+    agent.signal(Signal::SIGHUP);
+    agent.wait_notify("RELOADING=1");
+    agent.wait_notify("READY=1");
+    let err = agent.wait_stderr(|l| l.contains("reload rejected"));
+    assert!(
+        err.contains("net.onnx") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+    agent.frames_above(frames);
+
+    let v = agent.stop();
+    assert_eq!(v["model"], "net");
+    assert_eq!(v["frames"], v["admitted"], "frames in = frames out: {v}");
+    assert_eq!(v["reloads"], 1);
+}

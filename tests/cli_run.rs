@@ -137,7 +137,7 @@ fn bad_pes_and_values_exit_2_naming_the_problem() {
         (vec!["--pes", "0;x"], "PE 1"),
         (vec!["--rate", "-3"], "--rate"),
         (vec!["--duration", "0"], "--duration"),
-        (vec!["--model", "resnet51"], "possible values"),
+        (vec!["--model", "resnet51"], "valid: alexnet"),
     ] {
         let out = odin().arg("run").args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -240,3 +240,52 @@ fn open_nsfw_with_trained_weights_matches_onnxruntime() {
         ort: dir.join("open-nsfw_ort.npy"),
     }]);
 }
+
+/// The kernels odin runs after fusion, by kind.
+fn kernels(rel: &str) -> std::collections::BTreeMap<String, usize> {
+    let path = root().join("tests/fixtures/onnx").join(rel);
+    onnx::load(&path, &ImportOptions::default())
+        .unwrap()
+        .kernels
+}
+
+#[test]
+fn fusion_maps_common_patterns_onto_engine_kernels() {
+    let map = |pairs: &[(&str, usize)]| -> std::collections::BTreeMap<String, usize> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    // Conv -> BatchNormalization -> Relu: one convolution.
+    assert_eq!(kernels("ops/conv_bn_relu.onnx"), map(&[("conv", 1)]));
+    // Gemm -> BN -> Relu and MatMul -> Mul -> Add: two dense layers.
+    assert_eq!(kernels("ops/gemm_bn_relu.onnx"), map(&[("dense", 2)]));
+    // Residual blocks: convolutions and in-place adds, nothing else.
+    let k = kernels("ops/residual_block.onnx");
+    assert!(k.keys().all(|k| k == "conv" || k == "add"), "{k:?}");
+    // DenseNet: BN after a conv folds into it; BN after a concat (as Mul,
+    // Add and Relu) becomes one per-channel pass; nothing runs generically.
+    let k = kernels("light/light_densenet121.onnx");
+    assert_eq!(k.get("conv"), Some(&121), "{k:?}");
+    assert_eq!(k.get("affine"), Some(&62), "{k:?}");
+    for slow in ["elementwise", "batchnorm", "relu", "op"] {
+        assert!(!k.contains_key(slow), "{slow} left in {k:?}");
+    }
+}
+
+#[test]
+fn dense_blocks_are_cut_between_layers() {
+    let path = root().join("tests/fixtures/onnx/light/light_densenet121.onnx");
+    let imp = onnx::load(&path, &ImportOptions::default()).unwrap();
+    // 58 dense layers, each its own unit once the concatenations chain.
+    let concat_units = imp
+        .units
+        .iter()
+        .filter(|u| u.ops.contains(&"Concat".to_string()))
+        .count();
+    assert_eq!(
+        concat_units,
+        58,
+        "{:?}",
+        imp.units.iter().map(|u| &u.kind).collect::<Vec<_>>()
+    );
+    assert!(imp.units.len() > 60, "{} units", imp.units.len());
+}

@@ -529,7 +529,7 @@ impl Config {
             return err(
                 "model.name",
                 format!(
-                    "unknown model {:?}; valid: {}",
+                    "unknown model {:?}; valid: {}, or an ONNX file in model.path",
                     self.model.name,
                     crate::engine::zoo::NAMES.join(", ")
                 ),
@@ -734,6 +734,39 @@ mod tests {
         assert_eq!((c.load.mode, c.load.rate), (LoadMode::Open, Some(30.0)));
         assert_eq!(c.slo.latency_ms, Some(200.0));
         assert_eq!(c.cgroup.mode, CgroupMode::Enforce);
+    }
+
+    #[test]
+    fn an_onnx_model_comes_from_its_path() {
+        let c = parse("model:\n  path: /srv/m.onnx\n  input_shape: [1, 3, 96, 96]\n").unwrap();
+        assert_eq!(c.model.source(), ModelSource::File("/srv/m.onnx".into()));
+        assert_eq!(c.model.input_shape, Some(vec![1, 3, 96, 96]));
+        // Without a path the built-in name is the model.
+        assert_eq!(
+            Config::default().model.source(),
+            ModelSource::Builtin("resnet18".into())
+        );
+        for (text, field, words) in [
+            (
+                "model:\n  input_shape: [1, 3, 32, 32]\n",
+                "model.input_shape",
+                "model.path",
+            ),
+            (
+                "model:\n  path: m.onnx\n  input_shape: [1, 0]\n",
+                "model.input_shape",
+                "positive",
+            ),
+            (
+                "model:\n  path: m.onnx\n  input_shape: []\n",
+                "model.input_shape",
+                "1 to 4",
+            ),
+            ("model:\n  path: \"\"\n", "model.path", "ONNX file"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(words), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! ```text
 //! Conv -> (BatchNormalization | Mul/Add/Sub/Div by a per-channel constant)*
 //!      -> (Relu | Clip(0, 6))?                  => engine Conv2d (folded, fused)
-//! Gemm / MatMul by a constant -> (Add bias)? -> Relu?  => engine Dense
+//! Gemm / MatMul by a constant -> (Add bias)? -> (BatchNormalization
+//!      | per-output Mul/Add/Sub/Div)* -> (Relu | Clip(0, 6))?  => engine Dense
 //! Add(a, b) of equal shapes -> Relu?            => in-place add + activation
 //! MaxPool / AveragePool / GlobalAveragePool     => engine pools (when they fit)
-//! BatchNormalization alone                      => in-place per-channel affine
+//! BatchNormalization or Mul/Add by a per-channel constant, alone
+//!      -> (more of those)* -> Relu?            => in-place per-channel affine
 //! Identity, Dropout, Cast f32->f32              => removed
 //! Reshape, Flatten, Squeeze, Unsqueeze          => relabel the dimensions
 //! anything else                                 => the op's reference `eval`
@@ -67,12 +69,14 @@ pub enum Kernel {
     Act(Activation),
     /// An element-wise function in place.
     Unary(ew::Unary),
-    /// `x * scale[c] + shift[c]` along axis 1, in place.
+    /// `act(x * scale[c] + shift[c])` along axis 1, in place.
     Affine {
         /// Per-channel factors.
         scale: Vec<f32>,
         /// Per-channel offsets.
         shift: Vec<f32>,
+        /// The activation after.
+        act: Activation,
     },
     /// The same values under the output's dimensions.
     Reshape,
@@ -203,7 +207,8 @@ impl<'g> Lowerer<'g> {
 
     /// The one node reading `t`, unless the graph's output is `t`.
     fn sole_reader(&self, t: TensorId) -> Option<usize> {
-        if t == self.g.output {
+        let t = self.resolve(t);
+        if t == self.resolve(self.g.output) {
             return None;
         }
         match self.readers.get(&t).map(Vec::as_slice) {
@@ -372,12 +377,15 @@ impl<'g> Lowerer<'g> {
     }
 
     fn lower(mut self) -> Lowered {
+        // Identities first, so fusions see through them.
+        for i in 0..self.g.nodes.len() {
+            self.try_alias(i);
+        }
         for i in 0..self.g.nodes.len() {
             if self.done[i] {
                 continue;
             }
-            if self.try_alias(i)
-                || self.try_conv(i)
+            if self.try_conv(i)
                 || self.try_dense(i)
                 || self.try_pool(i)
                 || self.try_add(i)
@@ -577,7 +585,10 @@ impl<'g> Lowerer<'g> {
                 .iter()
                 .map(|t| t.and_then(|t| self.g.konst(t)).and_then(|d| f32_vec(d)))
                 .collect::<Option<_>>()?;
-            if p.len() != 4 || p.iter().any(|v| v.len() != channels) || n.inputs[0] != Some(t) {
+            if p.len() != 4
+                || p.iter().any(|v| v.len() != channels)
+                || n.inputs[0].map(|x| self.resolve(x)) != Some(self.resolve(t))
+            {
                 return None;
             }
             return Some(bn.scale_shift(&p[0], &p[1], &p[2], &p[3]));
@@ -587,6 +598,8 @@ impl<'g> Lowerer<'g> {
             n.inputs.first().copied().flatten()?,
             n.inputs.get(1).copied().flatten()?,
         );
+        let t = self.resolve(t);
+        let (a0, a1) = (self.resolve(a0), self.resolve(a1));
         let (c, t_first) = match (a0 == t, a1 == t) {
             (true, false) => (self.g.konst(a1)?, true),
             (false, true) => (self.g.konst(a0)?, false),
@@ -670,7 +683,12 @@ impl<'g> Lowerer<'g> {
             && b.0 == ew::BinaryKind::Add
         {
             let nj = self.node(j);
-            let other = nj.inputs.iter().flatten().copied().find(|&x| x != t);
+            let other = nj
+                .inputs
+                .iter()
+                .flatten()
+                .copied()
+                .find(|&x| self.resolve(x) != self.resolve(t));
             if let Some(c) = other
                 .and_then(|o| self.g.konst(o))
                 .and_then(|c| row_bias(c, m, outs))
@@ -680,6 +698,19 @@ impl<'g> Lowerer<'g> {
                 covered.push(j);
                 t = nj.outputs[0];
             }
+        }
+        // Per-output affine maps that follow (a batch norm after a Gemm).
+        let mut weight = weight;
+        while let Some(j) = self.sole_reader(t) {
+            let Some((s, sh)) = self.affine_after(j, t, 2, outs) else {
+                break;
+            };
+            for (o, mut row) in weight.rows_mut().into_iter().enumerate() {
+                row.iter_mut().for_each(|v| *v *= s[o]);
+                bias[o] = bias[o] * s[o] + sh[o];
+            }
+            covered.push(j);
+            t = self.node(j).outputs[0];
         }
         let mut act = Activation::Identity;
         if let Some((j, a)) = self.fused_act(t) {
@@ -840,16 +871,32 @@ impl<'g> Lowerer<'g> {
                 }
                 _ => return false,
             }
-        } else if self.is::<reduce::BatchNorm>(i).is_some() {
-            let d = &self.dims[x];
-            if d.len() < 2 {
-                return false;
+        } else if let Some(d) = (self.dims[x].len() >= 2).then(|| self.dims[x].clone())
+            && let Some((mut scale, mut shift)) = self.affine_after(i, x, d.len(), d[1])
+        {
+            // Per-channel affine maps in a row (a batch norm, or one
+            // decomposed into Mul and Add), then an activation: one pass.
+            let mut covered = vec![i];
+            let mut t = out;
+            while let Some(j) = self.sole_reader(t)
+                && let Some((s2, t2)) = self.affine_after(j, t, d.len(), d[1])
+            {
+                for c in 0..d[1] {
+                    scale[c] *= s2[c];
+                    shift[c] = shift[c] * s2[c] + t2[c];
+                }
+                covered.push(j);
+                t = self.node(j).outputs[0];
             }
-            let Some((s, t)) = self.affine_after(i, n.inputs[0].expect("input"), d.len(), d[1])
-            else {
-                return false;
-            };
-            ("batchnorm", Kernel::Affine { scale: s, shift: t })
+            let mut act = Activation::Identity;
+            if let Some((j, a)) = self.fused_act(t) {
+                act = a;
+                covered.push(j);
+                t = self.node(j).outputs[0];
+            }
+            let kernel = Kernel::Affine { scale, shift, act };
+            self.push(&covered, "affine", kernel, vec![Arg::Tensor(x)], vec![t]);
+            return true;
         } else if matches!(
             n.op_type.as_str(),
             "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze"

@@ -359,7 +359,7 @@ impl Layer for ImportedUnit {
                     u.apply_slice(slice_mut(&mut y));
                     vec![y]
                 }
-                Kernel::Affine { scale, shift } => {
+                Kernel::Affine { scale, shift, act } => {
                     let k = arg_slot(0);
                     let mut y = env.take(k, last(k), &self.input_dims);
                     let d = y.dims().to_vec();
@@ -367,7 +367,15 @@ impl Layer for ImportedUnit {
                     let c = d[1];
                     for (i, p) in slice_mut(&mut y).chunks_exact_mut(plane).enumerate() {
                         let (sc, sh) = (scale[i % c], shift[i % c]);
-                        p.iter_mut().for_each(|v| *v = *v * sc + sh);
+                        match act {
+                            Activation::Identity => p.iter_mut().for_each(|v| *v = *v * sc + sh),
+                            Activation::Relu => {
+                                p.iter_mut().for_each(|v| *v = (*v * sc + sh).max(0.0))
+                            }
+                            Activation::Relu6 => p
+                                .iter_mut()
+                                .for_each(|v| *v = (*v * sc + sh).clamp(0.0, 6.0)),
+                        }
                     }
                     vec![y]
                 }
