@@ -209,6 +209,53 @@ fn profile_and_run_take_an_onnx_file() {
     assert!(v["frames"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["stages"].as_array().unwrap().len(), 2);
 
+    // The simulator takes the file's units and their measured costs.
+    let profile = dir.path().join("profile.json");
+    let squeezenet = fixture("light/light_squeezenet.onnx");
+    let out = odin(&[
+        "profile",
+        "--model",
+        &squeezenet,
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--output",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = odin(&[
+        "simulate",
+        "--model",
+        &squeezenet,
+        "--pes",
+        "3",
+        "--scenario",
+        "long-lived",
+        "--frames",
+        "300",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.to_string().contains("light_squeezenet"), "{v}");
+    // A profile of another model does not fit.
+    let other = fixture("ops/residual_block.onnx");
+    let out = odin(&[
+        "simulate",
+        "--model",
+        &other,
+        "--pes",
+        "2",
+        "--scenario",
+        "none",
+        "--profile",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
     // A missing file is a usage error naming it.
     let out = odin(&["run", "--model", "/nonexistent/m.onnx", "--duration", "1"]);
     assert_eq!(out.status.code(), Some(2));

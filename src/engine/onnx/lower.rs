@@ -241,6 +241,36 @@ impl<'g> Lowerer<'g> {
         }
     }
 
+    /// The per-channel affine maps that follow `t` in a chain (each the
+    /// sole reader of the last), composed into one `x * scale + shift`;
+    /// with the nodes they cover and the tensor they end at.
+    fn following_affines(
+        &self,
+        mut t: TensorId,
+        rank: usize,
+        channels: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<usize>, TensorId) {
+        let (mut scale, mut shift) = (vec![1.0; channels], vec![0.0; channels]);
+        let mut nodes = Vec::new();
+        while let Some(j) = self.sole_reader(t)
+            && let Some((s, sh)) = self.affine_after(j, t, rank, channels)
+        {
+            for c in 0..channels {
+                scale[c] *= s[c];
+                shift[c] = shift[c] * s[c] + sh[c];
+            }
+            nodes.push(j);
+            t = self.node(j).outputs[0];
+        }
+        (scale, shift, nodes, t)
+    }
+
+    /// The activation node that fuses after `t`, its activation and output.
+    fn following_act(&self, t: TensorId) -> Option<(usize, Activation, TensorId)> {
+        self.fused_act(t)
+            .map(|(j, a)| (j, a, self.node(j).outputs[0]))
+    }
+
     fn fresh(&mut self, dims: Vec<usize>) -> TensorId {
         self.dims.push(dims);
         self.dtypes.push(DType::F32);
@@ -475,26 +505,22 @@ impl<'g> Lowerer<'g> {
         let mut t = n.outputs[0];
         let out_rank = self.dims[t].len();
         // Fold per-channel affine maps that follow.
-        while let Some(j) = self.sole_reader(t) {
-            let Some((s, sh)) = self.affine_after(j, t, out_rank, cout) else {
-                break;
-            };
-            let per = weight.len() / cout;
-            for o in 0..cout {
-                weight[o * per..(o + 1) * per]
-                    .iter_mut()
-                    .for_each(|v| *v *= s[o]);
-                b[o] = b[o] * s[o] + sh[o];
-            }
-            covered.push(j);
-            t = self.node(j).outputs[0];
+        let (s, sh, nodes, end) = self.following_affines(t, out_rank, cout);
+        let per = weight.len() / cout;
+        for o in 0..cout {
+            weight[o * per..(o + 1) * per]
+                .iter_mut()
+                .for_each(|v| *v *= s[o]);
+            b[o] = b[o] * s[o] + sh[o];
         }
+        covered.extend(nodes);
+        t = end;
         let mut act = Activation::Identity;
         let mut act_node = None;
-        if let Some((j, a)) = self.fused_act(t) {
+        if let Some((j, a, after)) = self.following_act(t) {
             act = a;
             act_node = Some((j, t));
-            t = self.node(j).outputs[0];
+            t = after;
         }
         let x = self.resolve(*x);
         let fits = conv.dilations.iter().all(|&d| d == 1) && conv.strides[0] == conv.strides[1];
@@ -701,22 +727,18 @@ impl<'g> Lowerer<'g> {
         }
         // Per-output affine maps that follow (a batch norm after a Gemm).
         let mut weight = weight;
-        while let Some(j) = self.sole_reader(t) {
-            let Some((s, sh)) = self.affine_after(j, t, 2, outs) else {
-                break;
-            };
-            for (o, mut row) in weight.rows_mut().into_iter().enumerate() {
-                row.iter_mut().for_each(|v| *v *= s[o]);
-                bias[o] = bias[o] * s[o] + sh[o];
-            }
-            covered.push(j);
-            t = self.node(j).outputs[0];
+        let (s, sh, nodes, end) = self.following_affines(t, 2, outs);
+        for (o, mut row) in weight.rows_mut().into_iter().enumerate() {
+            row.iter_mut().for_each(|v| *v *= s[o]);
+            bias[o] = bias[o] * s[o] + sh[o];
         }
+        covered.extend(nodes);
+        t = end;
         let mut act = Activation::Identity;
-        if let Some((j, a)) = self.fused_act(t) {
+        if let Some((j, a, after)) = self.following_act(t) {
             act = a;
             covered.push(j);
-            t = self.node(j).outputs[0];
+            t = after;
         }
         let layer = dense(weight, bias).with_activation(act);
         let a = self.resolve(*a);
@@ -877,22 +899,17 @@ impl<'g> Lowerer<'g> {
             // Per-channel affine maps in a row (a batch norm, or one
             // decomposed into Mul and Add), then an activation: one pass.
             let mut covered = vec![i];
-            let mut t = out;
-            while let Some(j) = self.sole_reader(t)
-                && let Some((s2, t2)) = self.affine_after(j, t, d.len(), d[1])
-            {
-                for c in 0..d[1] {
-                    scale[c] *= s2[c];
-                    shift[c] = shift[c] * s2[c] + t2[c];
-                }
-                covered.push(j);
-                t = self.node(j).outputs[0];
+            let (s2, t2, nodes, mut t) = self.following_affines(out, d.len(), d[1]);
+            for c in 0..d[1] {
+                scale[c] *= s2[c];
+                shift[c] = shift[c] * s2[c] + t2[c];
             }
+            covered.extend(nodes);
             let mut act = Activation::Identity;
-            if let Some((j, a)) = self.fused_act(t) {
+            if let Some((j, a, after)) = self.following_act(t) {
                 act = a;
                 covered.push(j);
-                t = self.node(j).outputs[0];
+                t = after;
             }
             let kernel = Kernel::Affine { scale, shift, act };
             self.push(&covered, "affine", kernel, vec![Arg::Tensor(x)], vec![t]);

@@ -1,12 +1,11 @@
 //! Elementwise ops: activations, Clip, broadcasting arithmetic and comparisons, Sum/Max/Min/Mean, PRelu, Where.
 
 use std::any::Any;
-use std::borrow::Cow;
 
 use ndarray::{ArrayD, IxDyn};
 
 use super::super::data::{DType, Data, Fact, fmt_dims};
-use super::util::{broadcast, broadcast_all, input};
+use super::util::{array, broadcast, broadcast_all, input, std_slice};
 use super::{Builder, Ctx, Op};
 
 /// The op types this family supports.
@@ -51,19 +50,6 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("PRelu", prelu),
     ("Where", where_op),
 ];
-
-/// The elements of `a` in logical (row-major) order, borrowed when `a` is
-/// already in standard layout.
-fn std_slice<T: Copy>(a: &ArrayD<T>) -> Cow<'_, [T]> {
-    match a.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().copied().collect()),
-    }
-}
-
-fn array<T>(dims: &[usize], v: Vec<T>) -> Result<ArrayD<T>, String> {
-    ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| e.to_string())
-}
 
 // ---------------------------------------------------------------- unary
 

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::super::data::{DType, Data, Fact, fmt_dims};
 use super::elementwise::exp_f32;
-use super::util::{broadcast, f32_input, input, like, norm_axes, norm_axis};
+use super::util::{array, broadcast, f32_input, input, like, norm_axes, norm_axis, std_slice};
 use super::{Builder, Ctx, Op};
 
 /// The op types this family supports.
@@ -29,17 +29,6 @@ pub(super) const OPS: &[(&str, Builder)] = &[
     ("BatchNormalization", batch_norm),
     ("InstanceNormalization", instance_norm),
 ];
-
-fn std_slice<T: Copy>(a: &ArrayD<T>) -> Cow<'_, [T]> {
-    match a.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().copied().collect()),
-    }
-}
-
-fn array<T>(dims: &[usize], v: Vec<T>) -> Result<ArrayD<T>, String> {
-    ArrayD::from_shape_vec(IxDyn(dims), v).map_err(|e| e.to_string())
-}
 
 fn float_input<'a>(inputs: &[Option<&'a Fact>], i: usize) -> Result<&'a Fact, String> {
     let f = input(inputs, i)?;

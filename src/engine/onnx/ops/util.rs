@@ -92,6 +92,20 @@ pub fn f32_input<'a>(
         .map_err(|e| format!("input {i}: {e}"))
 }
 
+/// The elements of `a` in logical (row-major) order, borrowed when `a` is
+/// already in standard layout.
+pub fn std_slice<T: Copy>(a: &ndarray::ArrayD<T>) -> std::borrow::Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+/// An array of `dims` over `v`.
+pub fn array<T>(dims: &[usize], v: Vec<T>) -> Result<ndarray::ArrayD<T>, String> {
+    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(dims), v).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
