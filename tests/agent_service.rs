@@ -424,6 +424,26 @@ fn check_config_prints_the_effective_yaml_or_names_field_and_line() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(field));
     }
 
+    // An ONNX model that does not import is refused, naming the file.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let onnx = dir.path().join("onnx.yaml");
+    for (model, ok) in [("ops/residual_block.onnx", true), ("bad/cycle.onnx", false)] {
+        write_config(
+            &onnx,
+            &format!("model:\n  path: {}\n", fixtures.join(model).display()),
+        );
+        let out = odin().arg("check-config").arg(&onnx).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{model}: {err}");
+        if !ok {
+            assert_eq!(out.status.code(), Some(2));
+            assert!(
+                err.contains("model.path") && err.contains("cycle.onnx") && err.contains("cycle"),
+                "{err}"
+            );
+        }
+    }
+
     if !nix::unistd::Uid::effective().is_root() {
         eprintln!("skipped the mode 0666 case: not running as root");
         return;

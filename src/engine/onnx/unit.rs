@@ -23,7 +23,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::data::{DType, Data};
 use super::lower::{Arg, Kernel, Lowered, Step, shape4};
 use crate::engine::ops::Activation;
-use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes};
+use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace};
 
 /// Step ranges of the units of `l`: maximal runs between cuts.
 pub fn cut(l: &Lowered) -> Vec<std::ops::Range<usize>> {
@@ -443,9 +443,4 @@ fn add_act(y: &mut [f32], side: &[f32], act: Activation) {
         Activation::Relu => pairs.for_each(|(a, b)| *a = (*a + b).max(0.0)),
         Activation::Relu6 => pairs.for_each(|(a, b)| *a = (*a + b).clamp(0.0, 6.0)),
     }
-}
-
-/// Bytes of activations a unit reads and writes, for messages.
-pub fn io_bytes(u: &ImportedUnit) -> u64 {
-    f32_bytes(u.input_dims.iter().product::<usize>() + u.output_dims.iter().product::<usize>())
 }
