@@ -12,5 +12,6 @@ pub mod monitor;
 pub mod pipeline;
 pub mod plot;
 pub mod policy;
+pub mod server;
 pub mod sim;
 pub mod topology;
