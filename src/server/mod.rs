@@ -1,4 +1,18 @@
-//! Serving requests over the Open Inference Protocol (KServe v2): the
-//! admission queue between clients and the pipeline.
+//! Serving requests over the Open Inference Protocol (KServe v2), the
+//! protocol Triton, KServe and their clients (`tritonclient`,
+//! `perf_analyzer`) speak.
+//!
+//! - [`protocol`]: the data model and the REST codec, with no transport:
+//!   what a model looks like to a client, how an infer request body is
+//!   parsed into tensors and a response written back, which HTTP status or
+//!   gRPC code an error becomes.
+//! - [`grpc`]: the gRPC messages and service, generated at build time from
+//!   the vendored `proto/open_inference_grpc.proto` (no `protoc`).
+//! - [`image`]: encoded JPEG and PNG inputs to model tensors, and Triton's
+//!   classification strings.
+//! - [`admission`]: the bounded queue between clients and the pipeline.
 
 pub mod admission;
+pub mod grpc;
+pub mod image;
+pub mod protocol;

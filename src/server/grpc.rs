@@ -1,0 +1,684 @@
+//! The gRPC messages and service of the Open Inference Protocol, as odin
+//! serves them.
+//!
+//! Problem: odin must answer `tritonclient.grpc` and `perf_analyzer`, which
+//! call `/inference.GRPCInferenceService/<Method>` with the protocol's
+//! messages, and it must build on a machine without `protoc`.
+//!
+//! Approach: `build.rs` compiles the vendored `proto/open_inference_grpc.proto`
+//! (KServe's Open Inference Protocol, Apache-2.0; see `proto/README.md`) with
+//! `protox`, a protobuf compiler in Rust, and generates prost messages plus a
+//! tonic server and client into [`pb`]. The package stays `inference`, so the
+//! method paths are those the clients call. Two things odin adds to the
+//! protocol:
+//!
+//! - Triton's `ModelConfig` RPC, with a subset of Triton's `ModelConfig`
+//!   message under Triton's own field numbers: `perf_analyzer` will not
+//!   start without it. The service therefore has seven RPCs: `ServerLive`,
+//!   `ServerReady`, `ModelReady`, `ServerMetadata`, `ModelMetadata`,
+//!   `ModelInfer`, `ModelConfig`. There are no default method bodies, so a
+//!   server implementing [`pb::grpc_inference_service_server::GrpcInferenceService`]
+//!   answers all of them.
+//! - Every `bytes` field (`raw_input_contents`, `raw_output_contents`,
+//!   `bytes_contents`) is a [`prost::bytes::Bytes`]: decoding slices tonic's
+//!   receive buffer rather than copying each tensor out of it.
+//!
+//! tonic refuses a message above 4 MiB by default
+//! (`Status::out_of_range`, before buffering it), which is less than one
+//! 8-image 224x224 FP32 batch (4.8 MB); a server raises the limit with
+//! `GrpcInferenceServiceServer::max_decoding_message_size`.
+
+/// The generated messages (`ModelInferRequest`, `ModelConfig`, ...), the
+/// server (`grpc_inference_service_server`) and the client
+/// (`grpc_inference_service_client`, over any tonic channel).
+#[allow(
+    // Not every proto message or enum value carries a comment to become a doc.
+    missing_docs,
+    // Generated code is not held to the pedantic group (doc backticks, `# Errors`).
+    clippy::pedantic
+)]
+pub mod pb {
+    tonic::include_proto!("inference");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb;
+    use super::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use super::pb::grpc_inference_service_server::{
+        GrpcInferenceService, GrpcInferenceServiceServer,
+    };
+    use proptest::prelude::*;
+    use prost::Message;
+    use prost::bytes::Bytes;
+    use std::net::SocketAddr;
+    use tonic::transport::Channel;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Code, Request, Response, Status};
+
+    /// The decoding limit odin's server uses: a whole batch fits.
+    const LARGE_LIMIT: usize = 64 << 20;
+
+    /// tonic's default decoding limit.
+    const DEFAULT_LIMIT: usize = 4 << 20;
+
+    /// A server with one model, `resnet50`, that answers fixed values and
+    /// echoes `ModelInfer` inputs back as outputs.
+    struct Fixed;
+
+    const MODEL: &str = "resnet50";
+
+    fn known(name: &str) -> Result<(), Status> {
+        if name == MODEL {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("unknown model: {name:?}")))
+        }
+    }
+
+    fn fixed_config() -> pb::ModelConfig {
+        pb::ModelConfig {
+            name: MODEL.into(),
+            platform: "odin_onnx".into(),
+            max_batch_size: 8,
+            input: vec![pb::ModelInput {
+                name: "input".into(),
+                data_type: pb::DataType::TypeFp32.into(),
+                format: pb::model_input::Format::Nchw.into(),
+                dims: vec![3, 224, 224],
+                is_shape_tensor: false,
+                optional: false,
+            }],
+            output: vec![pb::ModelOutput {
+                name: "output".into(),
+                data_type: pb::DataType::TypeFp32.into(),
+                dims: vec![1000],
+                is_shape_tensor: false,
+            }],
+            backend: "odin".into(),
+        }
+    }
+
+    #[tonic::async_trait]
+    impl GrpcInferenceService for Fixed {
+        async fn server_live(
+            &self,
+            _: Request<pb::ServerLiveRequest>,
+        ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+            Ok(Response::new(pb::ServerLiveResponse { live: true }))
+        }
+
+        async fn server_ready(
+            &self,
+            _: Request<pb::ServerReadyRequest>,
+        ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+            Ok(Response::new(pb::ServerReadyResponse { ready: true }))
+        }
+
+        async fn model_ready(
+            &self,
+            request: Request<pb::ModelReadyRequest>,
+        ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+            let ready = request.get_ref().name == MODEL;
+            Ok(Response::new(pb::ModelReadyResponse { ready }))
+        }
+
+        async fn server_metadata(
+            &self,
+            _: Request<pb::ServerMetadataRequest>,
+        ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+            Ok(Response::new(pb::ServerMetadataResponse {
+                name: "odin".into(),
+                version: "0.1.0".into(),
+                extensions: vec!["binary_tensor_data".into(), "model_configuration".into()],
+            }))
+        }
+
+        async fn model_metadata(
+            &self,
+            request: Request<pb::ModelMetadataRequest>,
+        ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+            known(&request.get_ref().name)?;
+            let tensor = |name: &str, shape: &[i64]| pb::model_metadata_response::TensorMetadata {
+                name: name.into(),
+                datatype: "FP32".into(),
+                shape: shape.to_vec(),
+            };
+            Ok(Response::new(pb::ModelMetadataResponse {
+                name: MODEL.into(),
+                versions: vec!["1".into()],
+                platform: "odin_onnx".into(),
+                inputs: vec![tensor("input", &[-1, 3, 224, 224])],
+                outputs: vec![tensor("output", &[-1, 1000])],
+                properties: Default::default(),
+            }))
+        }
+
+        async fn model_infer(
+            &self,
+            request: Request<pb::ModelInferRequest>,
+        ) -> Result<Response<pb::ModelInferResponse>, Status> {
+            let request = request.into_inner();
+            known(&request.model_name)?;
+            let outputs = request
+                .inputs
+                .iter()
+                .map(|input| pb::model_infer_response::InferOutputTensor {
+                    name: format!("echo_{}", input.name),
+                    datatype: input.datatype.clone(),
+                    shape: input.shape.clone(),
+                    parameters: Default::default(),
+                    contents: None,
+                })
+                .collect();
+            Ok(Response::new(pb::ModelInferResponse {
+                model_name: request.model_name,
+                model_version: "1".into(),
+                id: request.id,
+                parameters: Default::default(),
+                outputs,
+                raw_output_contents: request.raw_input_contents,
+            }))
+        }
+
+        async fn model_config(
+            &self,
+            request: Request<pb::ModelConfigRequest>,
+        ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+            known(&request.get_ref().name)?;
+            Ok(Response::new(pb::ModelConfigResponse {
+                config: Some(fixed_config()),
+            }))
+        }
+    }
+
+    /// An FP32 input `[1, n]` named `input` with its raw bytes, `n * 4`
+    /// bytes of a pattern that differs from element to element.
+    fn infer_request(id: &str, n: usize) -> pb::ModelInferRequest {
+        let raw: Vec<u8> = (0..n * 4).map(|i| (i * 31 + i / 251) as u8).collect();
+        pb::ModelInferRequest {
+            model_name: MODEL.into(),
+            model_version: String::new(),
+            id: id.into(),
+            parameters: [(
+                "timeout".to_string(),
+                pb::InferParameter {
+                    parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(
+                        1_000_000,
+                    )),
+                },
+            )]
+            .into(),
+            inputs: vec![pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, n as i64],
+                parameters: Default::default(),
+                contents: None,
+            }],
+            outputs: vec![],
+            raw_input_contents: vec![Bytes::from(raw)],
+        }
+    }
+
+    /// Serves [`Fixed`] on an ephemeral loopback port, the server decoding
+    /// messages up to `limit` bytes (`None`: tonic's default). Must run
+    /// inside a runtime; the server task ends with the runtime.
+    fn serve(limit: Option<usize>) -> SocketAddr {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        let mut service = GrpcInferenceServiceServer::new(Fixed);
+        if let Some(limit) = limit {
+            service = service.max_decoding_message_size(limit);
+        }
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .serve_with_incoming(service, incoming)
+                .await
+                .unwrap();
+        });
+        addr
+    }
+
+    async fn channel(addr: SocketAddr) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn client(addr: SocketAddr) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::new(channel(addr).await)
+            .max_decoding_message_size(LARGE_LIMIT)
+            .max_encoding_message_size(LARGE_LIMIT)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn infer_request_with_raw_contents_round_trips() {
+        let request = infer_request("req-1", 1000);
+        let wire = request.encode_to_vec();
+        let decoded = pb::ModelInferRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!(decoded, request);
+        assert_eq!(decoded.raw_input_contents[0].len(), 4000);
+        // Decoding from a `Bytes` buffer shares it instead of copying the
+        // tensor.
+        let wire = Bytes::from(wire);
+        let decoded = pb::ModelInferRequest::decode(wire.clone()).unwrap();
+        let raw = &decoded.raw_input_contents[0];
+        let start = raw.as_ptr() as usize - wire.as_ptr() as usize;
+        assert!(start < wire.len());
+        assert_eq!(&wire[start..start + raw.len()], &raw[..]);
+    }
+
+    #[test]
+    fn triton_field_numbers_and_enum_values() {
+        // Triton's model_config.proto: DataType numbering.
+        let types = [
+            (pb::DataType::TypeInvalid, 0),
+            (pb::DataType::TypeBool, 1),
+            (pb::DataType::TypeUint8, 2),
+            (pb::DataType::TypeUint16, 3),
+            (pb::DataType::TypeUint32, 4),
+            (pb::DataType::TypeUint64, 5),
+            (pb::DataType::TypeInt8, 6),
+            (pb::DataType::TypeInt16, 7),
+            (pb::DataType::TypeInt32, 8),
+            (pb::DataType::TypeInt64, 9),
+            (pb::DataType::TypeFp16, 10),
+            (pb::DataType::TypeFp32, 11),
+            (pb::DataType::TypeFp64, 12),
+            (pb::DataType::TypeString, 13),
+            (pb::DataType::TypeBf16, 14),
+        ];
+        for (ty, number) in types {
+            assert_eq!(ty as i32, number, "{}", ty.as_str_name());
+        }
+        assert_eq!(pb::DataType::TypeFp32.as_str_name(), "TYPE_FP32");
+        assert_eq!(pb::model_input::Format::None as i32, 0);
+        assert_eq!(pb::model_input::Format::Nhwc as i32, 1);
+        assert_eq!(pb::model_input::Format::Nchw as i32, 2);
+        assert_eq!(pb::model_input::Format::Nchw.as_str_name(), "FORMAT_NCHW");
+
+        // One field at a time, the key byte(s) are (number << 3) | wire type.
+        let config = |c: pb::ModelConfig| c.encode_to_vec();
+        let base = pb::ModelConfig::default();
+        assert_eq!(
+            config(pb::ModelConfig {
+                name: "m".into(),
+                ..base.clone()
+            }),
+            [0x0a, 1, b'm']
+        );
+        assert_eq!(
+            config(pb::ModelConfig {
+                platform: "p".into(),
+                ..base.clone()
+            }),
+            [0x12, 1, b'p']
+        );
+        assert_eq!(
+            config(pb::ModelConfig {
+                max_batch_size: 8,
+                ..base.clone()
+            }),
+            [0x20, 8]
+        );
+        assert_eq!(
+            config(pb::ModelConfig {
+                input: vec![Default::default()],
+                ..base.clone()
+            }),
+            [0x2a, 0]
+        );
+        assert_eq!(
+            config(pb::ModelConfig {
+                output: vec![Default::default()],
+                ..base.clone()
+            }),
+            [0x32, 0]
+        );
+        assert_eq!(
+            config(pb::ModelConfig {
+                backend: "b".into(),
+                ..base
+            }),
+            [0x8a, 0x01, 1, b'b'] // 17 << 3 | 2 = 138, a two-byte varint
+        );
+
+        let input = pb::ModelInput {
+            name: "i".into(),
+            data_type: pb::DataType::TypeFp32.into(),
+            format: pb::model_input::Format::Nchw.into(),
+            dims: vec![3],
+            is_shape_tensor: true,
+            optional: true,
+        };
+        assert_eq!(
+            input.encode_to_vec(),
+            [
+                0x0a, 1, b'i', 0x10, 11, 0x18, 2, 0x22, 1, 3, 0x30, 1, 0x40, 1
+            ]
+        );
+        let output = pb::ModelOutput {
+            name: "o".into(),
+            data_type: pb::DataType::TypeString.into(),
+            dims: vec![5],
+            is_shape_tensor: true,
+        };
+        assert_eq!(
+            output.encode_to_vec(),
+            [0x0a, 1, b'o', 0x10, 13, 0x1a, 1, 5, 0x30, 1]
+        );
+        let request = pb::ModelConfigRequest {
+            name: "m".into(),
+            version: "2".into(),
+        };
+        assert_eq!(request.encode_to_vec(), [0x0a, 1, b'm', 0x12, 1, b'2']);
+        let response = pb::ModelConfigResponse {
+            config: Some(base_with_batch(1)),
+        };
+        assert_eq!(response.encode_to_vec(), [0x0a, 2, 0x20, 1]);
+    }
+
+    fn base_with_batch(max_batch_size: i32) -> pb::ModelConfig {
+        pb::ModelConfig {
+            max_batch_size,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_has_the_seven_rpcs_and_answers_them() {
+        runtime().block_on(async {
+            let addr = serve(Some(LARGE_LIMIT));
+            let mut client = client(addr).await;
+
+            let live = client.server_live(pb::ServerLiveRequest {}).await.unwrap();
+            assert!(live.into_inner().live);
+            let ready = client
+                .server_ready(pb::ServerReadyRequest {})
+                .await
+                .unwrap();
+            assert!(ready.into_inner().ready);
+
+            let model_ready = |name: &str| pb::ModelReadyRequest {
+                name: name.into(),
+                version: String::new(),
+            };
+            let ready = client.model_ready(model_ready(MODEL)).await.unwrap();
+            assert!(ready.into_inner().ready);
+            let ready = client.model_ready(model_ready("other")).await.unwrap();
+            assert!(!ready.into_inner().ready);
+
+            let meta = client
+                .server_metadata(pb::ServerMetadataRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(meta.name, "odin");
+            assert_eq!(
+                meta.extensions,
+                ["binary_tensor_data", "model_configuration"]
+            );
+
+            let meta = client
+                .model_metadata(pb::ModelMetadataRequest {
+                    name: MODEL.into(),
+                    version: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(meta.inputs.len(), 1);
+            assert_eq!(meta.inputs[0].name, "input");
+            assert_eq!(meta.inputs[0].datatype, "FP32");
+            assert_eq!(meta.inputs[0].shape, [-1, 3, 224, 224]);
+            assert_eq!(meta.outputs[0].shape, [-1, 1000]);
+
+            let err = client
+                .model_metadata(pb::ModelMetadataRequest {
+                    name: "other".into(),
+                    version: String::new(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::NotFound);
+            assert!(err.message().contains("\"other\""), "{}", err.message());
+
+            let request = infer_request("small", 16);
+            let response = client
+                .model_infer(request.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(response.id, "small");
+            assert_eq!(response.model_name, MODEL);
+            assert_eq!(response.outputs.len(), 1);
+            assert_eq!(response.outputs[0].name, "echo_input");
+            assert_eq!(response.outputs[0].shape, [1, 16]);
+            assert_eq!(response.raw_output_contents, request.raw_input_contents);
+
+            let config = client
+                .model_config(pb::ModelConfigRequest {
+                    name: MODEL.into(),
+                    version: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(config.config, Some(fixed_config()));
+            let err = client
+                .model_config(pb::ModelConfigRequest {
+                    name: "other".into(),
+                    version: String::new(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::NotFound);
+        });
+    }
+
+    /// Calls `path` with a hand-written path string, as a client built from
+    /// another copy of the proto (tritonclient, perf_analyzer) does.
+    async fn call_path<Req, Resp>(channel: Channel, path: &'static str, request: Req) -> Resp
+    where
+        Req: Message + Send + Sync + 'static,
+        Resp: Message + Default + Send + Sync + 'static,
+    {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+        let uri_path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        grpc.unary(Request::new(request), uri_path, codec)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .into_inner()
+    }
+
+    #[test]
+    fn method_paths_are_the_ones_triton_clients_call() {
+        use tonic::server::NamedService;
+        assert_eq!(
+            <GrpcInferenceServiceServer<Fixed> as NamedService>::NAME,
+            "inference.GRPCInferenceService"
+        );
+        runtime().block_on(async {
+            let ch = channel(serve(None)).await;
+            let live: pb::ServerLiveResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ServerLive",
+                pb::ServerLiveRequest {},
+            )
+            .await;
+            assert!(live.live);
+            let ready: pb::ServerReadyResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ServerReady",
+                pb::ServerReadyRequest {},
+            )
+            .await;
+            assert!(ready.ready);
+            let ready: pb::ModelReadyResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ModelReady",
+                pb::ModelReadyRequest {
+                    name: MODEL.into(),
+                    version: String::new(),
+                },
+            )
+            .await;
+            assert!(ready.ready);
+            let meta: pb::ServerMetadataResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ServerMetadata",
+                pb::ServerMetadataRequest {},
+            )
+            .await;
+            assert_eq!(meta.name, "odin");
+            let meta: pb::ModelMetadataResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ModelMetadata",
+                pb::ModelMetadataRequest {
+                    name: MODEL.into(),
+                    version: String::new(),
+                },
+            )
+            .await;
+            assert_eq!(meta.name, MODEL);
+            let infer: pb::ModelInferResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ModelInfer",
+                infer_request("path", 4),
+            )
+            .await;
+            assert_eq!(infer.id, "path");
+            let config: pb::ModelConfigResponse = call_path(
+                ch.clone(),
+                "/inference.GRPCInferenceService/ModelConfig",
+                pb::ModelConfigRequest {
+                    name: MODEL.into(),
+                    version: String::new(),
+                },
+            )
+            .await;
+            assert_eq!(config.config.map(|c| c.max_batch_size), Some(8));
+
+            // A method the service does not have.
+            let mut grpc = tonic::client::Grpc::new(ch);
+            grpc.ready().await.unwrap();
+            let codec =
+                tonic_prost::ProstCodec::<pb::ServerLiveRequest, pb::ServerLiveResponse>::default();
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/inference.GRPCInferenceService/ModelStatistics",
+            );
+            let err = grpc
+                .unary(Request::new(pb::ServerLiveRequest {}), path, codec)
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unimplemented);
+        });
+    }
+
+    #[test]
+    fn five_megabyte_infer_needs_the_raised_limit() {
+        // 1_250_000 FP32 values: 5_000_000 bytes, over tonic's 4 MiB default.
+        let n = 1_250_000;
+        let request = infer_request("big", n);
+        assert!(request.encoded_len() > DEFAULT_LIMIT);
+        runtime().block_on(async {
+            let mut raised = client(serve(Some(LARGE_LIMIT))).await;
+            let response = raised
+                .model_infer(request.clone())
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(response.id, "big");
+            assert_eq!(response.outputs[0].shape, [1, n as i64]);
+            assert_eq!(response.raw_output_contents.len(), 1);
+            assert_eq!(response.raw_output_contents[0].len(), n * 4);
+            assert_eq!(response.raw_output_contents, request.raw_input_contents);
+
+            let mut default = client(serve(None)).await;
+            let err = default.model_infer(request.clone()).await.unwrap_err();
+            assert_eq!(err.code(), Code::OutOfRange, "{err}");
+            assert!(
+                err.message().contains(&DEFAULT_LIMIT.to_string()),
+                "{}",
+                err.message()
+            );
+            // The same server takes a request under the limit.
+            let small = default
+                .model_infer(infer_request("small", 1000))
+                .await
+                .unwrap();
+            assert_eq!(small.into_inner().id, "small");
+        });
+    }
+
+    proptest! {
+        #[test]
+        fn infer_request_round_trips(
+            id in ".{0,16}",
+            raws in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..256), 0..4),
+            shape in proptest::collection::vec(-1i64..1 << 40, 0..5),
+            int64 in any::<i64>(),
+        ) {
+            let request = pb::ModelInferRequest {
+                model_name: MODEL.into(),
+                id,
+                parameters: [(
+                    "k".to_string(),
+                    pb::InferParameter {
+                        parameter_choice: Some(pb::infer_parameter::ParameterChoice::Int64Param(int64)),
+                    },
+                )]
+                .into(),
+                inputs: raws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| pb::model_infer_request::InferInputTensor {
+                        name: format!("in{i}"),
+                        datatype: "UINT8".into(),
+                        shape: shape.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                raw_input_contents: raws.into_iter().map(Bytes::from).collect(),
+                ..Default::default()
+            };
+            let wire = request.encode_to_vec();
+            prop_assert_eq!(wire.len(), request.encoded_len());
+            let decoded = pb::ModelInferRequest::decode(wire.as_slice()).unwrap();
+            prop_assert_eq!(decoded, request);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = pb::ModelInferRequest::decode(bytes.as_slice());
+            let _ = pb::ModelInferResponse::decode(bytes.as_slice());
+            let _ = pb::ModelConfigResponse::decode(bytes.as_slice());
+            let _ = pb::ModelMetadataResponse::decode(bytes.as_slice());
+        }
+
+        #[test]
+        fn truncations_are_errors_or_lose_fields(n in 0usize..64, cut in any::<prop::sample::Index>()) {
+            let request = infer_request("t", n);
+            let wire = request.encode_to_vec();
+            let cut = cut.index(wire.len());
+            // A prefix cut inside a field is an error; one cut on a field
+            // boundary decodes to a message without the fields after it
+            // (prost writes no field at its default, so none is lost unseen).
+            if let Ok(partial) = pb::ModelInferRequest::decode(&wire[..cut]) {
+                prop_assert_ne!(partial, request);
+            }
+        }
+    }
+}
