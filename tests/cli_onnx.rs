@@ -265,3 +265,74 @@ fn profile_and_run_take_an_onnx_file() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn infer_takes_a_picture_through_the_same_path_as_a_tensor() {
+    use odin::server::image::{PreprocessConfig, preprocess};
+    let dir = tempfile::tempdir().unwrap();
+    // A 300x260 gradient picture.
+    let img = image::RgbImage::from_fn(300, 260, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let png = dir.path().join("pic.png");
+    img.save(&png).unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(
+        &labels,
+        (0..1000).map(|i| format!("class{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let model = fixture("light/light_squeezenet.onnx");
+    let from_image = dir.path().join("a.npy");
+    let out = odin(&[
+        "infer",
+        "--model",
+        &model,
+        "--image",
+        png.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--output",
+        from_image.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Triton's classification strings: score:index:label.
+    assert!(stdout.contains(":class"), "{stdout}");
+
+    // The same picture preprocessed here and given as a tensor: the same output.
+    let bytes = std::fs::read(&png).unwrap();
+    let x = preprocess(&bytes, &PreprocessConfig::default(), [1, 3, 224, 224]).unwrap();
+    let tensor = dir.path().join("x.npy");
+    npy::write(&tensor, &[1, 3, 224, 224], &x).unwrap();
+    let from_tensor = dir.path().join("b.npy");
+    let out = odin(&[
+        "infer",
+        "--model",
+        &model,
+        "--input",
+        tensor.to_str().unwrap(),
+        "--output",
+        from_tensor.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        npy::read(&from_image).unwrap(),
+        npy::read(&from_tensor).unwrap()
+    );
+
+    // Not a picture: exit 2, saying so.
+    let out = odin(&[
+        "infer",
+        "--model",
+        &model,
+        "--image",
+        &fixture("light/light_squeezenet_input.npy"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--image"),
+        "{}",
+        text(&out.stderr)
+    );
+}

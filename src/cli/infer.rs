@@ -9,20 +9,35 @@ use odin::cpulist::CpuSet;
 use odin::engine::open::ModelSource;
 use odin::engine::{Shape, Tensor, Workspace, npy, onnx, zoo};
 use odin::pipeline::affinity::pin_current_thread;
+use odin::server::image::{Labels, Layout, PreprocessConfig, classify, preprocess};
 use odin::topology;
 
-/// Runs one input tensor (an f32 `.npy` file; its shape fixes the model's
-/// dynamic dimensions) through the model on one CPU, writes the first
-/// output as `.npy`, and prints its shape and the top-5 indices of each
-/// batch row.
+/// Runs one input through the model on one CPU: an f32 `.npy` tensor (its
+/// shape fixes the model's dynamic dimensions), or a JPEG or PNG picture
+/// preprocessed with torchvision's ImageNet recipe (resize 256, centre crop
+/// 224, ImageNet mean and std; NCHW or NHWC as the model's input is laid
+/// out). Writes the first output as `.npy` and prints its shape and the
+/// top-5 of each batch row (with `--labels`, as Triton's classification
+/// strings `score:index:label`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// A built-in name or an ONNX file.
     #[arg(long, value_name = "NAME|FILE.onnx")]
     model: String,
     /// The input tensor, an f32 `.npy` file.
-    #[arg(long, value_name = "IN.npy")]
-    input: PathBuf,
+    #[arg(
+        long,
+        value_name = "IN.npy",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
+    input: Option<PathBuf>,
+    /// A JPEG or PNG picture instead of a tensor.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// Class labels, one per line, for the top-5 of a picture.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// Where to write the output tensor (`.npy`).
     #[arg(long, value_name = "OUT.npy")]
     output: Option<PathBuf>,
@@ -36,14 +51,32 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let usage = |m: String| anyhow::Error::new(UsageError(m));
-    let input = npy::read(&args.input).map_err(|e| usage(format!("--input: {e}")))?;
     let source = ModelSource::parse(&args.model).map_err(|e| usage(format!("--model: {e}")))?;
+    let labels = args
+        .labels
+        .as_deref()
+        .map(Labels::load)
+        .transpose()
+        .map_err(|e| usage(format!("--labels: {e}")))?;
+    let input = match (&args.input, &args.image) {
+        (Some(path), _) => npy::read(path).map_err(|e| usage(format!("--input: {e}")))?,
+        (None, Some(path)) => {
+            picture(&source, path, args.seed).map_err(|e| usage(format!("--image: {e}")))?
+        }
+        (None, None) => return Err(usage("give --input or --image".into())),
+    };
+    let input_name = args
+        .input
+        .as_ref()
+        .or(args.image.as_ref())
+        .expect("one is given")
+        .display()
+        .to_string();
     let (model, out_dims) = match &source {
         ModelSource::Builtin(name) => {
             if input.dims != zoo::INPUT.dims() {
                 return Err(usage(format!(
-                    "--input {}: shape {:?}, but {name} takes [1, 3, 224, 224]",
-                    args.input.display(),
+                    "--input {input_name}: shape {:?}, but {name} takes [1, 3, 224, 224]",
                     input.dims
                 )));
             }
@@ -84,10 +117,13 @@ pub fn run(args: Args) -> Result<()> {
     );
     let batch = out_dims.first().copied().unwrap_or(1).max(1);
     for (b, row) in values.chunks(values.len() / batch).enumerate() {
-        let top: Vec<String> = top_k(row, 5)
-            .into_iter()
-            .map(|(i, v)| format!("{i} ({v:.4})"))
-            .collect();
+        let top: Vec<String> = match &labels {
+            Some(l) => classify(row, 5, Some(l)),
+            None => top_k(row, 5)
+                .into_iter()
+                .map(|(i, v)| format!("{i} ({v:.4})"))
+                .collect(),
+        };
         println!("  row {b}: top-5 {}", top.join(", "));
     }
     if let Some(path) = &args.output {
@@ -95,6 +131,21 @@ pub fn run(args: Args) -> Result<()> {
         println!("  wrote {}", path.display());
     }
     Ok(())
+}
+
+/// A picture as the model's input: its input shape says NCHW or NHWC.
+fn picture(source: &ModelSource, path: &Path, seed: u64) -> Result<npy::Npy> {
+    let dims = source.open(seed, None)?.input().dims();
+    let mut cfg = PreprocessConfig::default();
+    if dims[3] == 3 && dims[1] != 3 {
+        cfg.layout = Layout::Nhwc;
+    }
+    let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+    let values = preprocess(&bytes, &cfg, dims)?;
+    Ok(npy::Npy {
+        dims: dims.to_vec(),
+        values,
+    })
 }
 
 fn pick_cpu(want: Option<usize>) -> Result<usize> {
