@@ -114,16 +114,6 @@ impl Graph {
     pub fn konst(&self, t: TensorId) -> Option<&Arc<Data>> {
         self.tensors[t].fact.value.as_ref()
     }
-
-    /// Number of runtime nodes reading `t`.
-    pub fn consumers(&self, t: TensorId) -> usize {
-        self.nodes
-            .iter()
-            .flat_map(|n| n.inputs.iter().flatten())
-            .filter(|&&i| i == t)
-            .count()
-            + usize::from(t == self.output)
-    }
 }
 
 /// Reads and decodes `path`, bounded in size.

@@ -205,15 +205,8 @@ pub fn import(
     let mut model = Model::new(name, in4);
     let mut units = Vec::with_capacity(ranges.len());
     let mut at = lowered.input;
-    for (index, r) in ranges.iter().enumerate() {
+    for (index, (r, out)) in ranges.into_iter().enumerate() {
         let steps = &lowered.steps[r.clone()];
-        let out = if r.end == lowered.steps.len() {
-            lowered.output
-        } else {
-            // The one tensor live after the cut: the last step's output
-            // that later steps read.
-            live_after(&lowered, r.end)
-        };
         let first = &steps[0].name;
         let last = &steps[steps.len() - 1].name;
         let uname = if steps.len() == 1 {
@@ -225,7 +218,7 @@ pub fn import(
             .iter()
             .flat_map(|s| s.op_types.iter().cloned())
             .collect();
-        let u = unit::ImportedUnit::new(&mut lowered, r.clone(), at, out);
+        let u = unit::ImportedUnit::new(&mut lowered, r, at, out);
         let cost = crate::engine::Layer::cost(&u, in4);
         units.push(UnitInfo {
             index,
@@ -248,22 +241,4 @@ pub fn import(
         kernels,
         units,
     })
-}
-
-/// The tensor crossing the cut before step `at`: produced before it and
-/// read at or after it.
-fn live_after(l: &lower::Lowered, at: usize) -> usize {
-    let later: std::collections::HashSet<usize> = l.steps[at..]
-        .iter()
-        .flat_map(|s| s.args.iter().filter_map(lower::Arg::tensor))
-        .collect();
-    if later.contains(&l.input) {
-        return l.input;
-    }
-    l.steps[..at]
-        .iter()
-        .rev()
-        .flat_map(|s| s.outputs.iter().copied())
-        .find(|o| later.contains(o))
-        .expect("a cut has one live tensor")
 }

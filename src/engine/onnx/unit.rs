@@ -25,8 +25,9 @@ use super::lower::{Arg, Kernel, Lowered, Step, shape4};
 use crate::engine::ops::Activation;
 use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace};
 
-/// Step ranges of the units of `l`: maximal runs between cuts.
-pub fn cut(l: &Lowered) -> Vec<std::ops::Range<usize>> {
+/// The units of `l`: maximal runs of steps between cuts, each with the one
+/// tensor it hands on (the graph's output for the last).
+pub fn cut(l: &Lowered) -> Vec<(std::ops::Range<usize>, usize)> {
     let mut remaining: HashMap<usize, usize> = HashMap::new();
     for s in &l.steps {
         for t in s.args.iter().filter_map(Arg::tensor) {
@@ -56,12 +57,12 @@ pub fn cut(l: &Lowered) -> Vec<std::ops::Range<usize>> {
             && l.dtypes[*one] == DType::F32
             && !last
         {
-            ranges.push(start..i + 1);
+            ranges.push((start..i + 1, *one));
             start = i + 1;
         }
     }
     if start < l.steps.len() {
-        ranges.push(start..l.steps.len());
+        ranges.push((start..l.steps.len(), l.output));
     }
     ranges
 }
