@@ -58,26 +58,23 @@ pub fn run(args: Args) -> Result<()> {
         .map(Labels::load)
         .transpose()
         .map_err(|e| usage(format!("--labels: {e}")))?;
-    let input = match (&args.input, &args.image) {
-        (Some(path), _) => npy::read(path).map_err(|e| usage(format!("--input: {e}")))?,
-        (None, Some(path)) => {
-            picture(&source, path, args.seed).map_err(|e| usage(format!("--image: {e}")))?
-        }
-        (None, None) => return Err(usage("give --input or --image".into())),
-    };
-    let input_name = args
+    // A tensor fixes the model's dynamic dimensions; a picture takes the
+    // model's input as it opens.
+    let tensor = args
         .input
-        .as_ref()
-        .or(args.image.as_ref())
-        .expect("one is given")
-        .display()
-        .to_string();
+        .as_deref()
+        .map(npy::read)
+        .transpose()
+        .map_err(|e| usage(format!("--input: {e}")))?;
     let (model, out_dims) = match &source {
         ModelSource::Builtin(name) => {
-            if input.dims != zoo::INPUT.dims() {
+            if let (Some(t), Some(path)) = (&tensor, &args.input)
+                && t.dims != zoo::INPUT.dims()
+            {
                 return Err(usage(format!(
-                    "--input {input_name}: shape {:?}, but {name} takes [1, 3, 224, 224]",
-                    input.dims
+                    "--input {}: shape {:?}, but {name} takes [1, 3, 224, 224]",
+                    path.display(),
+                    t.dims
                 )));
             }
             let m = zoo::build(name, args.seed)?;
@@ -91,12 +88,19 @@ pub fn run(args: Args) -> Result<()> {
         }
         ModelSource::File(path) => {
             let opts = onnx::ImportOptions {
-                input_shape: Some(input.dims.clone()),
+                input_shape: tensor.as_ref().map(|t| t.dims.clone()),
             };
             let imp = onnx::load(path, &opts)
                 .map_err(|e| usage(format!("--model {}: {e}", path.display())))?;
             (imp.model, imp.output.1)
         }
+    };
+    let input = match (tensor, &args.image) {
+        (Some(t), _) => t,
+        (None, Some(path)) => {
+            picture(model.input(), path).map_err(|e| usage(format!("--image: {e}")))?
+        }
+        (None, None) => return Err(usage("give --input or --image".into())),
     };
     let cpu = pick_cpu(args.cpu)?;
     pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
@@ -133,9 +137,9 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A picture as the model's input: its input shape says NCHW or NHWC.
-fn picture(source: &ModelSource, path: &Path, seed: u64) -> Result<npy::Npy> {
-    let dims = source.open(seed, None)?.input().dims();
+/// A picture as the model's input `shape`, which says NCHW or NHWC.
+fn picture(shape: Shape, path: &Path) -> Result<npy::Npy> {
+    let dims = shape.dims();
     let mut cfg = PreprocessConfig::default();
     if dims[3] == 3 && dims[1] != 3 {
         cfg.layout = Layout::Nhwc;
