@@ -204,14 +204,7 @@ fn op_models_match_onnxruntime_and_split_anywhere() {
 fn peer_graphs_match_onnxruntime_and_split_anywhere() {
     let dir = root().join(".fixtures/peer");
     let mut cases = Vec::new();
-    for name in [
-        "alexnet",
-        "vgg16",
-        "resnet18",
-        "resnet50",
-        "resnet152",
-        "mobilenet_v2",
-    ] {
+    for name in odin::engine::zoo::NAMES {
         let model = dir.join(format!("{name}.onnx"));
         if fetched(&model).is_none() {
             return;
