@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::open::ModelSource;
+use crate::server::image::PreprocessConfig;
 
 use crate::cpulist::CpuSet;
 use crate::policy::Slo;
@@ -99,6 +100,8 @@ pub struct Config {
     pub cgroup: CgroupConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Serving requests over the Open Inference Protocol.
+    pub server: ServerConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -118,6 +121,12 @@ pub struct ModelConfig {
     pub profile: Option<PathBuf>,
     /// Seed of the random weights.
     pub seed: u64,
+    /// How a picture sent to the server (a BYTES input) becomes the input
+    /// (default: torchvision's ImageNet recipe, NCHW or NHWC as the input
+    /// is laid out).
+    pub preprocess: Option<PreprocessConfig>,
+    /// Class labels, one per line, for the classification extension.
+    pub labels: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -128,6 +137,8 @@ impl Default for ModelConfig {
             input_shape: None,
             profile: None,
             seed: 1,
+            preprocess: None,
+            labels: None,
         }
     }
 }
@@ -396,6 +407,130 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The server section: the Open Inference Protocol over REST and gRPC.
+/// With the server on, requests are the load and the synthetic source is
+/// off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Serve at all (also turned on by `--http` or `--grpc`).
+    pub enabled: bool,
+    /// REST address; `null` for no REST.
+    pub http: Option<SocketAddr>,
+    /// gRPC address; `null` for no gRPC.
+    pub grpc: Option<SocketAddr>,
+    /// The largest batch a request may carry (its rows become frames).
+    pub max_batch_size: usize,
+    /// Requests that may wait; one more is refused at once (503).
+    pub max_queue: usize,
+    /// Deadline for a request to start, when it gives no `timeout` of its
+    /// own; none by default.
+    pub timeout_ms: Option<u64>,
+    /// The name clients use (default: the built-in name or the ONNX file's
+    /// stem).
+    pub model_name: Option<String>,
+    /// Network threads.
+    pub threads: usize,
+    /// Largest request body (REST) or message (gRPC), in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            http: Some("127.0.0.1:8000".parse().expect("valid default address")),
+            grpc: Some("127.0.0.1:8001".parse().expect("valid default address")),
+            max_batch_size: 8,
+            max_queue: 64,
+            timeout_ms: None,
+            model_name: None,
+            threads: 2,
+            max_request_bytes: 64 << 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// What a reload can change without restarting the listeners: the
+    /// rest needs a restart.
+    pub fn restart_fields(&self, other: &ServerConfig) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.enabled != other.enabled {
+            v.push("server.enabled");
+        }
+        if self.http != other.http {
+            v.push("server.http");
+        }
+        if self.grpc != other.grpc {
+            v.push("server.grpc");
+        }
+        if self.max_queue != other.max_queue {
+            v.push("server.max_queue");
+        }
+        if self.threads != other.threads {
+            v.push("server.threads");
+        }
+        v
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_string(), m));
+        if self.enabled && self.http.is_none() && self.grpc.is_none() {
+            return err(
+                "server",
+                "enabled with neither http nor grpc: give at least one address".into(),
+            );
+        }
+        if !(1..=1024).contains(&self.max_batch_size) {
+            return err(
+                "server.max_batch_size",
+                format!("{}: must be between 1 and 1024", self.max_batch_size),
+            );
+        }
+        if !(1..=65_536).contains(&self.max_queue) {
+            return err(
+                "server.max_queue",
+                format!("{}: must be between 1 and 65536", self.max_queue),
+            );
+        }
+        if self.timeout_ms == Some(0) {
+            return err(
+                "server.timeout_ms",
+                "0: must be positive (leave it out for no deadline)".into(),
+            );
+        }
+        if !(1..=64).contains(&self.threads) {
+            return err(
+                "server.threads",
+                format!("{}: must be between 1 and 64", self.threads),
+            );
+        }
+        if !(1024..=(1 << 31)).contains(&self.max_request_bytes) {
+            return err(
+                "server.max_request_bytes",
+                format!(
+                    "{}: must be between 1024 and 2147483648",
+                    self.max_request_bytes
+                ),
+            );
+        }
+        if let Some(n) = &self.model_name
+            && (n.is_empty()
+                || n.len() > 128
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return err(
+                "server.model_name",
+                format!("{n:?}: use 1 to 128 letters, digits, '-', '_' or '.'"),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The log section.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -600,6 +735,21 @@ impl Config {
             );
         }
         self.cgroup.validate()?;
+        self.server.validate()?;
+        if let Some(p) = &self.model.preprocess
+            && let Err(e) = p.validate()
+        {
+            let (field, reason) = match e {
+                crate::server::image::ImageError::Config { field, reason } => (field, reason),
+                other => ("model.preprocess".to_string(), other.to_string()),
+            };
+            return Err((field, reason));
+        }
+        if let Some(l) = &self.model.labels
+            && l.as_os_str().is_empty()
+        {
+            return err("model.labels", "must name a text file".into());
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return err(
                 "log.level",

@@ -20,6 +20,7 @@
 //!   every reload (accepted or not) and STOPPING=1 before the drain.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, after, never, select, tick};
 use serde::Serialize;
 
-use super::config::{Config, ConfigError, LoadMode, MetricsConfig};
+use super::config::{Config, ConfigError, LoadMode, MetricsConfig, ServerConfig};
 use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
 use super::metrics::{CgroupHintMetric, CgroupMetric};
@@ -38,7 +39,7 @@ use super::signals::{self, Control};
 use crate::cgroup::escalation::slo_status;
 use crate::cgroup::hint::{self, Hinter};
 use crate::cpulist::CpuSet;
-use crate::engine::open::ModelSource;
+use crate::engine::open::{ModelIo, ModelSource};
 use crate::engine::profile::CostProfile;
 use crate::engine::{Model, Tensor};
 use crate::monitor::observer::{Observer, StageView};
@@ -53,6 +54,12 @@ use crate::policy::controller::Controller;
 use crate::policy::cost::{self, CostModel};
 use crate::policy::detector::Event;
 use crate::policy::{Action, Observation, PeSignals, Placement};
+use crate::server::admission::{Admission, Feeder, Refusal, Router};
+use crate::server::image::Labels;
+use crate::server::net::{Listen, Net};
+use crate::server::protocol::Limits;
+use crate::server::service::{Answered, ServedModel, Service, Settings};
+use crate::server::stats::ServingStats;
 
 /// Undisturbed run time after which the expectations are calibrated.
 const CALIBRATION: Duration = Duration::from_secs(1);
@@ -87,6 +94,10 @@ pub struct Overrides {
     pub profile: Option<PathBuf>,
     /// `--seed`.
     pub seed: Option<u64>,
+    /// `--http`: serve REST here.
+    pub http: Option<SocketAddr>,
+    /// `--grpc`: serve gRPC here.
+    pub grpc: Option<SocketAddr>,
 }
 
 impl Overrides {
@@ -120,6 +131,14 @@ impl Overrides {
         }
         if let Some(s) = self.seed {
             cfg.model.seed = s;
+        }
+        if let Some(a) = self.http {
+            cfg.server.enabled = true;
+            cfg.server.http = Some(a);
+        }
+        if let Some(a) = self.grpc {
+            cfg.server.enabled = true;
+            cfg.server.grpc = Some(a);
         }
     }
 }
@@ -205,6 +224,10 @@ pub fn set_log_level(level: &str) {
 /// is touched.
 struct Plan {
     model: Arc<Model>,
+    /// Names and dimensions of its input and output.
+    io: ModelIo,
+    /// The model as the server presents it, when serving.
+    served: Option<ServedModel>,
     /// The model file as it was when read.
     stamp: Option<FileStamp>,
     unit_ms: Vec<f64>,
@@ -226,11 +249,15 @@ impl Plan {
         }
         let source = cfg.model.source();
         let stamp = model_stamp(&source);
-        let model = Arc::new(
-            source
-                .open(cfg.model.seed, cfg.model.input_shape.as_deref())
-                .map_err(|e| Refused(format!("model: {e}")))?,
-        );
+        let (model, io) = source
+            .open_with_io(cfg.model.seed, cfg.model.input_shape.as_deref())
+            .map_err(|e| Refused(format!("model: {e}")))?;
+        let model = Arc::new(model);
+        let served = cfg
+            .server
+            .enabled
+            .then(|| served_model(cfg, &source, &model, &io))
+            .transpose()?;
         let profile = match &cfg.model.profile {
             Some(path) => {
                 let p = CostProfile::load(path)?;
@@ -259,6 +286,8 @@ impl Plan {
         };
         Ok(Self {
             model,
+            io,
+            served,
             stamp,
             unit_ms,
             pes,
@@ -266,6 +295,53 @@ impl Plan {
             load,
             seed: cfg.model.seed,
         })
+    }
+}
+
+/// The model as clients see it: named `server.model_name` or after the
+/// model, batching up to `server.max_batch_size`, with `model.labels` and
+/// `model.preprocess`.
+fn served_model(
+    cfg: &Config,
+    source: &ModelSource,
+    model: &Model,
+    io: &ModelIo,
+) -> Result<ServedModel, Refused> {
+    let labels = cfg
+        .model
+        .labels
+        .as_deref()
+        .map(Labels::load)
+        .transpose()
+        .map_err(|e| Refused(format!("model.labels: {e}")))?;
+    let platform = match source {
+        ModelSource::Builtin(_) => "odin_builtin",
+        ModelSource::File(_) => "odin_onnx",
+    };
+    let name = cfg
+        .server
+        .model_name
+        .clone()
+        .unwrap_or_else(|| source.name());
+    Ok(ServedModel::new(
+        &name,
+        platform,
+        model.input(),
+        io,
+        cfg.server.max_batch_size,
+        cfg.model.preprocess.clone(),
+        labels.map(Arc::new),
+    ))
+}
+
+/// The server's settings a reload may change in place.
+fn server_settings(s: &ServerConfig) -> Settings {
+    Settings {
+        limits: Limits {
+            max_body_bytes: s.max_request_bytes,
+            ..Limits::default()
+        },
+        timeout: s.timeout_ms.map(Duration::from_millis),
     }
 }
 
@@ -307,13 +383,19 @@ fn model_stamp(source: &ModelSource) -> Option<FileStamp> {
 /// A running pipeline with its source and observer.
 struct Engine {
     model: Arc<Model>,
+    io: ModelIo,
     /// The model file as it was when read.
     stamp: Option<FileStamp>,
     pes: Vec<CpuSet>,
     pe_speed: Vec<f64>,
     load: Load,
     pipeline: Pipeline,
+    /// The synthetic frames, when not serving.
     source: Option<Source>,
+    /// Requests into the pipeline, when serving.
+    feeder: Option<Feeder>,
+    /// Completed frames back to their requests, when serving.
+    router: Option<Arc<Router>>,
     observer: Observer,
     started: Instant,
     /// Per stage: a re-pin after drift, until the stage applies it.
@@ -329,7 +411,14 @@ struct Drained {
 }
 
 impl Engine {
-    fn start(plan: Plan, support: &CounterSupport, name_antagonists: bool) -> Result<Self> {
+    /// Starts `plan`'s pipeline, fed by `admission`'s requests when
+    /// serving, else by the synthetic source.
+    fn start(
+        plan: Plan,
+        support: &CounterSupport,
+        name_antagonists: bool,
+        admission: Option<&Arc<Admission>>,
+    ) -> Result<Self> {
         let pipeline = Pipeline::start(
             plan.model.clone(),
             PipelineConfig::new(plan.pes.clone(), plan.partition.clone()),
@@ -340,10 +429,25 @@ impl Engine {
                 tracing::warn!(stage = s.stage, "stage runs unpinned: {e}");
             }
         }
-        let inputs: Vec<Tensor> = (0..4)
-            .map(|i| Tensor::random(plan.model.input(), 100 + i))
-            .collect();
-        let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
+        let (source, feeder, router) = match admission {
+            Some(admission) => {
+                let router = Router::new();
+                let feeder = Feeder::spawn(
+                    admission.clone(),
+                    pipeline.admitter(),
+                    plan.model.input(),
+                    router.clone(),
+                )?;
+                (None, Some(feeder), Some(router))
+            }
+            None => {
+                let inputs: Vec<Tensor> = (0..4)
+                    .map(|i| Tensor::random(plan.model.input(), 100 + i))
+                    .collect();
+                let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
+                (Some(source), None, None)
+            }
+        };
         let mut observer = Observer::new(
             ProcReader::new(),
             Box::new(PerfCounters::new()),
@@ -356,25 +460,38 @@ impl Engine {
             pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
             repin: (0..plan.pes.len()).map(|_| None).collect(),
             stamp: plan.stamp,
+            io: plan.io,
             model: plan.model,
             pes: plan.pes,
             load: plan.load,
             pipeline,
-            source: Some(source),
+            source,
+            feeder,
+            router,
             observer,
             started: Instant::now(),
         })
     }
 
-    /// Stops the source and lets every admitted frame finish.
+    /// Stops the source (or the feeder: queued requests stay queued) and
+    /// lets every admitted frame finish; the requests they belong to are
+    /// answered.
     fn drain(mut self) -> Drained {
         if let Some(s) = self.source.take() {
             s.stop();
+        }
+        if let Some(f) = self.feeder.take() {
+            f.stop();
         }
         let stats = self.pipeline.stage_stats();
         let rejected = self.pipeline.rejected();
         let admitted_before = self.pipeline.admitted();
         let rest = self.pipeline.shutdown();
+        if let Some(r) = &self.router {
+            for c in &rest {
+                r.complete(c);
+            }
+        }
         Drained {
             rest,
             admitted: admitted_before,
@@ -404,7 +521,11 @@ impl Engine {
     }
 
     fn describe_load(&self) -> String {
-        describe_load(self.load)
+        if self.feeder.is_some() {
+            "requests as the load".to_string()
+        } else {
+            describe_load(self.load)
+        }
     }
 
     /// Compares each stage thread's affinity with its PE and re-pins a
@@ -489,6 +610,8 @@ struct Daemon {
     recorder: Recorder,
     metrics: Arc<Metrics>,
     server: Option<Server>,
+    /// The inference server, when serving.
+    serving: Option<Serving>,
     notifier: Notifier,
     start: Instant,
     /// Frames admitted and rejected by pipelines already drained.
@@ -507,6 +630,72 @@ struct Daemon {
     cgroup: Hinter,
 }
 
+/// The inference server: the service the transports share, and the
+/// transports.
+struct Serving {
+    service: Arc<Service>,
+    net: Net,
+    answered: Receiver<Answered>,
+}
+
+impl Serving {
+    /// Starts the listeners `cfg` names for `model`.
+    fn start(
+        cfg: &ServerConfig,
+        model: ServedModel,
+        pes: &[CpuSet],
+        online: &CpuSet,
+    ) -> Result<Self> {
+        for (what, addr) in [("server.http", cfg.http), ("server.grpc", cfg.grpc)] {
+            if let Some(a) = addr
+                && !a.ip().is_loopback()
+            {
+                tracing::warn!(
+                    "{what} is {a}, not a loopback address: anyone who reaches it can run the model; \
+                     put a proxy with TLS and authentication in front"
+                );
+            }
+        }
+        let (tx, answered) = crossbeam_channel::bounded(4096);
+        let service = Service::new(
+            model,
+            Admission::new(cfg.max_queue),
+            server_settings(cfg),
+            Arc::new(ServingStats::default()),
+            tx,
+        );
+        let used: CpuSet = pes.iter().flat_map(|p| p.iter()).collect();
+        let spare = online.difference(&used);
+        let listen = Listen {
+            http: cfg.http,
+            grpc: cfg.grpc,
+            threads: cfg.threads,
+            cpus: (!spare.is_empty()).then_some(spare),
+        };
+        let net = Net::start(service.clone(), &listen).map_err(|e| Refused(e.to_string()))?;
+        Ok(Self {
+            service,
+            net,
+            answered,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(a) = self.net.http_addr() {
+            v.push(format!("REST on http://{a}"));
+        }
+        if let Some(a) = self.net.grpc_addr() {
+            v.push(format!("gRPC on {a}"));
+        }
+        format!(
+            "serving {:?} ({})",
+            self.service.model().desc.name,
+            v.join(", ")
+        )
+    }
+}
+
 /// A decision whose effect is still to be measured.
 struct PendingEffect {
     at: Instant,
@@ -514,6 +703,9 @@ struct PendingEffect {
     predicted: Vec<f64>,
     fps_before: Option<f64>,
 }
+
+/// How long a stop waits for the accepted requests to be served.
+const SERVE_OUT: Duration = Duration::from_secs(120);
 
 /// How long a decision runs before its effect is logged.
 const EFFECT_AFTER: Duration = Duration::from_secs(1);
@@ -547,7 +739,20 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         std::process::id() as i32,
     );
     let partition = plan.partition.clone();
-    let engine = Engine::start(plan, &support, cfg.monitor.antagonists)?;
+    let mut plan = plan;
+    let serving = match plan.served.take() {
+        Some(model) => {
+            let s = Serving::start(&cfg.server, model, &plan.pes, &online)?;
+            metrics.set_serving(s.service.stats().clone());
+            Some(s)
+        }
+        None => None,
+    };
+    let admission = serving.as_ref().map(|s| s.service.admission().clone());
+    let engine = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
+    if let Some(s) = &serving {
+        s.service.set_ready(true);
+    }
     let start = Instant::now();
     let mut d = Daemon {
         recorder: Recorder::new(start, &partition),
@@ -560,6 +765,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         controller,
         metrics,
         server,
+        serving,
         notifier,
         start,
         admitted_before: 0,
@@ -579,6 +785,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     d.notify(|n, s| n.ready(s));
     d.run_loop(&controls);
     d.notify(|n, _| n.stopping());
+    d.serve_out();
     d.finish()
 }
 
@@ -618,7 +825,10 @@ impl Daemon {
                 Some(s) => format!(", metrics on http://{}/metrics", s.addr()),
                 None => String::new(),
             }
-        )
+        ) + &match &self.serving {
+            Some(s) => format!(", {}", s.describe()),
+            None => String::new(),
+        }
     }
 
     fn notify(&self, f: impl FnOnce(&Notifier, &str) -> std::io::Result<()>) {
@@ -650,10 +860,17 @@ impl Daemon {
             .watchdog_interval()
             .map_or_else(never, |d| tick(d / 2));
         let deadline = self.opts.duration.map_or_else(never, after);
+        let answered = self
+            .serving
+            .as_ref()
+            .map_or_else(never, |s| s.answered.clone());
         loop {
             let done = self.engine.pipeline.completed().clone();
             let mut retick = false;
             select! {
+                recv(answered) -> a => if let Ok(a) = a {
+                    self.request_answered(a);
+                },
                 recv(done) -> c => match c {
                     Ok(c) => self.on_frame(&c),
                     Err(_) => {
@@ -682,13 +899,28 @@ impl Daemon {
     }
 
     fn on_frame(&mut self, c: &Completed) {
+        if let Some(r) = &self.engine.router {
+            r.complete(c);
+        }
         self.recorder.record(c);
         let secs = c.latency.as_secs_f64();
         self.metrics.frame_done(secs);
+        if self.serving.is_none() {
+            self.recent_latency(secs * 1e3);
+        }
+    }
+
+    /// When serving, the latency objective is on what clients see: each
+    /// request's arrival to its response.
+    fn request_answered(&mut self, a: Answered) {
+        self.recent_latency(a.latency.as_secs_f64() * 1e3);
+    }
+
+    fn recent_latency(&mut self, ms: f64) {
         if self.recent_ms.len() == RECENT_FRAMES {
             self.recent_ms.pop_front();
         }
-        self.recent_ms.push_back(secs * 1e3);
+        self.recent_ms.push_back(ms);
     }
 
     fn each_second(&mut self) {
@@ -1160,6 +1392,31 @@ impl Daemon {
                 None => "metrics off".into(),
             });
         }
+        if old.server != new.server
+            && let Some(s) = &self.serving
+        {
+            let restart = old.server.restart_fields(&new.server);
+            if !restart.is_empty() {
+                tracing::warn!(
+                    "{} changed: applied at the next start; the server keeps {}",
+                    restart.join(", "),
+                    s.describe()
+                );
+            }
+            s.service.set_settings(server_settings(&new.server));
+            if !rebuild
+                && (old.server.model_name != new.server.model_name
+                    || old.server.max_batch_size != new.server.max_batch_size)
+            {
+                s.service.set_model(served_model(
+                    &new,
+                    &new.model.source(),
+                    &self.engine.model,
+                    &self.engine.io,
+                )?);
+            }
+            changes.push("server".into());
+        }
         if old.monitor.antagonists != new.monitor.antagonists {
             self.engine.observer.set_naming(new.monitor.antagonists);
             changes.push(format!(
@@ -1189,10 +1446,15 @@ impl Daemon {
     /// Drains the running pipeline (every admitted frame completes) and
     /// starts `plan`, monitored as `cfg` says; the new partition is
     /// recorded.
-    fn rebuild(&mut self, plan: Plan, cfg: &Config) -> Result<()> {
+    fn rebuild(&mut self, mut plan: Plan, cfg: &Config) -> Result<()> {
         let partition = plan.partition.clone();
         let support = counter_support(cfg, &self.probed);
-        let next = Engine::start(plan, &support, cfg.monitor.antagonists)?;
+        let served = plan.served.take();
+        let admission = self.serving.as_ref().map(|s| s.service.admission().clone());
+        let next = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
+        if let (Some(s), Some(m)) = (&self.serving, served) {
+            s.service.set_model(m);
+        }
         let old = std::mem::replace(&mut self.engine, next);
         let drained = old.drain();
         for c in &drained.rest {
@@ -1224,11 +1486,45 @@ impl Daemon {
         );
     }
 
+    /// Stopping while serving: readiness goes false and new requests are
+    /// refused (503), while every accepted request is still served by the
+    /// running pipeline.
+    fn serve_out(&mut self) {
+        let Some(s) = &self.serving else {
+            return;
+        };
+        let service = s.service.clone();
+        service.set_ready(false);
+        service.admission().close();
+        let Some(router) = self.engine.router.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        let done = self.engine.pipeline.completed().clone();
+        while service.admission().pending() > 0 || router.requests() > 0 {
+            if started.elapsed() > SERVE_OUT {
+                tracing::error!(
+                    "requests still unanswered {} s after the stop: {} queued, {} in the pipeline",
+                    SERVE_OUT.as_secs(),
+                    service.admission().pending(),
+                    router.requests()
+                );
+                break;
+            }
+            match done.recv_timeout(Duration::from_millis(100)) {
+                Ok(c) => self.on_frame(&c),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
     fn finish(self) -> Result<()> {
         let Daemon {
             engine,
             mut recorder,
             metrics,
+            serving,
             opts,
             admitted_before,
             rejected_before,
@@ -1240,6 +1536,22 @@ impl Daemon {
         let model = engine.model.name().to_string();
         let failure = engine.pipeline.failure();
         let drained = engine.drain();
+        if let Some(s) = serving {
+            // Whatever is still queued will not run: answered now.
+            let refused = s.service.admission().refuse_queued(Refusal::ShuttingDown);
+            if refused > 0 {
+                tracing::warn!("{refused} queued requests refused at the stop");
+            }
+            // The last responses are written before the listeners close.
+            s.net.shutdown();
+            let st = s.service.stats();
+            let name = s.service.model().desc.name.clone();
+            println!(
+                "served {name:?}: {} requests answered, {} refused or failed",
+                st.successes(&name),
+                st.failures_total(&name)
+            );
+        }
         // The pipeline kept its weight while draining; now the cap goes.
         cgroup.finish();
         for c in &drained.rest {

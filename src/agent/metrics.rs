@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::server::stats::ServingStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the latency histogram buckets, seconds.
@@ -108,6 +110,8 @@ pub struct Metrics {
     reload_failures: AtomicU64,
     snapshot: Mutex<Snapshot>,
     cgroup: Mutex<CgroupMetric>,
+    /// The inference server's figures, when serving.
+    serving: Mutex<Option<Arc<ServingStats>>>,
 }
 
 fn escape(v: &str) -> String {
@@ -157,6 +161,11 @@ impl Metrics {
     }
 
     /// Replaces the cgroup hints' state.
+    /// Renders the inference server's figures too, from now on.
+    pub fn set_serving(&self, s: Arc<ServingStats>) {
+        *self.serving.lock().expect("metrics lock") = Some(s);
+    }
+
     pub fn set_cgroup(&self, c: CgroupMetric) {
         *self.cgroup.lock().expect("metrics lock") = c;
     }
@@ -451,6 +460,9 @@ impl Metrics {
             "Processes in odin's best-effort cgroup now.",
             &[(String::new(), cg.capped_tasks as f64)],
         );
+        if let Some(s) = self.serving.lock().expect("metrics lock").as_ref() {
+            s.render(&mut out);
+        }
         out
     }
 }

@@ -63,6 +63,16 @@ pub struct Args {
     /// Default: policy.name, odin.
     #[arg(long, value_parser = PossibleValuesParser::new(POLICY_NAMES))]
     policy: Option<String>,
+    /// Serve the model over the Open Inference Protocol's REST API at this
+    /// address (e.g. 127.0.0.1:8000); requests become the load instead of
+    /// synthetic frames. Default: server.http when server.enabled.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Serve the model over the Open Inference Protocol's gRPC API at this
+    /// address (e.g. 127.0.0.1:8001). Default: server.grpc when
+    /// server.enabled.
+    #[arg(long, value_name = "ADDR")]
+    grpc: Option<std::net::SocketAddr>,
 }
 
 /// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
@@ -115,6 +125,8 @@ pub fn run(args: Args) -> Result<()> {
         policy: args.policy,
         profile: args.profile,
         seed: args.seed,
+        http: args.http,
+        grpc: args.grpc,
     };
     let cfg = daemon::load_config(args.config.as_deref(), &overrides, &online)
         .map_err(|e| UsageError(e.to_string()))?;

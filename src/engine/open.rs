@@ -14,6 +14,17 @@ pub enum ModelSource {
     File(PathBuf),
 }
 
+/// The names and dimensions of a model's input and output: the graph's for
+/// an ONNX file, `input` `[1, 3, 224, 224]` and `output` `[1, classes]` for
+/// a built-in network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelIo {
+    /// Input name and dimensions as run.
+    pub input: (String, Vec<usize>),
+    /// Output name and dimensions.
+    pub output: (String, Vec<usize>),
+}
+
 /// Why a model could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -67,14 +78,41 @@ impl ModelSource {
     /// Opens the model: builds the built-in network from `seed`, or imports
     /// the file with `input_shape` fixing its dynamic dimensions.
     pub fn open(&self, seed: u64, input_shape: Option<&[usize]>) -> Result<Model, OpenError> {
+        self.open_with_io(seed, input_shape).map(|(m, _)| m)
+    }
+
+    /// Opens the model as [`ModelSource::open`] does, with the names and
+    /// dimensions of its input and output.
+    pub fn open_with_io(
+        &self,
+        seed: u64,
+        input_shape: Option<&[usize]>,
+    ) -> Result<(Model, ModelIo), OpenError> {
         match self {
             Self::Builtin(name) => {
                 if input_shape.is_some_and(|s| s != zoo::INPUT.dims()) {
                     return Err(OpenError::ShapeForBuiltin(name.clone()));
                 }
-                Ok(zoo::build(name, seed)?)
+                let m = zoo::build(name, seed)?;
+                let o = m.output();
+                let out = if (o.h, o.w) == (1, 1) {
+                    vec![o.n, o.c]
+                } else {
+                    o.dims().to_vec()
+                };
+                let io = ModelIo {
+                    input: ("input".into(), m.input().dims().to_vec()),
+                    output: ("output".into(), out),
+                };
+                Ok((m, io))
             }
-            Self::File(path) => self.import(path, input_shape).map(|i| i.model),
+            Self::File(path) => self.import(path, input_shape).map(|i| {
+                let io = ModelIo {
+                    input: i.input,
+                    output: i.output,
+                };
+                (i.model, io)
+            }),
         }
     }
 

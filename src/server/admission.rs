@@ -21,14 +21,15 @@
 //! wait in the queue and a feeder on the new pipeline serves them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
+use tokio::sync::oneshot;
 
-use crate::engine::Tensor;
+use crate::engine::{Shape, Tensor};
 use crate::pipeline::Completed;
 use crate::pipeline::runtime::{Admitter, Rejected};
 
@@ -44,6 +45,12 @@ pub enum Refusal {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The model was replaced by one with another input while the request
+    /// waited.
+    #[error(
+        "the model was reloaded with a different input while the request waited; send it again"
+    )]
+    ModelChanged,
 }
 
 /// The answer to one request.
@@ -62,21 +69,53 @@ pub enum Outcome {
     Refused(Refusal),
 }
 
+/// A queued request's state, shared by its ticket and the feeder: whoever
+/// moves it out of `QUEUED` first decides its fate.
+const QUEUED: u8 = 0;
+/// The feeder took it: its frames run and the router answers.
+const TAKEN: u8 = 1;
+/// Its deadline passed in the queue: the ticket answered, no frame runs.
+const EXPIRED: u8 = 2;
+
 /// Where a request's outcome arrives.
 #[derive(Debug)]
-pub struct Ticket(Receiver<Outcome>);
+pub struct Ticket {
+    rx: oneshot::Receiver<Outcome>,
+    state: Arc<AtomicU8>,
+    deadline: Option<Instant>,
+}
 
 impl Ticket {
-    /// Waits for the outcome.
+    /// Waits for the outcome on a thread outside any async runtime. The
+    /// deadline is enforced when the feeder reaches the request.
     pub fn wait(self) -> Outcome {
-        self.0
-            .recv()
+        self.rx
+            .blocking_recv()
             .unwrap_or(Outcome::Refused(Refusal::ShuttingDown))
     }
 
-    /// The channel, for `select!`.
-    pub fn receiver(&self) -> &Receiver<Outcome> {
-        &self.0
+    /// Waits for the outcome. A deadline that passes while the request is
+    /// still queued answers [`Refusal::DeadlineExceeded`] at once, and its
+    /// frames never run; once its frames run it is waited for.
+    pub async fn outcome(mut self) -> Outcome {
+        let gone = || Outcome::Refused(Refusal::ShuttingDown);
+        let Some(deadline) = self.deadline else {
+            return self.rx.await.unwrap_or_else(|_| gone());
+        };
+        match tokio::time::timeout_at(deadline.into(), &mut self.rx).await {
+            Ok(r) => r.unwrap_or_else(|_| gone()),
+            Err(_) => {
+                if self
+                    .state
+                    .compare_exchange(QUEUED, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    Outcome::Refused(Refusal::DeadlineExceeded)
+                } else {
+                    self.rx.await.unwrap_or_else(|_| gone())
+                }
+            }
+        }
     }
 }
 
@@ -85,7 +124,8 @@ struct Queued {
     rows: Vec<Tensor>,
     arrived: Instant,
     deadline: Option<Instant>,
-    reply: Sender<Outcome>,
+    state: Arc<AtomicU8>,
+    reply: oneshot::Sender<Outcome>,
 }
 
 /// The bounded queue between transports and the pipeline.
@@ -112,15 +152,21 @@ impl Admission {
         if self.closed.load(Ordering::Acquire) {
             return Err(Refusal::ShuttingDown);
         }
-        let (reply, rx) = bounded(1);
+        let (reply, rx) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
         let q = Queued {
             rows,
             arrived: Instant::now(),
             deadline,
+            state: state.clone(),
             reply,
         };
         match self.tx.try_send(q) {
-            Ok(()) => Ok(Ticket(rx)),
+            Ok(()) => Ok(Ticket {
+                rx,
+                state,
+                deadline,
+            }),
             Err(crossbeam_channel::TrySendError::Full(_)) => Err(Refusal::QueueFull),
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => Err(Refusal::ShuttingDown),
         }
@@ -145,11 +191,21 @@ impl Admission {
     pub fn refuse_queued(&self, why: Refusal) -> usize {
         let mut n = 0;
         while let Ok(q) = self.rx.try_recv() {
-            let _ = q.reply.send(Outcome::Refused(why.clone()));
-            n += 1;
+            if take(&q.state) {
+                let _ = q.reply.send(Outcome::Refused(why.clone()));
+                n += 1;
+            }
         }
         n
     }
+}
+
+/// Moves a queued request to `TAKEN`; false when its ticket already
+/// answered it (deadline passed).
+fn take(state: &AtomicU8) -> bool {
+    state
+        .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
 }
 
 /// A request whose rows are in the pipeline.
@@ -158,13 +214,23 @@ struct InFlight {
     remaining: AtomicUsize,
     arrived: Instant,
     admitted: Instant,
-    reply: Sender<Outcome>,
+    reply: Mutex<Option<oneshot::Sender<Outcome>>>,
+}
+
+impl InFlight {
+    fn answer(&self, outcome: Outcome) {
+        if let Some(tx) = self.reply.lock().expect("request lock").take() {
+            // A client that has gone costs nothing more.
+            let _ = tx.send(outcome);
+        }
+    }
 }
 
 /// Frame ids of admitted rows, to their request.
 #[derive(Default)]
 pub struct Router {
     frames: Mutex<HashMap<u64, (Arc<InFlight>, usize)>>,
+    requests: AtomicUsize,
 }
 
 impl Router {
@@ -184,8 +250,8 @@ impl Router {
                 .into_iter()
                 .map(|o| o.expect("every row completed"))
                 .collect();
-            // A client that has gone costs nothing more.
-            let _ = req.reply.send(Outcome::Done {
+            self.requests.fetch_sub(1, Ordering::AcqRel);
+            req.answer(Outcome::Done {
                 outputs,
                 queue: req.admitted - req.arrived,
                 compute: c.at.saturating_duration_since(req.admitted),
@@ -194,9 +260,14 @@ impl Router {
         true
     }
 
-    /// Requests with rows in the pipeline (rows, not requests).
+    /// Rows in the pipeline.
     pub fn in_flight(&self) -> usize {
         self.frames.lock().expect("router lock").len()
+    }
+
+    /// Requests with rows in the pipeline.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
     }
 }
 
@@ -207,17 +278,18 @@ pub struct Feeder {
 }
 
 impl Feeder {
-    /// Feeds `admission`'s requests through `admitter`, registering every
-    /// frame with `router`.
+    /// Feeds `admission`'s requests through `admitter` into a pipeline
+    /// whose model takes `input`, registering every frame with `router`.
     pub fn spawn(
         admission: Arc<Admission>,
         admitter: Admitter,
+        input: Shape,
         router: Arc<Router>,
     ) -> std::io::Result<Self> {
         let (stop, stopped) = bounded::<()>(1);
         let handle = std::thread::Builder::new()
             .name("odin-feeder".into())
-            .spawn(move || feed(&admission, &admitter, &router, &stopped))?;
+            .spawn(move || feed(&admission, &admitter, input, &router, &stopped))?;
         Ok(Self {
             stop,
             handle: Some(handle),
@@ -242,7 +314,13 @@ impl Drop for Feeder {
     }
 }
 
-fn feed(admission: &Admission, admitter: &Admitter, router: &Router, stopped: &Receiver<()>) {
+fn feed(
+    admission: &Admission,
+    admitter: &Admitter,
+    input: Shape,
+    router: &Router,
+    stopped: &Receiver<()>,
+) {
     loop {
         if stopped.try_recv().is_ok() {
             return;
@@ -254,8 +332,17 @@ fn feed(admission: &Admission, admitter: &Admitter, router: &Router, stopped: &R
                 Err(_) => return,
             },
         };
+        if !take(&q.state) || q.reply.is_closed() {
+            // Expired and answered by its ticket, or its client has gone:
+            // none of its frames runs.
+            continue;
+        }
         if q.deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = q.reply.send(Outcome::Refused(Refusal::DeadlineExceeded));
+            continue;
+        }
+        if q.rows.iter().any(|r| r.shape() != input) {
+            let _ = q.reply.send(Outcome::Refused(Refusal::ModelChanged));
             continue;
         }
         let rows = q.rows.len();
@@ -264,8 +351,9 @@ fn feed(admission: &Admission, admitter: &Admitter, router: &Router, stopped: &R
             remaining: AtomicUsize::new(rows),
             arrived: q.arrived,
             admitted: Instant::now(),
-            reply: q.reply,
+            reply: Mutex::new(Some(q.reply)),
         });
+        router.requests.fetch_add(1, Ordering::AcqRel);
         for (row, tensor) in q.rows.into_iter().enumerate() {
             // Registered before the frame exists, so it cannot complete first.
             let admitted = admitter.admit(|id| {
@@ -284,7 +372,8 @@ fn feed(admission: &Admission, admitter: &Admitter, router: &Router, stopped: &R
                     .lock()
                     .expect("router lock")
                     .retain(|_, (r, _)| !Arc::ptr_eq(r, &req));
-                let _ = req.reply.send(Outcome::Refused(Refusal::ShuttingDown));
+                router.requests.fetch_sub(1, Ordering::AcqRel);
+                req.answer(Outcome::Refused(Refusal::ShuttingDown));
                 return;
             }
         }
@@ -339,7 +428,7 @@ mod tests {
         let p = pipeline(&m);
         let adm = Admission::new(4);
         let router = Router::new();
-        let feeder = Feeder::spawn(adm.clone(), p.admitter(), router.clone()).unwrap();
+        let feeder = Feeder::spawn(adm.clone(), p.admitter(), m.input(), router.clone()).unwrap();
         let input = rows(3);
         let want: Vec<Tensor> = input
             .iter()
@@ -368,7 +457,7 @@ mod tests {
         let ok = adm.submit(rows(1), None).unwrap();
         assert_eq!(adm.submit(rows(1), None).unwrap_err(), Refusal::QueueFull);
         assert_eq!(adm.pending(), 2);
-        let feeder = Feeder::spawn(adm.clone(), p.admitter(), router.clone()).unwrap();
+        let feeder = Feeder::spawn(adm.clone(), p.admitter(), m.input(), router.clone()).unwrap();
         assert!(matches!(
             late.wait(),
             Outcome::Refused(Refusal::DeadlineExceeded)
@@ -378,6 +467,54 @@ mod tests {
         feeder.stop();
         // The expired request's two rows were never admitted.
         assert_eq!(p.admitted(), 1);
+        p.shutdown();
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_deadline_passing_in_the_queue_answers_at_once_and_its_frames_never_run() {
+        let m = model();
+        let p = pipeline(&m);
+        let adm = Admission::new(4);
+        let router = Router::new();
+        // No feeder: the request waits past its deadline.
+        let t = adm
+            .submit(rows(2), Some(Instant::now() + Duration::from_millis(20)))
+            .unwrap();
+        let outcome = runtime().block_on(t.outcome());
+        assert!(matches!(
+            outcome,
+            Outcome::Refused(Refusal::DeadlineExceeded)
+        ));
+        // A feeder reaching it later skips it; the next one runs.
+        let ok = adm.submit(rows(1), None).unwrap();
+        let feeder = Feeder::spawn(adm.clone(), p.admitter(), m.input(), router.clone()).unwrap();
+        route(&p, &router, 1);
+        assert!(matches!(ok.wait(), Outcome::Done { .. }));
+        feeder.stop();
+        assert_eq!(p.admitted(), 1, "the expired request's rows never ran");
+        assert_eq!(router.requests(), 0);
+        p.shutdown();
+    }
+
+    #[test]
+    fn a_request_for_another_input_shape_is_refused_not_run() {
+        let m = model();
+        let p = pipeline(&m);
+        let adm = Admission::new(4);
+        let router = Router::new();
+        let other = vec![Tensor::random(Shape::new(1, 2, 4, 4), 1)];
+        let t = adm.submit(other, None).unwrap();
+        let feeder = Feeder::spawn(adm.clone(), p.admitter(), m.input(), router.clone()).unwrap();
+        assert!(matches!(t.wait(), Outcome::Refused(Refusal::ModelChanged)));
+        feeder.stop();
+        assert_eq!(p.admitted(), 0);
         p.shutdown();
     }
 
@@ -392,7 +529,7 @@ mod tests {
         old.shutdown();
         // ...then served by the new one.
         let new = pipeline(&m);
-        let feeder = Feeder::spawn(adm.clone(), new.admitter(), router.clone()).unwrap();
+        let feeder = Feeder::spawn(adm.clone(), new.admitter(), m.input(), router.clone()).unwrap();
         route(&new, &router, 2);
         assert!(matches!(waiting.wait(), Outcome::Done { ref outputs, .. } if outputs.len() == 2));
         adm.close();
@@ -400,13 +537,23 @@ mod tests {
             adm.submit(rows(1), None).unwrap_err(),
             Refusal::ShuttingDown
         );
-        // A client that went away: its frames run, nobody is answered, nothing breaks.
+        // A client that went away before its request started: none of its
+        // frames runs; the next request is served as usual.
         feeder.stop();
         let adm2 = Admission::new(2);
         let gone = adm2.submit(rows(1), None).unwrap();
         drop(gone);
-        let feeder = Feeder::spawn(adm2.clone(), new.admitter(), router.clone()).unwrap();
-        route(&new, &router, 1);
+        let kept = adm2.submit(rows(2), None).unwrap();
+        let before = new.admitted();
+        let feeder =
+            Feeder::spawn(adm2.clone(), new.admitter(), m.input(), router.clone()).unwrap();
+        route(&new, &router, 2);
+        assert!(matches!(kept.wait(), Outcome::Done { ref outputs, .. } if outputs.len() == 2));
+        assert_eq!(
+            new.admitted() - before,
+            2,
+            "only the kept request's rows ran"
+        );
         feeder.stop();
         assert_eq!(adm2.refuse_queued(Refusal::ShuttingDown), 0);
         new.shutdown();

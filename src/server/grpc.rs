@@ -41,6 +41,461 @@ pub mod pb {
     tonic::include_proto!("inference");
 }
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::bytes::Bytes;
+use serde_json::{Map, Value};
+use tonic::{Request, Response, Status};
+
+use super::protocol::{
+    self, DataType, InferRequest, InputTensor, Limits, ModelDescription, ProtocolError,
+    RequestedOutput, TensorData,
+};
+use super::service::Service;
+use pb::infer_parameter::ParameterChoice;
+
+/// The gRPC service over odin's [`Service`].
+pub struct Inference {
+    service: Arc<Service>,
+}
+
+impl Inference {
+    /// Serves `service`.
+    pub fn new(service: Arc<Service>) -> Self {
+        Self { service }
+    }
+
+    /// The tonic service, decoding messages up to the request body limit.
+    pub fn into_server(
+        self,
+    ) -> pb::grpc_inference_service_server::GrpcInferenceServiceServer<Self> {
+        let limit = self.service.settings().limits.max_body_bytes;
+        pb::grpc_inference_service_server::GrpcInferenceServiceServer::new(self)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(usize::MAX)
+    }
+}
+
+/// The gRPC status of a protocol error.
+pub fn status(e: &ProtocolError) -> Status {
+    let code = match e.grpc_code() {
+        protocol::GrpcCode::InvalidArgument => tonic::Code::InvalidArgument,
+        protocol::GrpcCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        protocol::GrpcCode::NotFound => tonic::Code::NotFound,
+        protocol::GrpcCode::Internal => tonic::Code::Internal,
+        protocol::GrpcCode::Unavailable => tonic::Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// The `grpc-timeout` header: digits and a unit (`H`, `M`, `S`, `m`, `u`,
+/// `n`), per the gRPC HTTP/2 protocol.
+pub fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn tensor_metadata(t: &protocol::TensorSpec) -> pb::model_metadata_response::TensorMetadata {
+    pb::model_metadata_response::TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.datatype.name().to_string(),
+        shape: t.shape.clone(),
+    }
+}
+
+/// Triton's `ModelConfig` message of a model, as
+/// [`ModelDescription::config_json`] has it.
+pub fn model_config(d: &ModelDescription) -> pb::ModelConfig {
+    let dims = |shape: &[i64]| -> Vec<i64> {
+        let skip = usize::from(d.max_batch_size > 0 && !shape.is_empty());
+        shape[skip..].to_vec()
+    };
+    let data_type = |dt: DataType| {
+        pb::DataType::from_str_name(dt.config_name()).unwrap_or(pb::DataType::TypeInvalid) as i32
+    };
+    pb::ModelConfig {
+        name: d.name.clone(),
+        platform: d.platform.clone(),
+        max_batch_size: i32::try_from(d.max_batch_size).unwrap_or(i32::MAX),
+        input: d
+            .inputs
+            .iter()
+            .map(|t| pb::ModelInput {
+                name: t.name.clone(),
+                data_type: data_type(t.datatype),
+                format: pb::model_input::Format::None as i32,
+                dims: dims(&t.shape),
+                is_shape_tensor: false,
+                optional: false,
+            })
+            .collect(),
+        output: d
+            .outputs
+            .iter()
+            .map(|t| pb::ModelOutput {
+                name: t.name.clone(),
+                data_type: data_type(t.datatype),
+                dims: dims(&t.shape),
+                is_shape_tensor: false,
+            })
+            .collect(),
+        backend: "odin".into(),
+    }
+}
+
+/// A parameter as JSON, for the request's free-form parameters.
+fn parameter_json(p: &pb::InferParameter) -> Value {
+    match &p.parameter_choice {
+        Some(ParameterChoice::BoolParam(b)) => Value::from(*b),
+        Some(ParameterChoice::Int64Param(i)) => Value::from(*i),
+        Some(ParameterChoice::StringParam(s)) => Value::from(s.clone()),
+        Some(ParameterChoice::DoubleParam(d)) => Value::from(*d),
+        Some(ParameterChoice::Uint64Param(u)) => Value::from(*u),
+        None => Value::Null,
+    }
+}
+
+/// A whole non-negative number parameter.
+fn parameter_u64(p: &pb::InferParameter) -> Option<u64> {
+    match p.parameter_choice {
+        Some(ParameterChoice::Int64Param(i)) => u64::try_from(i).ok(),
+        Some(ParameterChoice::Uint64Param(u)) => Some(u),
+        _ => None,
+    }
+}
+
+/// A `ModelInferRequest` as odin's request: every input's shape bounded by
+/// `limits` and its data (raw or typed contents) checked against it.
+pub fn infer_request(
+    mut r: pb::ModelInferRequest,
+    limits: &Limits,
+) -> Result<InferRequest, ProtocolError> {
+    let mut req = InferRequest {
+        id: (!r.id.is_empty()).then(|| std::mem::take(&mut r.id)),
+        inputs: Vec::with_capacity(r.inputs.len()),
+        outputs: Vec::with_capacity(r.outputs.len()),
+        binary_output_default: true,
+        timeout: None,
+        priority: None,
+        parameters: Map::new(),
+    };
+    for (key, p) in &r.parameters {
+        let bad = |what: &str| ProtocolError::Invalid(format!("parameter {key:?} must be {what}"));
+        match key.as_str() {
+            "timeout" => {
+                let us = parameter_u64(p).ok_or_else(|| bad("a whole number of microseconds"))?;
+                req.timeout = (us > 0).then(|| Duration::from_micros(us));
+            }
+            "priority" => {
+                req.priority = Some(parameter_u64(p).ok_or_else(|| bad("a whole number"))?)
+            }
+            _ => {
+                req.parameters.insert(key.clone(), parameter_json(p));
+            }
+        }
+    }
+    if r.inputs.is_empty() {
+        return Err(ProtocolError::Invalid("the request has no inputs".into()));
+    }
+    let raw = std::mem::take(&mut r.raw_input_contents);
+    if !raw.is_empty() && raw.len() != r.inputs.len() {
+        return Err(ProtocolError::Invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; give one per input or none",
+            raw.len(),
+            r.inputs.len()
+        )));
+    }
+    for (i, t) in r.inputs.into_iter().enumerate() {
+        let err = |reason: String| ProtocolError::Input {
+            name: t.name.clone(),
+            reason,
+        };
+        let dt = DataType::parse(&t.datatype)
+            .ok_or_else(|| err(format!("unknown datatype {:?}", t.datatype)))?;
+        let shape = t
+            .shape
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| err(format!("dimension {d} in shape {:?}", t.shape)))
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let data = match (raw.get(i), &t.contents) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "has both contents and raw_input_contents; send one".into()
+                ));
+            }
+            (Some(bytes), None) => {
+                protocol::decode_raw_tensor(bytes, dt, &shape, limits).map_err(err)?
+            }
+            (None, Some(c)) => typed_contents(c, dt, &shape, limits).map_err(err)?,
+            (None, None) => return Err(err("has no data".into())),
+        };
+        let parameters = t
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.clone(), parameter_json(v)))
+            .collect();
+        req.inputs.push(InputTensor {
+            name: t.name,
+            shape,
+            data,
+            parameters,
+        });
+    }
+    for o in r.outputs {
+        let mut classification = None;
+        let mut parameters = Map::new();
+        for (k, v) in &o.parameters {
+            match k.as_str() {
+                "classification" => {
+                    let k = parameter_u64(v).filter(|&k| k > 0).ok_or_else(|| {
+                        ProtocolError::Output {
+                            name: o.name.clone(),
+                            reason: "parameter \"classification\" must be a positive whole number"
+                                .into(),
+                        }
+                    })?;
+                    classification = Some(usize::try_from(k).unwrap_or(usize::MAX));
+                }
+                _ => {
+                    parameters.insert(k.clone(), parameter_json(v));
+                }
+            }
+        }
+        req.outputs.push(RequestedOutput {
+            name: o.name,
+            binary_data: Some(true),
+            classification,
+            parameters,
+        });
+    }
+    Ok(req)
+}
+
+/// A tensor sent in `InferTensorContents`: the field of its datatype, with
+/// as many elements as the shape has.
+fn typed_contents(
+    c: &pb::InferTensorContents,
+    dt: DataType,
+    shape: &[usize],
+    limits: &Limits,
+) -> Result<TensorData, String> {
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= limits.max_elements)
+        .ok_or_else(|| {
+            format!(
+                "shape {shape:?} has more than {} elements",
+                limits.max_elements
+            )
+        })?;
+    let narrow =
+        |v: &[i32]| -> Result<Vec<i64>, String> { Ok(v.iter().map(|&x| i64::from(x)).collect()) };
+    let data = match dt {
+        DataType::Bool => TensorData::Bool(c.bool_contents.clone()),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            let v = narrow(&c.int_contents)?;
+            match dt {
+                DataType::Int8 => TensorData::I8(
+                    v.iter()
+                        .map(|&x| i8::try_from(x).map_err(|_| format!("{x} is not an INT8")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                DataType::Int16 => TensorData::I16(
+                    v.iter()
+                        .map(|&x| i16::try_from(x).map_err(|_| format!("{x} is not an INT16")))
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => TensorData::I32(c.int_contents.clone()),
+            }
+        }
+        DataType::Int64 => TensorData::I64(c.int64_contents.clone()),
+        DataType::Uint8 => TensorData::U8(
+            c.uint_contents
+                .iter()
+                .map(|&x| u8::try_from(x).map_err(|_| format!("{x} is not a UINT8")))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Uint16 => TensorData::U16(
+            c.uint_contents
+                .iter()
+                .map(|&x| u16::try_from(x).map_err(|_| format!("{x} is not a UINT16")))
+                .collect::<Result<_, _>>()?,
+        ),
+        DataType::Uint32 => TensorData::U32(c.uint_contents.clone()),
+        DataType::Uint64 => TensorData::U64(c.uint64_contents.clone()),
+        DataType::Fp32 => TensorData::F32(c.fp32_contents.clone()),
+        DataType::Fp64 => TensorData::F64(c.fp64_contents.clone()),
+        DataType::Bytes => TensorData::Bytes(c.bytes_contents.iter().map(|b| b.to_vec()).collect()),
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(format!("{dt} must be sent in raw_input_contents"));
+        }
+    };
+    if data.len() != count {
+        return Err(format!(
+            "shape {shape:?} has {count} elements but the {dt} contents have {}",
+            data.len()
+        ));
+    }
+    Ok(data)
+}
+
+/// Odin's response as a `ModelInferResponse`, every output in
+/// `raw_output_contents` (what `tritonclient.grpc` reads).
+pub fn infer_response(r: protocol::InferResponse) -> pb::ModelInferResponse {
+    let mut raw = Vec::with_capacity(r.outputs.len());
+    let outputs = r
+        .outputs
+        .into_iter()
+        .map(|o| {
+            raw.push(Bytes::from(o.data.to_le_bytes()));
+            pb::model_infer_response::InferOutputTensor {
+                name: o.name,
+                datatype: o.data.datatype().name().to_string(),
+                shape: o.shape.iter().map(|&d| d as i64).collect(),
+                parameters: HashMap::new(),
+                contents: None,
+            }
+        })
+        .collect();
+    pb::ModelInferResponse {
+        model_name: r.model_name,
+        model_version: r.model_version.unwrap_or_default(),
+        id: r.id.unwrap_or_default(),
+        parameters: HashMap::new(),
+        outputs,
+        raw_output_contents: raw,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::grpc_inference_service_server::GrpcInferenceService for Inference {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.service.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let r = request.get_ref();
+        let ready = self.service.lookup(&r.name, &r.version).is_ok() && self.service.is_ready();
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: protocol::SERVER_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: protocol::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let r = request.get_ref();
+        let m = self
+            .service
+            .lookup(&r.name, &r.version)
+            .map_err(|e| status(&e))?;
+        let d = &m.desc;
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: d.name.clone(),
+            versions: d.version.iter().cloned().collect(),
+            platform: d.platform.clone(),
+            inputs: d.inputs.iter().map(tensor_metadata).collect(),
+            outputs: d.outputs.iter().map(tensor_metadata).collect(),
+            properties: HashMap::new(),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let arrived = Instant::now();
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(grpc_timeout)
+            .map(|t| arrived + t);
+        let r = request.into_inner();
+        let s = &self.service;
+        let model = match s.lookup(&r.model_name, &r.model_version) {
+            Ok(m) => m,
+            Err(e) => {
+                s.refused(&r.model_name, &e);
+                return Err(status(&e));
+            }
+        };
+        let name = model.desc.name.clone();
+        let req = match infer_request(r, &s.settings().limits) {
+            Ok(req) => req,
+            Err(e) => {
+                s.refused(&name, &e);
+                return Err(status(&e));
+            }
+        };
+        if !s.is_ready() {
+            let e = ProtocolError::Unavailable("the server is shutting down".into());
+            s.refused(&name, &e);
+            return Err(status(&e));
+        }
+        match s.infer(&model, req, arrived, deadline).await {
+            Ok(resp) => Ok(Response::new(infer_response(resp))),
+            Err(e) => Err(status(&e)),
+        }
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let r = request.get_ref();
+        let m = self
+            .service
+            .lookup(&r.name, &r.version)
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(model_config(&m.desc)),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::pb;

@@ -11,8 +11,17 @@
 //! - [`image`]: encoded JPEG and PNG inputs to model tensors, and Triton's
 //!   classification strings.
 //! - [`admission`]: the bounded queue between clients and the pipeline.
+//! - [`service`]: the served model, shared by the transports: a request
+//!   checked, turned into frames, queued, and its outputs joined.
+//! - [`stats`]: the serving metrics, with Triton's meanings.
+//! - [`rest`] and [`grpc`]: the two transports; [`net`]: the small runtime
+//!   they run on, off the pipeline's CPUs when there are spare ones.
 
 pub mod admission;
 pub mod grpc;
 pub mod image;
+pub mod net;
 pub mod protocol;
+pub mod rest;
+pub mod service;
+pub mod stats;

@@ -41,6 +41,7 @@ use serde::ser::{Serialize, Serializer};
 use serde::{Deserialize, Serialize as DeriveSerialize};
 use serde_json::{Map, Number, Value, json};
 
+use super::image::{self, Labels};
 use crate::engine::onnx::data::f16_to_f32;
 
 /// The server's name in its metadata.
@@ -1352,6 +1353,19 @@ fn from_json(
     })
 }
 
+/// Decodes a tensor of `shape` sent as little-endian bytes (BYTES elements
+/// length-prefixed), as gRPC's `raw_input_contents` carry it; the shape is
+/// bounded by `limits` before anything is allocated.
+pub fn decode_raw_tensor(
+    bytes: &[u8],
+    dt: DataType,
+    shape: &[usize],
+    limits: &Limits,
+) -> Result<TensorData, String> {
+    let count = element_count(shape, limits.max_elements)?;
+    from_binary(bytes, dt, shape, count)
+}
+
 /// Decodes one input's binary data, whose length the caller has checked
 /// against the body; `count` is the shape's element count.
 fn from_binary(
@@ -1683,17 +1697,15 @@ pub fn encode_infer_response(
 }
 
 /// Triton's classification extension: replaces a numeric output by its
-/// top `k` classes, a BYTES tensor of `"value:index"` or
-/// `"value:index:label"` strings (value printed as C's `%f`, as Triton
-/// does), highest value first, ties by lower index, NaN last. When
-/// `batched`, the first dimension is the batch and the result has shape
-/// `[batch, min(k, classes)]`, else `[min(k, classes)]`. `labels[i]`
-/// names class `i`.
+/// top `k` classes, a BYTES tensor of [`image::classify`]'s
+/// `"value:index[:label]"` strings, best first. When `batched`, the first
+/// dimension is the batch and the result has shape
+/// `[batch, min(k, classes)]`, else `[min(k, classes)]`.
 pub fn classify(
     output: &OutputTensor,
     k: usize,
     batched: bool,
-    labels: Option<&[String]>,
+    labels: Option<&Labels>,
 ) -> Result<OutputTensor, ProtocolError> {
     let values = output.data.to_f32().map_err(|e| ProtocolError::Output {
         name: output.name.clone(),
@@ -1714,20 +1726,14 @@ pub fn classify(
         )));
     }
     let take = k.min(row);
-    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
     let mut strings = Vec::with_capacity(rows * take);
     for r in 0..rows {
         let scores = &values[r * row..(r + 1) * row];
-        let mut idx: Vec<usize> = (0..row).collect();
-        idx.sort_by(|&a, &b| key(scores[b]).total_cmp(&key(scores[a])));
-        for &i in &idx[..take] {
-            let mut s = format!("{:.6}:{i}", scores[i]);
-            if let Some(label) = labels.and_then(|l| l.get(i)) {
-                s.push(':');
-                s.push_str(label);
-            }
-            strings.push(s.into_bytes());
-        }
+        strings.extend(
+            image::classify(scores, k, labels)
+                .into_iter()
+                .map(String::into_bytes),
+        );
     }
     let shape = match batch {
         Some(b) => vec![b, take],
@@ -2760,7 +2766,7 @@ mod tests {
             c.data,
             TensorData::Bytes(vec![b"3.300000:1".to_vec(), b"2.400000:3".to_vec()])
         );
-        let labels: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let labels = Labels::parse("a\nb\nc\nd\n");
         let c = classify(&out, 9, false, Some(&labels)).unwrap();
         assert_eq!(c.shape, vec![4], "K is capped by the classes");
         let TensorData::Bytes(s) = &c.data else {
@@ -2785,7 +2791,7 @@ mod tests {
             [
                 "1.000000:1",
                 "1.000000:2",
-                "NaN:0",
+                "nan:0",
                 "5.000000:2",
                 "0.000000:0",
                 "-1.000000:1"
