@@ -312,4 +312,23 @@ mod tests {
         assert_eq!(s.failures("m", Failure::QueueFull), 2);
         assert_eq!(s.pending_now("m"), 1);
     }
+
+    #[test]
+    fn the_agents_exposition_with_serving_families_is_promtool_clean() {
+        let m = crate::agent::metrics::Metrics::default();
+        let s = std::sync::Arc::new(ServingStats::default());
+        let ms = Duration::from_millis;
+        s.succeeded("resnet50", 8, ms(1), ms(300), ms(302));
+        s.failed("resnet50", Failure::Invalid);
+        s.failed("a\"b", Failure::NotFound);
+        s.pending("resnet50", 0);
+        m.set_serving(s);
+        let body = m.render();
+        assert!(body.contains("odin_inference_count_total{model=\"resnet50\"} 8"));
+        assert!(
+            body.contains("model=\"a\\\"b\""),
+            "label values are escaped"
+        );
+        crate::agent::metrics::lint_clean(&body);
+    }
 }

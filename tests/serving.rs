@@ -1,0 +1,860 @@
+//! `odin run` as an Open Inference Protocol server, driven by the official
+//! Triton clients (`tritonclient` 2.41, HTTP with binary data, HTTP JSON,
+//! gRPC) through `tests/serving/client.py`, and by raw HTTP for the
+//! protocol's edge cases.
+//!
+//! The Python clients come from the virtualenv `.ci/run` makes (`.venv`,
+//! or `ODIN_TEST_PYTHON`); outside CI a test without them says so and
+//! returns, in CI it fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+use odin::engine::npy;
+use serde_json::Value;
+
+/// One odin server at a time: each runs a pinned two-stage pipeline on
+/// this small machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// The Python with `tritonclient`, or `None` (with a note) outside CI.
+fn python() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = std::env::var_os("ODIN_TEST_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([root().join(".venv/bin/python")])
+        .collect();
+    for p in &candidates {
+        let ok = Command::new(p)
+            .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(p.clone());
+        }
+    }
+    assert!(
+        !in_ci(),
+        "no Python with tritonclient in {candidates:?}: .ci/run must install tritonclient[http,grpc]==2.41.0 into .venv"
+    );
+    eprintln!("skipping: no Python with tritonclient (run .ci/run, or set ODIN_TEST_PYTHON)");
+    None
+}
+
+fn client(py: &Path, args: &[&str]) -> Value {
+    let out = Command::new(py)
+        .arg(root().join("tests/serving/client.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A running `odin run` serving on ephemeral ports.
+struct Server {
+    child: Child,
+    http: String,
+    grpc: String,
+    metrics: String,
+    /// stdout and stderr lines.
+    lines: Receiver<String>,
+    log: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts odin with `model` and `yaml` appended to a config that puts
+    /// the metrics and both transports on ephemeral loopback ports.
+    fn start(model: &str, server_yaml: &str, top_yaml: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("odin.yaml");
+        std::fs::write(&config, config_text(server_yaml, top_yaml)).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_odin"))
+            .args(["run", "--model", model, "--config"])
+            .arg(&config)
+            .arg("--json-summary")
+            .arg(dir.path().join("summary.json"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = unbounded();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut s = Server {
+            child,
+            http: String::new(),
+            grpc: String::new(),
+            metrics: String::new(),
+            lines,
+            log: Vec::new(),
+            dir,
+        };
+        let line = s.wait_for("odin run:");
+        let after = |key: &str, end: char| {
+            let rest =
+                &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+            rest[..rest.find(end).unwrap_or(rest.len())].to_string()
+        };
+        s.http = after("REST on http://", ',');
+        s.grpc = after("gRPC on ", ')');
+        s.metrics = after("metrics on http://", '/');
+        s
+    }
+
+    /// The next line containing `needle` (every line is kept in `log`).
+    fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; output:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("odin.yaml")
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// SIGTERM, then the exit status and every remaining line.
+    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, Value) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(l);
+        }
+        let summary = std::fs::read_to_string(self.dir.path().join("summary.json"))
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .unwrap_or(Value::Null);
+        (status, std::mem::take(&mut self.log), summary)
+    }
+
+    /// A sample of the metrics endpoint: the value of the series whose
+    /// line starts with `series`, 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http(
+            &self.metrics,
+            "GET /metrics HTTP/1.1\r\nHost: odin\r\nConnection: close\r\n\r\n",
+            b"",
+        );
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(server_yaml: &str, top_yaml: &str) -> String {
+    let indented: String = server_yaml.lines().map(|l| format!("  {l}\n")).collect();
+    format!(
+        "metrics:\n  listen: 127.0.0.1:0\nserver:\n  enabled: true\n  http: 127.0.0.1:0\n  grpc: 127.0.0.1:0\n{indented}{top_yaml}"
+    )
+}
+
+/// One raw HTTP/1.1 exchange: the status and the body.
+fn http(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before the whole body is sent.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |i| i + 4);
+    (status, resp[at..].to_vec())
+}
+
+fn post(addr: &str, path: &str, headers: &str, body: &[u8]) -> (u16, Value) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: odin\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n",
+        body.len()
+    );
+    let (status, body) = http(addr, &head, body);
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// A 1x3x224x224 input from `seed`, written as `.npy`.
+fn input(dir: &Path, name: &str, batch: usize, seed: u64) -> (PathBuf, Vec<f32>) {
+    let n = batch * 3 * 224 * 224;
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    let path = dir.join(name);
+    npy::write(&path, &[batch, 3, 224, 224], &values).unwrap();
+    (path, values)
+}
+
+fn odin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_odin"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `odin infer`'s output for the tensor at `x` (same model, same seed).
+fn reference(model: &str, x: &Path, out: &Path) -> npy::Npy {
+    let o = odin(&[
+        "infer",
+        "--model",
+        model,
+        "--input",
+        x.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    npy::read(out).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tritonclient_over_http_binary_http_json_and_grpc_gets_what_odin_infer_computes() {
+    let Some(py) = python() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start("resnet18", "", "");
+    let dir = srv.dir.path().to_path_buf();
+
+    // Health, metadata and Triton's model config as the clients read them.
+    let c = client(
+        &py,
+        &[
+            "check", "--http", &srv.http, "--grpc", &srv.grpc, "--model", "resnet18",
+        ],
+    );
+    for k in [
+        "http_live",
+        "http_ready",
+        "http_model_ready",
+        "grpc_live",
+        "grpc_ready",
+        "grpc_model_ready",
+    ] {
+        assert_eq!(c[k], true, "{k}: {c}");
+    }
+    assert_eq!(c["http_unknown_ready"], false);
+    let ext = c["http_server_metadata"]["extensions"].as_array().unwrap();
+    for e in [
+        "binary_tensor_data",
+        "classification",
+        "model_configuration",
+    ] {
+        assert!(ext.iter().any(|x| x == e), "{e} in {ext:?}");
+    }
+    // gRPC's messages printed as JSON have their int64 dimensions as strings.
+    let dims = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().or_else(|| d.as_str()?.parse().ok()).unwrap())
+            .collect()
+    };
+    for p in ["http", "grpc"] {
+        let md = &c[format!("{p}_model_metadata")];
+        assert_eq!(
+            dims(&md["inputs"][0]["shape"]),
+            [-1, 3, 224, 224],
+            "{p}: {md}"
+        );
+        assert_eq!(dims(&md["outputs"][0]["shape"]), [-1, 1000], "{p}: {md}");
+        assert_eq!(md["inputs"][0]["datatype"], "FP32");
+    }
+    assert_eq!(c["http_model_config"]["max_batch_size"], 8);
+    assert_eq!(
+        dims(&c["http_model_config"]["input"][0]["dims"]),
+        [3, 224, 224]
+    );
+    let g = &c["grpc_model_config"]["config"];
+    assert_eq!(g["max_batch_size"], 8, "{g}");
+    assert_eq!(dims(&g["input"][0]["dims"]), [3, 224, 224], "{g}");
+    assert_eq!(c["http_unknown_error"]["status"], "404", "{c}");
+    assert_eq!(
+        c["grpc_unknown_error"]["status"], "StatusCode.NOT_FOUND",
+        "{c}"
+    );
+
+    // One tensor three ways, equal to odin infer on the same tensor.
+    let (x, values) = input(&dir, "x.npy", 1, 7);
+    let want = reference("resnet18", &x, &dir.join("want.npy"));
+    for (name, args) in [
+        (
+            "http-binary",
+            vec!["--url", &srv.http, "--protocol", "http"],
+        ),
+        (
+            "http-json",
+            vec!["--url", &srv.http, "--protocol", "http", "--json"],
+        ),
+        ("grpc", vec!["--url", &srv.grpc, "--protocol", "grpc"]),
+    ] {
+        let out = dir.join(format!("{name}.npy"));
+        let mut a = vec![
+            "infer",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&x),
+            "--output",
+            s(&out),
+        ];
+        a.extend(args);
+        let r = client(&py, &a);
+        assert_eq!(r["id"], "req-7", "{name}: the request id comes back");
+        let got = npy::read(&out).unwrap();
+        assert_eq!(got.dims, vec![1, 1000], "{name}");
+        assert_eq!(
+            got.values, want.values,
+            "{name}: the served output is odin infer's"
+        );
+    }
+
+    // FP16 in, converted on entry: odin infer on the same rounded values.
+    let rounded: Vec<f32> = values
+        .iter()
+        .map(|&v| odin::engine::onnx::data::f16_to_f32(f32_to_f16(v)))
+        .collect();
+    let xr = dir.join("x16.npy");
+    npy::write(&xr, &[1, 3, 224, 224], &rounded).unwrap();
+    let want16 = reference("resnet18", &xr, &dir.join("want16.npy"));
+    let out = dir.join("fp16.npy");
+    client(
+        &py,
+        &[
+            "infer",
+            "--url",
+            &srv.grpc,
+            "--protocol",
+            "grpc",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&x),
+            "--output",
+            s(&out),
+            "--datatype",
+            "FP16",
+        ],
+    );
+    assert_eq!(npy::read(&out).unwrap().values, want16.values, "FP16 input");
+
+    // A batch of 2 becomes two frames whose outputs are joined in order.
+    let (xb, vb) = input(&dir, "xb.npy", 2, 11);
+    let half = vb.len() / 2;
+    let mut rows = Vec::new();
+    for (i, part) in [&vb[..half], &vb[half..]].iter().enumerate() {
+        let p = dir.join(format!("row{i}.npy"));
+        npy::write(&p, &[1, 3, 224, 224], part).unwrap();
+        rows.extend(reference("resnet18", &p, &dir.join(format!("want{i}.npy"))).values);
+    }
+    let out = dir.join("batch.npy");
+    client(
+        &py,
+        &[
+            "infer",
+            "--url",
+            &srv.grpc,
+            "--protocol",
+            "grpc",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&xb),
+            "--output",
+            s(&out),
+        ],
+    );
+    let got = npy::read(&out).unwrap();
+    assert_eq!(got.dims, vec![2, 1000]);
+    assert_eq!(got.values, rows, "batch rows in order");
+
+    let frames = srv.metric("odin_frames_total");
+    let (status, _, summary) = srv.stop();
+    assert!(status.success(), "{status}");
+    // 3 + 1 + 2 rows ran, no synthetic frame.
+    assert_eq!(frames, 6.0);
+    assert_eq!(summary["frames"], 6, "{summary}");
+}
+
+/// IEEE half of `v`, round to nearest even (as numpy's astype).
+fn f32_to_f16(v: f32) -> u16 {
+    let b = v.to_bits();
+    let sign = ((b >> 16) & 0x8000) as u16;
+    let exp = ((b >> 23) & 0xff) as i32 - 127 + 15;
+    let mant = b & 0x7f_ffff;
+    if exp >= 31 {
+        return sign | 0x7c00;
+    }
+    if exp <= 0 {
+        if exp < -10 {
+            return sign;
+        }
+        let m = mant | 0x80_0000;
+        let shift = (14 - exp) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = u32::from(rem > mid || (rem == mid && half & 1 == 1));
+        return sign | (half + round) as u16;
+    }
+    let half = ((exp as u32) << 10) | (mant >> 13);
+    let rem = mant & 0x1fff;
+    let round = u32::from(rem > 0x1000 || (rem == 0x1000 && half & 1 == 1));
+    sign | (half + round) as u16
+}
+
+#[test]
+fn a_full_queue_and_an_expired_deadline_get_503_and_their_frames_never_run() {
+    let Some(py) = python() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start("resnet18", "max_queue: 1", "");
+    let dir = srv.dir.path().to_path_buf();
+    let (x, _) = input(&dir, "x.npy", 1, 3);
+    let want = reference("resnet18", &x, &dir.join("want.npy"));
+    let _ = want;
+
+    // Eight clients against a queue of one: some are refused at once.
+    let r = client(
+        &py,
+        &[
+            "flood",
+            "--url",
+            &srv.http,
+            "--protocol",
+            "http",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&x),
+            "--requests",
+            "24",
+            "--concurrency",
+            "8",
+        ],
+    );
+    let o = r["outcomes"].as_object().unwrap();
+    let ok = o.get("ok").and_then(Value::as_u64).unwrap_or(0);
+    let full = o
+        .get("503: Exceeds maximum queue size")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    assert!(ok >= 1 && full >= 1, "{r}");
+    assert_eq!(
+        ok + full,
+        24,
+        "every request answered, ok or queue full: {r}"
+    );
+
+    // A 1 ms deadline: requests that wait behind another expire (gRPC
+    // DEADLINE_EXCEEDED), and none of their frames runs.
+    let g = client(
+        &py,
+        &[
+            "flood",
+            "--url",
+            &srv.grpc,
+            "--protocol",
+            "grpc",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&x),
+            "--requests",
+            "12",
+            "--concurrency",
+            "2",
+            "--timeout-us",
+            "1000",
+        ],
+    );
+    let go = g["outcomes"].as_object().unwrap();
+    let g_ok = go.get("ok").and_then(Value::as_u64).unwrap_or(0);
+    let expired = go
+        .get("StatusCode.DEADLINE_EXCEEDED: Request timeout expired")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let g_full = go
+        .get("StatusCode.UNAVAILABLE: Exceeds maximum queue size")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    assert!(expired >= 1, "{g}");
+    assert_eq!(g_ok + expired + g_full, 12, "{g}");
+
+    // What the metrics say agrees, and only the answered requests' frames ran.
+    let m = |k: &str| srv.metric(k);
+    assert_eq!(
+        m("odin_inference_request_success_total{model=\"resnet18\"}"),
+        (ok + g_ok) as f64
+    );
+    assert_eq!(
+        m("odin_inference_request_failure_total{model=\"resnet18\",reason=\"queue_full\"}"),
+        (full + g_full) as f64
+    );
+    assert_eq!(
+        m("odin_inference_request_failure_total{model=\"resnet18\",reason=\"timeout\"}"),
+        expired as f64
+    );
+    assert_eq!(
+        m("odin_frames_total"),
+        (ok + g_ok) as f64,
+        "expired and refused requests ran no frame"
+    );
+    assert_eq!(
+        m("odin_inference_pending_requests{model=\"resnet18\"}"),
+        0.0
+    );
+    let (status, _, _) = srv.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn a_jpeg_is_decoded_preprocessed_and_classified_with_labels() {
+    let Some(py) = python() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let labels = tmp.path().join("labels.txt");
+    std::fs::write(
+        &labels,
+        (0..1000)
+            .map(|i| format!("class {i}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let img = image::RgbImage::from_fn(320, 240, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
+    let jpeg = tmp.path().join("pic.jpg");
+    img.save(&jpeg).unwrap();
+    let top = tmp.path().join("top.npy");
+    let o = odin(&[
+        "infer",
+        "--model",
+        "resnet18",
+        "--image",
+        s(&jpeg),
+        "--labels",
+        s(&labels),
+        "--output",
+        s(&top),
+    ]);
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = stdout.lines().find(|l| l.contains("top-5")).unwrap();
+    let want: Vec<String> = line
+        .split("top-5 ")
+        .nth(1)
+        .unwrap()
+        .split(", ")
+        .take(3)
+        .map(String::from)
+        .collect();
+
+    let srv = Server::start(
+        "resnet18",
+        "",
+        &format!("model:\n  labels: {}\n", labels.display()),
+    );
+    for (url, proto) in [(&srv.http, "http"), (&srv.grpc, "grpc")] {
+        let r = client(
+            &py,
+            &[
+                "classify",
+                "--url",
+                url,
+                "--protocol",
+                proto,
+                "--model",
+                "resnet18",
+                "--image",
+                s(&jpeg),
+                "--k",
+                "3",
+            ],
+        );
+        assert_eq!(r["shape"], serde_json::json!([1, 3]), "{proto}: {r}");
+        let got: Vec<String> = r["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            got, want,
+            "{proto}: the server's top-3 is odin infer --image's"
+        );
+        assert!(got[0].ends_with(&format!(":class {}", got[0].split(':').nth(1).unwrap())));
+    }
+    let (status, _, _) = srv.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn sighup_rebuild_and_sigterm_under_load_answer_every_request() {
+    let Some(py) = python() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut srv = Server::start("resnet18", "", "pes: [\"0\", \"1\"]\n");
+    let dir = srv.dir.path().to_path_buf();
+    let (x, _) = input(&dir, "x.npy", 1, 5);
+    let want = reference("resnet18", &x, &dir.join("want.npy"));
+    npy::write(&dir.join("expect.npy"), &want.dims, &want.values).unwrap();
+    let ready = dir.join("load-started");
+    let load = Command::new(&py)
+        .arg(root().join("tests/serving/client.py"))
+        .args([
+            "flood",
+            "--url",
+            &srv.grpc,
+            "--protocol",
+            "grpc",
+            "--model",
+            "resnet18",
+            "--input",
+            s(&x),
+            "--expect",
+            s(&dir.join("expect.npy")),
+            "--concurrency",
+            "4",
+            "--until-refused",
+            "--ready-file",
+            s(&ready),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let success = "odin_inference_request_success_total{model=\"resnet18\"}";
+    let wait_successes = |srv: &Server, n: f64| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while srv.metric(success) < n {
+            assert!(Instant::now() < deadline, "fewer than {n} requests served");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_successes(&srv, 5.0);
+
+    // A reload that rebuilds the pipeline (the stages swap CPUs) while
+    // requests keep coming.
+    let text = std::fs::read_to_string(srv.config())
+        .unwrap()
+        .replace("pes: [\"0\", \"1\"]", "pes: [\"1\", \"0\"]");
+    std::fs::write(srv.config(), text).unwrap();
+    let before = srv.metric(success);
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
+    let line = srv.wait_for("reloaded");
+    assert!(line.contains("pipeline rebuilt"), "{line}");
+    wait_successes(&srv, before + 5.0);
+
+    let (status, log, summary) = srv.stop();
+    assert!(status.success(), "{status}: {}", log.join("\n"));
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = r["outcomes"].as_object().unwrap();
+    let ok = o["ok"].as_u64().unwrap();
+    assert_eq!(
+        r["mismatched"], 0,
+        "every answer is the model's output: {r}"
+    );
+    // Nothing but answers and refusals once stopping.
+    for k in o.keys() {
+        assert!(
+            k == "ok" || k == "refused" || k.starts_with("StatusCode.UNAVAILABLE"),
+            "{k}: {r}"
+        );
+    }
+    let served = log
+        .iter()
+        .find(|l| l.starts_with("served "))
+        .unwrap_or_else(|| panic!("{}", log.join("\n")));
+    assert!(
+        served.contains(&format!(": {ok} requests answered")),
+        "client saw {ok} answers; odin: {served}"
+    );
+    assert_eq!(summary["frames"], summary["admitted"], "{summary}");
+    assert_eq!(
+        summary["frames"], ok,
+        "every frame belonged to an answered request"
+    );
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_message_and_the_server_stays_up() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start("resnet18", "max_request_bytes: 1048576", "");
+    let infer = "/v2/models/resnet18/infer";
+    let huge = br#"{"inputs":[{"name":"input","shape":[100000,100000,3,224],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#;
+    let huge_header = format!("Inference-Header-Content-Length: {}\r\n", huge.len());
+    let huge_body = [&huge[..], b"0123456789abcdef"].concat();
+    let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            String::new(),
+            b"{\"inputs\": [".to_vec(),
+            400,
+            "line 1",
+        ),
+        (
+            "wrong shape",
+            String::new(),
+            br#"{"inputs":[{"name":"input","shape":[1,3,224,225],"datatype":"FP32","data":[0]}]}"#
+                .to_vec(),
+            400,
+            "shape",
+        ),
+        (
+            "unknown datatype",
+            String::new(),
+            br#"{"inputs":[{"name":"input","shape":[1,3,224,224],"datatype":"FP99","data":[0]}]}"#
+                .to_vec(),
+            400,
+            "FP99",
+        ),
+        (
+            "wrong input name",
+            String::new(),
+            br#"{"inputs":[{"name":"pixels","shape":[1,3,224,224],"datatype":"FP32","data":[0]}]}"#
+                .to_vec(),
+            400,
+            "pixels",
+        ),
+        (
+            "not a picture",
+            String::new(),
+            br#"{"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","data":["hello"]}]}"#
+                .to_vec(),
+            400,
+            "picture 0",
+        ),
+        (
+            "header length beyond the body",
+            "Inference-Header-Content-Length: 5000\r\n".into(),
+            b"{}".to_vec(),
+            400,
+            "Inference-Header-Content-Length",
+        ),
+        (
+            "huge declared tensor",
+            huge_header,
+            huge_body,
+            400,
+            "elements",
+        ),
+    ];
+    for (what, headers, body, want, needle) in &cases {
+        let (status, v) = post(&srv.http, infer, headers, body);
+        assert_eq!(status, *want, "{what}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error message in {v}"));
+        assert!(
+            msg.contains(needle),
+            "{what}: {msg:?} should mention {needle:?}"
+        );
+    }
+    // A body declared larger than the limit is refused before it is read.
+    let (status, body) = http(
+        &srv.http,
+        &format!(
+            "POST {infer} HTTP/1.1\r\nHost: odin\r\nConnection: close\r\nContent-Length: 100000000000\r\n\r\n"
+        ),
+        b"{",
+    );
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than the 1048576 allowed"),
+        "{v}"
+    );
+    // Unknown model and endpoint: 404 with a message.
+    let (status, v) = post(&srv.http, "/v2/models/nope/infer", "", b"{}");
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().contains("nope"));
+    let (status, _) = http(
+        &srv.http,
+        "GET /v3 HTTP/1.1\r\nHost: odin\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 404);
+    // Still serving.
+    let (status, body) = http(
+        &srv.http,
+        "GET /v2/health/ready HTTP/1.1\r\nHost: odin\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!((status, body.as_slice()), (200, &b"{\"ready\":true}"[..]));
+    assert_eq!(
+        srv.metric("odin_inference_request_failure_total{model=\"resnet18\",reason=\"invalid\"}"),
+        (cases.len() + 1) as f64
+    );
+    assert_eq!(srv.metric("odin_frames_total"), 0.0, "no frame ran");
+    let (status, _, _) = srv.stop();
+    assert!(status.success());
+}
