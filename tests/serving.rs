@@ -855,6 +855,39 @@ fn malformed_requests_get_400_with_a_message_and_the_server_stays_up() {
         (cases.len() + 1) as f64
     );
     assert_eq!(srv.metric("odin_frames_total"), 0.0, "no frame ran");
+
+    // A client that sends a whole request and goes away costs its frame at
+    // most; the server answers the next one.
+    let header = br#"{"inputs":[{"name":"input","shape":[1,3,224,224],"datatype":"FP32","parameters":{"binary_data_size":602112}}]}"#;
+    let body = [&header[..], &vec![0u8; 602_112]].concat();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&srv.http).unwrap();
+        write!(
+            c,
+            "POST {infer} HTTP/1.1\r\nHost: odin\r\nContent-Length: {}\r\nInference-Header-Content-Length: {}\r\n\r\n",
+            body.len(),
+            header.len()
+        )
+        .unwrap();
+        c.write_all(&body).unwrap();
+        drop(c);
+    }
+    let h = format!("Inference-Header-Content-Length: {}\r\n", header.len());
+    let (status, v) = post(&srv.http, infer, &h, &body);
+    assert_eq!(status, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while srv.metric("odin_inference_pending_requests{model=\"resnet18\"}") != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "requests of gone clients still pending"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let frames = srv.metric("odin_frames_total");
+    assert!(
+        (1.0..=4.0).contains(&frames),
+        "{frames} frames for 1 answered and 3 abandoned requests"
+    );
     let (status, _, _) = srv.stop();
     assert!(status.success());
 }

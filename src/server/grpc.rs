@@ -511,6 +511,209 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
     use tonic::{Code, Request, Response, Status};
 
+    mod conversion {
+        use super::super::{grpc_timeout, infer_request, infer_response, model_config};
+        use super::pb;
+        use crate::server::protocol::{
+            DataType, InferResponse, Limits, ModelDescription, OutputTensor, TensorData, TensorSpec,
+        };
+        use prost::bytes::Bytes;
+        use std::time::Duration;
+
+        fn param(c: pb::infer_parameter::ParameterChoice) -> pb::InferParameter {
+            pb::InferParameter {
+                parameter_choice: Some(c),
+            }
+        }
+
+        fn tensor(shape: &[i64], datatype: &str) -> pb::model_infer_request::InferInputTensor {
+            pb::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: datatype.into(),
+                shape: shape.to_vec(),
+                parameters: Default::default(),
+                contents: None,
+            }
+        }
+
+        fn request(
+            inputs: Vec<pb::model_infer_request::InferInputTensor>,
+            raw: Vec<Vec<u8>>,
+        ) -> pb::ModelInferRequest {
+            pb::ModelInferRequest {
+                model_name: "m".into(),
+                model_version: String::new(),
+                id: "r".into(),
+                parameters: Default::default(),
+                inputs,
+                outputs: vec![],
+                raw_input_contents: raw.into_iter().map(Bytes::from).collect(),
+            }
+        }
+
+        fn fails(r: pb::ModelInferRequest, needle: &str) {
+            let limits = Limits {
+                max_body_bytes: 1 << 20,
+                max_elements: 1 << 16,
+            };
+            match infer_request(r, &limits) {
+                Err(e) => {
+                    assert_eq!(e.status(), 400, "{e}");
+                    assert!(
+                        e.to_string().contains(needle),
+                        "{e} should mention {needle:?}"
+                    );
+                }
+                Ok(r) => panic!("accepted {r:?}"),
+            }
+        }
+
+        #[test]
+        fn raw_and_typed_inputs_and_parameters_become_odins_request() {
+            use pb::infer_parameter::ParameterChoice::{Int64Param, StringParam, Uint64Param};
+            let mut r = request(
+                vec![tensor(&[1, 2], "FP32")],
+                vec![[1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat()],
+            );
+            r.parameters
+                .insert("timeout".into(), param(Int64Param(2500)));
+            r.parameters
+                .insert("priority".into(), param(Uint64Param(3)));
+            r.parameters
+                .insert("tag".into(), param(StringParam("x".into())));
+            r.outputs
+                .push(pb::model_infer_request::InferRequestedOutputTensor {
+                    name: "out".into(),
+                    parameters: [("classification".to_string(), param(Int64Param(5)))].into(),
+                });
+            let q = infer_request(r, &Limits::default()).unwrap();
+            assert_eq!(q.id.as_deref(), Some("r"));
+            assert_eq!(q.timeout, Some(Duration::from_micros(2500)));
+            assert_eq!(q.priority, Some(3));
+            assert_eq!(q.parameters["tag"], "x");
+            assert_eq!(q.inputs[0].shape, vec![1, 2]);
+            assert_eq!(q.inputs[0].data, TensorData::F32(vec![1.5, -2.0]));
+            assert_eq!(q.classification("out"), Some(5));
+
+            let mut typed = tensor(&[3], "UINT8");
+            typed.contents = Some(pb::InferTensorContents {
+                uint_contents: vec![0, 7, 255],
+                ..Default::default()
+            });
+            let q = infer_request(request(vec![typed], vec![]), &Limits::default()).unwrap();
+            assert_eq!(q.inputs[0].data, TensorData::U8(vec![0, 7, 255]));
+        }
+
+        #[test]
+        fn malformed_requests_are_invalid_arguments_naming_what_is_wrong() {
+            fails(request(vec![], vec![]), "no inputs");
+            fails(
+                request(
+                    vec![tensor(&[1], "FP32"), tensor(&[1], "FP32")],
+                    vec![vec![0; 4]],
+                ),
+                "raw_input_contents has 1 entries for 2 inputs",
+            );
+            fails(
+                request(vec![tensor(&[1, -3], "FP32")], vec![vec![0; 12]]),
+                "dimension -3",
+            );
+            fails(
+                request(vec![tensor(&[1], "FP99")], vec![vec![0; 4]]),
+                "FP99",
+            );
+            // A shape far beyond the bound is refused before allocating.
+            fails(
+                request(vec![tensor(&[1 << 20, 1 << 20], "FP32")], vec![vec![0; 16]]),
+                "elements",
+            );
+            fails(
+                request(vec![tensor(&[2, 2], "FP32")], vec![vec![0; 12]]),
+                "takes 16 bytes",
+            );
+            let mut both = tensor(&[1], "FP32");
+            both.contents = Some(pb::InferTensorContents {
+                fp32_contents: vec![1.0],
+                ..Default::default()
+            });
+            fails(
+                request(vec![both.clone()], vec![vec![0; 4]]),
+                "both contents and raw",
+            );
+            both.shape = vec![2];
+            fails(
+                request(vec![both], vec![]),
+                "has 2 elements but the FP32 contents have 1",
+            );
+            let mut half = tensor(&[1], "FP16");
+            half.contents = Some(Default::default());
+            fails(request(vec![half], vec![]), "raw_input_contents");
+            let mut big = tensor(&[1], "UINT8");
+            big.contents = Some(pb::InferTensorContents {
+                uint_contents: vec![300],
+                ..Default::default()
+            });
+            fails(request(vec![big], vec![]), "300 is not a UINT8");
+            fails(request(vec![tensor(&[1], "FP32")], vec![]), "has no data");
+        }
+
+        #[test]
+        fn grpc_timeout_header_has_the_units_of_the_grpc_protocol() {
+            assert_eq!(grpc_timeout("5S"), Some(Duration::from_secs(5)));
+            assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+            assert_eq!(grpc_timeout("7u"), Some(Duration::from_micros(7)));
+            assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+            assert_eq!(grpc_timeout("2M"), Some(Duration::from_secs(120)));
+            assert_eq!(grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+            for bad in ["", "S", "5", "5s", "-5S", "123456789S", "1.5S"] {
+                assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+            }
+        }
+
+        #[test]
+        fn responses_are_raw_and_the_config_skips_the_batch_dimension() {
+            let r = infer_response(InferResponse {
+                model_name: "m".into(),
+                model_version: Some("1".into()),
+                id: None,
+                outputs: vec![OutputTensor {
+                    name: "out".into(),
+                    shape: vec![1, 2],
+                    data: TensorData::F32(vec![0.5, 2.0]),
+                }],
+            });
+            assert_eq!(r.outputs[0].shape, vec![1, 2]);
+            assert!(r.outputs[0].contents.is_none());
+            assert_eq!(
+                r.raw_output_contents[0].as_ref(),
+                [0.5f32.to_le_bytes(), 2.0f32.to_le_bytes()].concat()
+            );
+            let d = ModelDescription {
+                name: "m".into(),
+                version: Some("1".into()),
+                platform: "odin_onnx".into(),
+                inputs: vec![TensorSpec {
+                    name: "x".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 3, 8, 8],
+                }],
+                outputs: vec![TensorSpec {
+                    name: "y".into(),
+                    datatype: DataType::Fp32,
+                    shape: vec![-1, 10],
+                }],
+                max_batch_size: 4,
+            };
+            let c = model_config(&d);
+            assert_eq!(c.max_batch_size, 4);
+            assert_eq!(c.input[0].dims, vec![3, 8, 8]);
+            assert_eq!(c.output[0].dims, vec![10]);
+            assert_eq!(c.input[0].data_type, pb::DataType::TypeFp32 as i32);
+            let json = d.config_json();
+            assert_eq!(json["input"][0]["dims"], serde_json::json!([3, 8, 8]));
+        }
+    }
+
     /// The decoding limit odin's server uses: a whole batch fits.
     const LARGE_LIMIT: usize = 64 << 20;
 

@@ -353,10 +353,9 @@ impl Service {
             (a, b) => a.or(b),
         };
         let ticket = self.admission.submit(rows, deadline).map_err(refusal)?;
-        let name = &model.desc.name;
-        self.stats.pending(name, 1);
+        let mut pending = Pending::new(&self.stats, &model.desc.name);
         let outcome = ticket.outcome().await;
-        self.stats.pending(name, -1);
+        pending.answered();
         match outcome {
             Outcome::Done {
                 outputs,
@@ -372,6 +371,39 @@ impl Service {
                 Ok((model.respond(req, outputs)?, n, queue, compute))
             }
             Outcome::Refused(r) => Err(refusal(r)),
+        }
+    }
+}
+
+/// An accepted request not yet answered, in the pending gauge until it is;
+/// one whose client went away first (its transport dropped the future)
+/// counts as cancelled.
+struct Pending<'a> {
+    stats: &'a ServingStats,
+    model: &'a str,
+    answered: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(stats: &'a ServingStats, model: &'a str) -> Self {
+        stats.pending(model, 1);
+        Self {
+            stats,
+            model,
+            answered: false,
+        }
+    }
+
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.stats.pending(self.model, -1);
+        if !self.answered {
+            self.stats.failed(self.model, Failure::Cancelled);
         }
     }
 }

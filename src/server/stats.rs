@@ -32,6 +32,8 @@ pub enum Failure {
     Unavailable,
     /// Odin failed (500).
     Internal,
+    /// The client went away before its answer.
+    Cancelled,
 }
 
 impl Failure {
@@ -44,6 +46,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Unavailable => "unavailable",
             Failure::Internal => "internal",
+            Failure::Cancelled => "cancelled",
         }
     }
 }
