@@ -899,12 +899,14 @@ impl Daemon {
     }
 
     fn on_frame(&mut self, c: &Completed) {
+        self.recorder.record(c);
+        let secs = c.latency.as_secs_f64();
+        // Counted before its request is answered: a client that sees the
+        // answer sees the frame in the metrics.
+        self.metrics.frame_done(secs);
         if let Some(r) = &self.engine.router {
             r.complete(c);
         }
-        self.recorder.record(c);
-        let secs = c.latency.as_secs_f64();
-        self.metrics.frame_done(secs);
         if self.serving.is_none() {
             self.recent_latency(secs * 1e3);
         }
