@@ -506,8 +506,9 @@ fn a_full_queue_and_an_expired_deadline_get_503_and_their_frames_never_run() {
         "every request answered, ok or queue full: {r}"
     );
 
-    // A 1 ms deadline: requests that wait behind another expire (gRPC
-    // DEADLINE_EXCEEDED), and none of their frames runs.
+    // A 1 ms deadline on batches of 8: while one batch's rows enter the
+    // pipeline (it holds fewer than 8 frames), the next waits in the queue
+    // and expires (gRPC DEADLINE_EXCEEDED); none of its frames runs.
     let g = client(
         &py,
         &[
@@ -521,9 +522,11 @@ fn a_full_queue_and_an_expired_deadline_get_503_and_their_frames_never_run() {
             "--input",
             s(&x),
             "--requests",
-            "12",
+            "9",
             "--concurrency",
-            "2",
+            "3",
+            "--batch",
+            "8",
             "--timeout-us",
             "1000",
         ],
@@ -539,7 +542,7 @@ fn a_full_queue_and_an_expired_deadline_get_503_and_their_frames_never_run() {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     assert!(expired >= 1, "{g}");
-    assert_eq!(g_ok + expired + g_full, 12, "{g}");
+    assert_eq!(g_ok + expired + g_full, 9, "{g}");
 
     // What the metrics say agrees, and only the answered requests' frames ran.
     let m = |k: &str| srv.metric(k);
@@ -557,8 +560,12 @@ fn a_full_queue_and_an_expired_deadline_get_503_and_their_frames_never_run() {
     );
     assert_eq!(
         m("odin_frames_total"),
-        (ok + g_ok) as f64,
+        (ok + 8 * g_ok) as f64,
         "expired and refused requests ran no frame"
+    );
+    assert_eq!(
+        m("odin_inference_count_total{model=\"resnet18\"}"),
+        (ok + 8 * g_ok) as f64
     );
     assert_eq!(
         m("odin_inference_pending_requests{model=\"resnet18\"}"),
@@ -870,6 +877,9 @@ fn malformed_requests_get_400_with_a_message_and_the_server_stays_up() {
         }
     };
     for _ in 0..3 {
+        until("the last abandoned request leaves the gauge", &|| {
+            srv.metric(pending) == 0.0
+        });
         let before = srv.metric(success);
         let mut c = TcpStream::connect(&srv.http).unwrap();
         write!(

@@ -748,6 +748,9 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         }
         None => None,
     };
+    if serving.is_some() && cfg.load.mode == LoadMode::Open {
+        tracing::warn!("load.mode open is ignored while serving: requests are the load");
+    }
     let admission = serving.as_ref().map(|s| s.service.admission().clone());
     let engine = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
     if let Some(s) = &serving {
@@ -898,15 +901,20 @@ impl Daemon {
         }
     }
 
+    /// A frame of the running pipeline: recorded, then (when serving)
+    /// routed to its request; a client that sees the answer sees the frame
+    /// in the metrics.
     fn on_frame(&mut self, c: &Completed) {
-        self.recorder.record(c);
-        let secs = c.latency.as_secs_f64();
-        // Counted before its request is answered: a client that sees the
-        // answer sees the frame in the metrics.
-        self.metrics.frame_done(secs);
+        self.record_frame(c);
         if let Some(r) = &self.engine.router {
             r.complete(c);
         }
+    }
+
+    fn record_frame(&mut self, c: &Completed) {
+        self.recorder.record(c);
+        let secs = c.latency.as_secs_f64();
+        self.metrics.frame_done(secs);
         if self.serving.is_none() {
             self.recent_latency(secs * 1e3);
         }
@@ -1458,9 +1466,11 @@ impl Daemon {
             s.service.set_model(m);
         }
         let old = std::mem::replace(&mut self.engine, next);
+        // The old pipeline's router answered its requests; its frame ids
+        // mean nothing to the new one's.
         let drained = old.drain();
         for c in &drained.rest {
-            self.on_frame(c);
+            self.record_frame(c);
         }
         self.admitted_before += drained.admitted;
         self.rejected_before += drained.rejected;

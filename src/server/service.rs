@@ -429,3 +429,166 @@ fn failure(e: &ProtocolError) -> Failure {
         _ => Failure::Invalid,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::protocol::{InputTensor, RequestedOutput};
+    use serde_json::Map;
+
+    fn io(input: &[usize], output: &[usize]) -> ModelIo {
+        ModelIo {
+            input: ("x".into(), input.to_vec()),
+            output: ("y".into(), output.to_vec()),
+        }
+    }
+
+    fn request(shape: &[usize], data: TensorData) -> InferRequest {
+        InferRequest {
+            id: Some("a".into()),
+            inputs: vec![InputTensor {
+                name: "x".into(),
+                shape: shape.to_vec(),
+                data,
+                parameters: Map::new(),
+            }],
+            outputs: Vec::new(),
+            binary_output_default: true,
+            timeout: None,
+            priority: None,
+            parameters: Map::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_becomes_one_frame_a_row_and_the_outputs_are_joined() {
+        let m = ServedModel::new(
+            "m",
+            "odin_onnx",
+            Shape::new(1, 2, 1, 1),
+            &io(&[1, 2], &[1, 3]),
+            4,
+            None,
+            None,
+        );
+        assert_eq!(m.desc.max_batch_size, 4);
+        assert_eq!(m.desc.inputs[0].shape, vec![-1, 2]);
+        assert_eq!(m.desc.outputs[0].shape, vec![-1, 3]);
+        // UINT8 converted on entry.
+        let req = request(&[3, 2], TensorData::U8(vec![1, 2, 3, 4, 5, 6]));
+        let rows = m.rows(&req).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].as_slice(), &[5.0, 6.0]);
+        let outs: Vec<Tensor> = (0..3)
+            .map(|i| Tensor::from_vec(Shape::new(1, 3, 1, 1), vec![i as f32; 3]))
+            .collect();
+        let resp = m.respond(&req, outs).unwrap();
+        assert_eq!(resp.id.as_deref(), Some("a"));
+        assert_eq!(resp.outputs[0].shape, vec![3, 3]);
+        assert_eq!(
+            resp.outputs[0].data,
+            TensorData::F32(vec![0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+        );
+        // Beyond the batch limit, or the wrong row shape: 400.
+        let big = request(&[5, 2], TensorData::F32(vec![0.0; 10]));
+        assert!(
+            m.rows(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("batch size 5")
+        );
+        let wrong = request(&[1, 3], TensorData::F32(vec![0.0; 3]));
+        assert_eq!(m.rows(&wrong).unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn a_model_without_a_unit_batch_dimension_takes_its_input_whole() {
+        let m = ServedModel::new(
+            "m",
+            "odin_onnx",
+            Shape::new(1, 2, 1, 2),
+            &io(&[2, 2], &[2]),
+            8,
+            None,
+            None,
+        );
+        assert_eq!(m.desc.max_batch_size, 0);
+        assert_eq!(m.desc.inputs[0].shape, vec![2, 2]);
+        let req = request(&[2, 2], TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(m.rows(&req).unwrap().len(), 1);
+        let out = vec![Tensor::from_vec(Shape::new(1, 2, 1, 1), vec![9.0, 8.0])];
+        assert_eq!(m.respond(&req, out).unwrap().outputs[0].shape, vec![2]);
+    }
+
+    #[test]
+    fn pictures_are_checked_and_classification_and_output_selection_apply() {
+        let labels = Arc::new(Labels::parse("cat\ndog\nfox\n"));
+        let m = ServedModel::new(
+            "m",
+            "odin_builtin",
+            Shape::new(1, 3, 224, 224),
+            &io(&[1, 3, 224, 224], &[1, 3]),
+            2,
+            None,
+            Some(labels),
+        );
+        for (shape, n) in [(vec![3usize], 3usize), (vec![1, 2], 1), (vec![], 1)] {
+            let req = request(&shape, TensorData::Bytes(vec![b"x".to_vec(); n]));
+            let e = m.rows(&req).unwrap_err().to_string();
+            assert!(e.contains("shape [N] or [N, 1]"), "{shape:?}: {e}");
+        }
+        let req = request(&[1], TensorData::Bytes(vec![b"not a picture".to_vec()]));
+        assert!(m.rows(&req).unwrap_err().to_string().contains("picture 0"));
+
+        let mut req = request(&[1, 3, 224, 224], TensorData::F32(vec![0.0; 3 * 224 * 224]));
+        req.outputs.push(RequestedOutput {
+            name: "y".into(),
+            binary_data: None,
+            classification: Some(2),
+            parameters: Map::new(),
+        });
+        let out = vec![Tensor::from_vec(
+            Shape::new(1, 3, 1, 1),
+            vec![0.1, 0.7, 0.2],
+        )];
+        let resp = m.respond(&req, out).unwrap();
+        assert_eq!(resp.outputs[0].shape, vec![1, 2]);
+        assert_eq!(
+            resp.outputs[0].data,
+            TensorData::Bytes(vec![b"0.700000:1:dog".to_vec(), b"0.200000:2:fox".to_vec()])
+        );
+    }
+
+    #[test]
+    fn lookup_knows_the_name_and_version_one_only() {
+        let m = ServedModel::new(
+            "resnet",
+            "odin_builtin",
+            Shape::new(1, 2, 1, 1),
+            &io(&[1, 2], &[1, 2]),
+            8,
+            None,
+            None,
+        );
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let s = Service::new(
+            m,
+            Admission::new(1),
+            Settings {
+                limits: Limits::default(),
+                timeout: None,
+            },
+            Arc::new(ServingStats::default()),
+            tx,
+        );
+        assert!(s.lookup("resnet", "").is_ok());
+        assert!(s.lookup("resnet", "1").is_ok());
+        assert_eq!(s.lookup("resnet", "2").unwrap_err().status(), 404);
+        assert_eq!(s.lookup("other", "").unwrap_err().status(), 404);
+        assert!(!s.is_ready(), "not ready before the pipeline runs");
+        s.set_ready(true);
+        assert!(s.is_ready());
+        s.admission().close();
+        assert!(!s.is_ready(), "not ready once stopping");
+    }
+}

@@ -112,6 +112,8 @@ def flood(a) -> dict:
     """`requests` requests from `concurrency` closed-loop threads; each
     outcome counted (ok, or the error's status and message)."""
     x = np.load(a.input).astype(np.float32)
+    if a.batch > 1:
+        x = np.repeat(x, a.batch, axis=0)
     want = np.load(a.expect) if a.expect else None
     m = module(a.protocol)
     probe = client(a.protocol, a.url)
@@ -203,6 +205,7 @@ def main() -> int:
     f.add_argument("--expect", help="every ok output must equal this .npy")
     f.add_argument("--requests", type=int, default=16)
     f.add_argument("--concurrency", type=int, default=4)
+    f.add_argument("--batch", type=int, default=1, help="rows per request (the input repeated)")
     f.add_argument("--timeout-us", type=int, default=0)
     f.add_argument("--until-refused", action="store_true", help="keep sending until the server refuses connections")
     f.add_argument("--ready-file")
