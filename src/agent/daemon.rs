@@ -64,6 +64,9 @@ use crate::server::stats::ServingStats;
 /// Undisturbed run time after which the expectations are calibrated.
 const CALIBRATION: Duration = Duration::from_secs(1);
 
+/// How long calibration waits for a PE that is not time-shared.
+const CALIBRATION_MAX: Duration = Duration::from_secs(5);
+
 /// FLOP rate assumed for the initial partition when no profile is given.
 const NOMINAL_GFLOPS: f64 = 50.0;
 
@@ -968,11 +971,9 @@ impl Daemon {
         self.metrics
             .set_rejected(self.rejected_before + self.engine.pipeline.rejected());
         if !self.engine.observer.calibrated() {
-            // Expectations come from the first undisturbed second.
-            if now.saturating_duration_since(self.engine.started) >= CALIBRATION
-                && views.iter().all(|v| v.service_ms.is_some())
-            {
-                self.engine.observer.calibrate(&views);
+            let waited = now.saturating_duration_since(self.engine.started);
+            if waited >= CALIBRATION && views.iter().all(|v| v.service_ms.is_some()) {
+                self.calibrate(&views, &pe_signals, waited);
             }
             self.publish_with(throughput);
             return;
@@ -1011,6 +1012,46 @@ impl Daemon {
         }
         self.cgroup_step(&obs);
         self.publish_with(throughput);
+    }
+
+    /// Sets the expectations from the stages measured so far, leaving out
+    /// those on a PE that is visibly time-shared (run-queue delay or foreign
+    /// CPU use above the detector's `cpu_share`): a neighbour already there
+    /// when odin starts must not become the baseline. Their units take the
+    /// other stages' calibration, so the detector sees the slowdown. When
+    /// every PE is shared, odin waits up to [`CALIBRATION_MAX`] for one to
+    /// clear, then calibrates on what it has and says so.
+    fn calibrate(&mut self, views: &[StageView], pes: &[PeSignals], waited: Duration) {
+        let share = self.cfg.policy.params.detector.cpu_share;
+        let shared = |pe: usize| {
+            pes.get(pe).is_some_and(|p| {
+                p.run_delay_share.unwrap_or(0.0) >= share
+                    || p.foreign_cpu_share.unwrap_or(0.0) >= share
+            })
+        };
+        let quiet: Vec<StageView> = views.iter().filter(|v| !shared(v.pe)).cloned().collect();
+        let busy: Vec<String> = views
+            .iter()
+            .filter(|v| shared(v.pe))
+            .filter_map(|v| self.engine.pes.get(v.pe).map(CpuSet::to_string))
+            .collect();
+        if quiet.len() == views.len() {
+            self.engine.observer.calibrate(views);
+        } else if !quiet.is_empty() {
+            tracing::warn!(
+                "CPUs {} are time-shared with other programs at start: their stages' \
+                 expectations come from the other PEs",
+                busy.join(", ")
+            );
+            self.engine.observer.calibrate(&quiet);
+        } else if waited >= CALIBRATION_MAX {
+            tracing::warn!(
+                "every PE was time-shared for the first {} s: calibrating on it, so a \
+                 slowdown present since the start is not seen as interference",
+                CALIBRATION_MAX.as_secs()
+            );
+            self.engine.observer.calibrate(views);
+        }
     }
 
     /// After the policy: the cgroup hints' escalation step, then their
