@@ -137,6 +137,12 @@ fn bad_pes_and_values_exit_2_naming_the_problem() {
         (vec!["--pes", "0;x"], "PE 1"),
         (vec!["--rate", "-3"], "--rate"),
         (vec!["--duration", "0"], "--duration"),
+        // These two panicked (exit 101) before the bounds.
+        (
+            vec!["--duration", "1e20"],
+            "--duration 100000000000000000000: must be a number of seconds from more than 0 to 315360000",
+        ),
+        (vec!["--rate", "1e-300"], "from 0.001 to 1000000"),
         (vec!["--model", "resnet51"], "valid: alexnet"),
     ] {
         let out = odin().arg("run").args(&args).output().unwrap();
@@ -211,4 +217,40 @@ fn a_measured_profile_sets_the_initial_partition() {
         err.contains("profile is for alexnet") && err.contains("alexnet.json"),
         "{err}"
     );
+}
+
+/// `odin run | head -n 2`: the pipe closes under the status lines; odin
+/// stops printing, runs to the end and writes its summary, exit 0.
+#[test]
+fn a_closed_stdout_ends_the_status_lines_not_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut child = odin()
+        .args([
+            "run",
+            "--model",
+            "resnet18",
+            "--duration",
+            "4",
+            "--json-summary",
+        ])
+        .arg(&summary)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(!line.is_empty());
+    }
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stdout closed"), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    check_summary(&v, "resnet18");
 }

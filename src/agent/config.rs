@@ -79,6 +79,11 @@ fn at(line: Option<usize>, column: Option<usize>) -> String {
     }
 }
 
+/// The open-loop rates odin takes, frames per second: one frame in 1000 s
+/// to a million a second (beyond either, Poisson gaps overflow or mean
+/// nothing).
+pub const RATES: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -690,10 +695,14 @@ impl Config {
                     "open loop needs a rate (frames per second)".into(),
                 );
             }
-            (_, Some(r)) if !(r.is_finite() && r > 0.0) => {
+            (_, Some(r)) if !RATES.contains(&r) => {
                 return err(
                     "load.rate",
-                    format!("{r}: must be a positive number of frames per second"),
+                    format!(
+                        "{r}: must be a number of frames per second from {} to {}",
+                        RATES.start(),
+                        RATES.end()
+                    ),
                 );
             }
             _ => {}
@@ -958,7 +967,13 @@ mod tests {
                 "load:\n  mode: open\n  rate: -3\n",
                 "load.rate",
                 "line 3",
-                "positive",
+                "from 0.001 to 1000000",
+            ),
+            (
+                "load:\n  mode: open\n  rate: 1e-300\n",
+                "load.rate",
+                "line 3",
+                "from 0.001 to 1000000",
             ),
             (
                 "load:\n  mode: open\n",

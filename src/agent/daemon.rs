@@ -73,6 +73,32 @@ const NOMINAL_GFLOPS: f64 = 50.0;
 /// Frames over which the SLO attainment and the p99 are computed.
 const RECENT_FRAMES: usize = 256;
 
+/// Set once stdout is gone (a closed pipe, `odin run | head`): the status
+/// lines stop, the run goes on.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes one line to stdout; a write error (EPIPE) never panics: it ends
+/// the lines, says so once on stderr, and the run goes on.
+fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        tracing::warn!("stdout closed ({e}): no more status lines; the run goes on");
+    }
+}
+
+/// `println!` that never panics: see [`say_line`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_line(format_args!($($arg)*))
+    };
+}
+
 /// A configuration that cannot run (as opposed to a failure while
 /// running): the CLI maps it to exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -786,7 +812,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         pending_effect: None,
         cgroup,
     };
-    println!("{}", d.startup_line());
+    say!("{}", d.startup_line());
     d.publish();
     d.notify(|n, s| n.ready(s));
     d.run_loop(&controls);
@@ -942,7 +968,7 @@ impl Daemon {
             .recorder
             .close_window(now, self.engine.pipeline.partition().cuts());
         self.last_fps = entry.throughput_fps;
-        println!(
+        say!(
             "{}",
             status_line(&entry, &self.engine.pipeline.stage_stats())
         );
@@ -1001,7 +1027,7 @@ impl Daemon {
         self.report_effect(now, &obs);
         let action = self.controller.step(&mut obs);
         for e in &obs.events {
-            println!("{}", event_line(t, e, &self.engine.pes));
+            say!("{}", event_line(t, e, &self.engine.pes));
             self.events.push(TimedEvent {
                 t: obs.t,
                 event: e.clone(),
@@ -1194,7 +1220,7 @@ impl Daemon {
                     ),
                     "decision"
                 );
-                println!(
+                say!(
                     "t={:.1}s {policy}: {} -> {} (stage times {})",
                     obs.t,
                     describe(&obs.placement, pes),
@@ -1599,7 +1625,7 @@ impl Daemon {
             s.net.shutdown();
             let st = s.service.stats();
             let name = s.service.model().desc.name.clone();
-            println!(
+            say!(
                 "served {name:?}: {} requests answered, {} refused or failed",
                 st.successes(&name),
                 st.failures_total(&name)
@@ -1615,7 +1641,7 @@ impl Daemon {
         let rejected = rejected_before + drained.rejected;
         metrics.set_rejected(rejected);
         let summary = recorder.summary(&model, rejected, &drained.stats, Instant::now());
-        println!(
+        say!(
             "done: {} frames in {:.1} s, {:.2} frames/s, p50 {:.1} ms, p99 {:.1} ms, {} rejected",
             summary.frames,
             summary.duration_s,

@@ -75,6 +75,22 @@ pub(crate) fn open_model(
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+/// The longest time a flag may give: ten years, far beyond any run, well
+/// inside what `Duration` holds.
+pub const MAX_SECONDS: f64 = 315_360_000.0;
+
+/// A `--flag` number of seconds: finite, above 0 (or 0 when `zero_ok`), at
+/// most [`MAX_SECONDS`].
+pub fn check_seconds(flag: &str, v: f64, zero_ok: bool) -> Result<(), UsageError> {
+    if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) && v <= MAX_SECONDS {
+        return Ok(());
+    }
+    let low = if zero_ok { "0" } else { "more than 0" };
+    Err(UsageError(format!(
+        "--{flag} {v}: must be a number of seconds from {low} to {MAX_SECONDS} (ten years)"
+    )))
+}
+
 /// Parses the command line, runs the subcommand and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

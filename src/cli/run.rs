@@ -9,7 +9,7 @@ use clap::builder::PossibleValuesParser;
 
 use super::UsageError;
 use super::parse_input_shape;
-use odin::agent::config::POLICY_NAMES;
+use odin::agent::config::{POLICY_NAMES, RATES};
 use odin::agent::daemon::{self, Options, Overrides, Refused};
 use odin::cpulist::CpuSet;
 use odin::topology;
@@ -101,19 +101,16 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(|t| parse_pes(t, &online))
         .transpose()?;
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        return Err(UsageError(format!(
-            "--duration {d}: must be a positive number of seconds"
-        ))
-        .into());
+    if let Some(d) = args.duration {
+        super::check_seconds("duration", d, false)?;
     }
     if let Some(r) = args.rate
-        && !(r.is_finite() && r > 0.0)
+        && !RATES.contains(&r)
     {
         return Err(UsageError(format!(
-            "--rate {r}: must be a positive number of frames per second"
+            "--rate {r}: must be a number of frames per second from {} to {}",
+            RATES.start(),
+            RATES.end()
         ))
         .into());
     }

@@ -62,13 +62,8 @@ pub fn run(args: Args) -> Result<()> {
         ))
         .into());
     }
-    if let Some(d) = args.duration
-        && !(d.is_finite() && d > 0.0)
-    {
-        return Err(UsageError(format!(
-            "--duration {d}: must be a positive number of seconds"
-        ))
-        .into());
+    if let Some(d) = args.duration {
+        super::check_seconds("duration", d, false)?;
     }
     // The cache of the CPUs it runs on (an empty set was refused above).
     let first = cpus.iter().next().unwrap_or(0);

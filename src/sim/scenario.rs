@@ -282,6 +282,10 @@ pub struct Cluster {
     pub speed: f64,
 }
 
+/// The most episodes (occurrences times PEs) a scenario may ask for: far
+/// beyond any experiment, small enough that resolving one stays cheap.
+pub const MAX_EPISODES: usize = 100_000;
+
 /// One interference episode, possibly repeated.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +486,15 @@ impl Scenario {
             let mut starts = vec![e.start];
             if let Some(every) = e.every {
                 let limit = e.times.map_or(u32::MAX, |t| t.max(1)) as usize;
+                // Counted before anything is allocated.
+                let repeats = ((1.0 - e.start) / every).ceil().min(limit as f64);
+                if repeats * e.pes.len() as f64 > MAX_EPISODES as f64 {
+                    return Err(fit(format!(
+                        "interference[{i}].every: {every} repeats the episode {repeats} times on {} PEs, \
+                         more than the {MAX_EPISODES} episodes a scenario may have; use a longer period or `times`",
+                        e.pes.len()
+                    )));
+                }
                 let mut s = e.start + every;
                 while s < 1.0 && starts.len() < limit {
                     starts.push(s);
@@ -523,6 +536,13 @@ impl Scenario {
             }
             let mut rng = ChaCha8Rng::seed_from_u64(r.seed.unwrap_or(seed) ^ 0x5ce7_a210);
             let count = r.count as usize + r.per_16_pes as usize * pes / 16;
+            if count.saturating_mul(r.pes_each) > MAX_EPISODES {
+                return Err(fit(format!(
+                    "random.count: {count} episodes of {} PEs on {pes} PEs is more than the \
+                     {MAX_EPISODES} episodes a scenario may have",
+                    r.pes_each
+                )));
+            }
             let draw = |rng: &mut ChaCha8Rng, [a, b]: [f64; 2]| {
                 if b > a { rng.random_range(a..b) } else { a }
             };
@@ -561,6 +581,39 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scenario_cannot_ask_for_unbounded_work() {
+        let e = Scenario::parse(
+            "interference:\n  - {pes: [0], start: 0, duration: 0.01, factor: 2, kind: cpu, every: 1e-12}\n",
+            "f.yaml",
+        )
+        .unwrap()
+        .resolve("f.yaml", 2, 10.0, 1)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("interference[0].every") && e.contains("100000"),
+            "{e}"
+        );
+        let e = Scenario::parse(
+            "random:\n  count: 4294967295\n  start: [0, 0.9]\n  duration: [0.01, 0.02]\n  factor: [1.5, 2]\n",
+            "f.yaml",
+        )
+        .unwrap()
+        .resolve("f.yaml", 2, 10.0, 1)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("random.count: 4294967295"), "{e}");
+        // A bounded repeat still resolves.
+        let ok = Scenario::parse(
+            "interference:\n  - {pes: [0], start: 0, duration: 0.01, factor: 2, kind: cpu, every: 1e-12, times: 3}\n",
+            "f.yaml",
+        )
+        .unwrap()
+        .resolve("f.yaml", 2, 10.0, 1);
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 
     #[test]
     fn every_shipped_scenario_parses_and_resolves() {

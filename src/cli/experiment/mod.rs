@@ -186,16 +186,7 @@ fn usage(msg: String) -> anyhow::Error {
 }
 
 fn check_secs(flag: &str, v: f64, zero_ok: bool) -> Result<()> {
-    if !v.is_finite() || v < 0.0 || (v == 0.0 && !zero_ok) {
-        let what = if zero_ok {
-            "a non-negative"
-        } else {
-            "a positive"
-        };
-        return Err(usage(format!(
-            "--{flag} {v}: must be {what} number of seconds"
-        )));
-    }
+    super::check_seconds(flag, v, zero_ok)?;
     Ok(())
 }
 
