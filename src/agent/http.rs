@@ -1,13 +1,17 @@
-//! The scrape endpoint: `GET /metrics` over plain HTTP/1.1 on one thread.
+//! The scrape endpoint: `GET /metrics` over plain HTTP/1.1.
 //!
-//! Prometheus scrapes rarely and one at a time, so one thread serving one
-//! connection at a time is enough; requests are bounded in size and time
-//! so a slow or hostile client cannot hold the endpoint.
+//! One accept thread hands each connection to a short-lived thread, at
+//! most [`MAX_CLIENTS`] at once (one more is closed at once), so a slow
+//! client never blocks a scrape. A request must arrive whole within
+//! [`READ_DEADLINE`] and is bounded in size; the answer must be taken within
+//! [`WRITE_TIMEOUT`]. Accept errors (EMFILE) back off instead of spinning.
+//! Stopping the endpoint joins only the accept thread, so a reload that
+//! moves it never waits for a client.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,6 +19,15 @@ use super::metrics::Metrics;
 
 /// Longest request head accepted.
 const MAX_REQUEST: u64 = 8 * 1024;
+
+/// Connections served at once.
+pub const MAX_CLIENTS: usize = 4;
+
+/// Time for a whole request head to arrive, from the connection.
+pub const READ_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Time for each write of the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running endpoint; stops when dropped.
 pub struct Server {
@@ -32,14 +45,35 @@ impl Server {
         let handle = std::thread::Builder::new()
             .name("odin-metrics".into())
             .spawn(move || {
+                let clients = Arc::new(AtomicUsize::new(0));
                 for conn in listener.incoming() {
                     if flag.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Ok(stream) = conn
-                        && let Err(e) = serve(stream, &metrics)
-                    {
-                        tracing::debug!("metrics request: {e}");
+                    let stream = match conn {
+                        Ok(s) => s,
+                        Err(e) => {
+                            // Out of descriptors or similar: wait rather than spin.
+                            tracing::debug!("metrics accept: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                            continue;
+                        }
+                    };
+                    if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                        clients.fetch_sub(1, Ordering::AcqRel);
+                        continue;
+                    }
+                    let (metrics, count) = (metrics.clone(), clients.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("odin-scrape".into())
+                        .spawn(move || {
+                            if let Err(e) = serve(stream, &metrics) {
+                                tracing::debug!("metrics request: {e}");
+                            }
+                            count.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if spawned.is_err() {
+                        clients.fetch_sub(1, Ordering::AcqRel);
                     }
                 }
             })?;
@@ -67,10 +101,36 @@ impl Drop for Server {
     }
 }
 
+/// Reads a request head within [`READ_DEADLINE`] of `start`: each read may
+/// wait only for what is left of it, so a client trickling bytes is cut off.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    end: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .end
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request not received in time",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&*self.stream).read(buf)
+    }
+}
+
 fn serve(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let source = Deadline {
+        stream: &stream,
+        end: std::time::Instant::now() + READ_DEADLINE,
+    };
+    let mut reader = BufReader::new(source.take(MAX_REQUEST));
     let mut request = String::new();
     reader.read_line(&mut request)?;
     // Drain the headers.
@@ -201,6 +261,45 @@ mod tests {
         }
         let (head, _) = get(server.addr(), "/other");
         assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    }
+
+    #[test]
+    fn a_client_trickling_bytes_neither_blocks_a_scrape_nor_holds_its_connection() {
+        let server = Server::start(
+            TcpListener::bind("127.0.0.1:0").unwrap(),
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let addr = server.addr();
+        // A client that sends one byte at a time and never ends its head.
+        let slow = TcpStream::connect(addr).unwrap();
+        let trickle = std::thread::spawn(move || {
+            let mut s = &slow;
+            // 60 s of trickling at most; the deadline is 2 s.
+            let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+            for b in head.iter().cycle().take(600) {
+                if s.write_all(&[*b]).is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        });
+        // Others are served while it trickles.
+        for _ in 0..3 {
+            let (head, body) = get(addr, "/metrics");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            assert!(body.contains("odin_frames_total"));
+        }
+        // And the trickler is cut off (its writes start failing) well
+        // before it would have finished.
+        assert!(
+            trickle.join().unwrap(),
+            "the slow client was not disconnected"
+        );
+        // Stopping the endpoint does not wait for clients.
+        let _hold = TcpStream::connect(addr).unwrap();
+        drop(server);
     }
 
     #[test]
