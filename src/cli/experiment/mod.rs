@@ -388,16 +388,28 @@ struct OutputDir {
 }
 
 impl OutputDir {
+    /// `given`, or a new private directory under the temp dir: created by
+    /// `mkdtemp` (a fresh name, mode 0700), never one that already exists,
+    /// so nothing planted there (a symlink) is written through.
     fn new(given: Option<&Path>) -> Result<Self> {
-        let (path, temporary) = match given {
-            Some(p) => (p.to_path_buf(), false),
-            None => (
-                std::env::temp_dir().join(format!("odin-experiment-{}", std::process::id())),
-                true,
-            ),
-        };
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path, temporary })
+        match given {
+            Some(p) => {
+                std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+                Ok(Self {
+                    path: p.to_path_buf(),
+                    temporary: false,
+                })
+            }
+            None => {
+                let template = std::env::temp_dir().join("odin-experiment-XXXXXX");
+                let path = nix::unistd::mkdtemp(&template)
+                    .with_context(|| format!("creating a directory like {}", template.display()))?;
+                Ok(Self {
+                    path,
+                    temporary: true,
+                })
+            }
+        }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -1039,4 +1051,28 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", report.table());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod output_dir_tests {
+    use super::OutputDir;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_temporary_directory_is_fresh_private_and_removed() {
+        // An entry planted under the old predictable name is not used.
+        let planted = std::env::temp_dir().join(format!("odin-experiment-{}", std::process::id()));
+        let _ = std::os::unix::fs::symlink("/nonexistent-target", &planted);
+        let a = OutputDir::new(None).unwrap();
+        let b = OutputDir::new(None).unwrap();
+        assert_ne!(a.path, b.path);
+        assert_ne!(a.path, planted);
+        let meta = std::fs::symlink_metadata(&a.path).unwrap();
+        assert!(meta.is_dir() && !meta.file_type().is_symlink());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let path = a.path.clone();
+        drop(a);
+        assert!(!path.exists());
+        let _ = std::fs::remove_file(&planted);
+    }
 }
