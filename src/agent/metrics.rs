@@ -114,7 +114,9 @@ pub struct Metrics {
     serving: Mutex<Option<Arc<ServingStats>>>,
 }
 
-fn escape(v: &str) -> String {
+/// A label value in the exposition format: backslash, quote and newline
+/// escaped.
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
