@@ -9,7 +9,7 @@ use odin::cpulist::CpuSet;
 use odin::engine::open::ModelSource;
 use odin::engine::{Shape, Tensor, Workspace, npy, onnx, zoo};
 use odin::pipeline::affinity::pin_current_thread;
-use odin::server::image::{Labels, Layout, PreprocessConfig, classify, preprocess};
+use odin::server::image::{Labels, PreprocessConfig, classify, preprocess};
 use odin::topology;
 
 /// Runs one input through the model on one CPU: an f32 `.npy` tensor (its
@@ -140,10 +140,7 @@ pub fn run(args: Args) -> Result<()> {
 /// A picture as the model's input `shape`, which says NCHW or NHWC.
 fn picture(shape: Shape, path: &Path) -> Result<npy::Npy> {
     let dims = shape.dims();
-    let mut cfg = PreprocessConfig::default();
-    if dims[3] == 3 && dims[1] != 3 {
-        cfg.layout = Layout::Nhwc;
-    }
+    let cfg = PreprocessConfig::for_input(dims);
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
     let values = preprocess(&bytes, &cfg, dims)?;
     Ok(npy::Npy {

@@ -202,6 +202,20 @@ impl Default for PreprocessConfig {
 }
 
 impl PreprocessConfig {
+    /// torchvision's recipe laid out as the model input `dims` is: NHWC
+    /// when dimension 3 is the 3 channels and dimension 1 is not, else NCHW.
+    pub fn for_input(dims: [usize; 4]) -> Self {
+        let layout = if dims[3] == 3 && dims[1] != 3 {
+            Layout::Nhwc
+        } else {
+            Layout::Nchw
+        };
+        PreprocessConfig {
+            layout,
+            ..PreprocessConfig::default()
+        }
+    }
+
     /// Checks the values; the error names the field
     /// (`model.preprocess.crop`, `model.preprocess.std[1]`, ...).
     pub fn validate(&self) -> Result<(), ImageError> {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::admission::{Admission, Outcome, Refusal};
-use super::image::{Labels, Layout, PreprocessConfig, preprocess};
+use super::image::{Labels, PreprocessConfig, preprocess};
 use super::protocol::{
     DataType, InferRequest, InferResponse, Limits, ModelDescription, OutputTensor, ProtocolError,
     TensorData, TensorSpec, classify,
@@ -74,14 +74,7 @@ impl ServedModel {
                 .map(|(i, &d)| if batched && i == 0 { -1 } else { d as i64 })
                 .collect(),
         };
-        let preprocess = preprocess.unwrap_or_else(|| {
-            let mut cfg = PreprocessConfig::default();
-            let d = frame.dims();
-            if d[3] == 3 && d[1] != 3 {
-                cfg.layout = Layout::Nhwc;
-            }
-            cfg
-        });
+        let preprocess = preprocess.unwrap_or_else(|| PreprocessConfig::for_input(frame.dims()));
         Self {
             desc: ModelDescription {
                 name: name.to_string(),
