@@ -120,10 +120,6 @@ fn tensor_metadata(t: &protocol::TensorSpec) -> pb::model_metadata_response::Ten
 /// Triton's `ModelConfig` message of a model, as
 /// [`ModelDescription::config_json`] has it.
 pub fn model_config(d: &ModelDescription) -> pb::ModelConfig {
-    let dims = |shape: &[i64]| -> Vec<i64> {
-        let skip = usize::from(d.max_batch_size > 0 && !shape.is_empty());
-        shape[skip..].to_vec()
-    };
     let data_type = |dt: DataType| {
         pb::DataType::from_str_name(dt.config_name()).unwrap_or(pb::DataType::TypeInvalid) as i32
     };
@@ -138,7 +134,7 @@ pub fn model_config(d: &ModelDescription) -> pb::ModelConfig {
                 name: t.name.clone(),
                 data_type: data_type(t.datatype),
                 format: pb::model_input::Format::None as i32,
-                dims: dims(&t.shape),
+                dims: d.config_dims(t).to_vec(),
                 is_shape_tensor: false,
                 optional: false,
             })
@@ -149,7 +145,7 @@ pub fn model_config(d: &ModelDescription) -> pb::ModelConfig {
             .map(|t| pb::ModelOutput {
                 name: t.name.clone(),
                 data_type: data_type(t.datatype),
-                dims: dims(&t.shape),
+                dims: d.config_dims(t).to_vec(),
                 is_shape_tensor: false,
             })
             .collect(),
@@ -295,49 +291,24 @@ fn typed_contents(
     shape: &[usize],
     limits: &Limits,
 ) -> Result<TensorData, String> {
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .filter(|&n| n <= limits.max_elements)
-        .ok_or_else(|| {
-            format!(
-                "shape {shape:?} has more than {} elements",
-                limits.max_elements
-            )
-        })?;
-    let narrow =
-        |v: &[i32]| -> Result<Vec<i64>, String> { Ok(v.iter().map(|&x| i64::from(x)).collect()) };
+    let count = protocol::element_count(shape, limits.max_elements)?;
+    /// The values converted to a narrower type, each checked to fit.
+    fn fit<S: Copy + std::fmt::Display, T: TryFrom<S>>(
+        v: &[S],
+        dt: DataType,
+    ) -> Result<Vec<T>, String> {
+        v.iter()
+            .map(|&x| T::try_from(x).map_err(|_| format!("{x} is not a {dt}")))
+            .collect()
+    }
     let data = match dt {
         DataType::Bool => TensorData::Bool(c.bool_contents.clone()),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
-            let v = narrow(&c.int_contents)?;
-            match dt {
-                DataType::Int8 => TensorData::I8(
-                    v.iter()
-                        .map(|&x| i8::try_from(x).map_err(|_| format!("{x} is not an INT8")))
-                        .collect::<Result<_, _>>()?,
-                ),
-                DataType::Int16 => TensorData::I16(
-                    v.iter()
-                        .map(|&x| i16::try_from(x).map_err(|_| format!("{x} is not an INT16")))
-                        .collect::<Result<_, _>>()?,
-                ),
-                _ => TensorData::I32(c.int_contents.clone()),
-            }
-        }
+        DataType::Int8 => TensorData::I8(fit(&c.int_contents, dt)?),
+        DataType::Int16 => TensorData::I16(fit(&c.int_contents, dt)?),
+        DataType::Int32 => TensorData::I32(c.int_contents.clone()),
         DataType::Int64 => TensorData::I64(c.int64_contents.clone()),
-        DataType::Uint8 => TensorData::U8(
-            c.uint_contents
-                .iter()
-                .map(|&x| u8::try_from(x).map_err(|_| format!("{x} is not a UINT8")))
-                .collect::<Result<_, _>>()?,
-        ),
-        DataType::Uint16 => TensorData::U16(
-            c.uint_contents
-                .iter()
-                .map(|&x| u16::try_from(x).map_err(|_| format!("{x} is not a UINT16")))
-                .collect::<Result<_, _>>()?,
-        ),
+        DataType::Uint8 => TensorData::U8(fit(&c.uint_contents, dt)?),
+        DataType::Uint16 => TensorData::U16(fit(&c.uint_contents, dt)?),
         DataType::Uint32 => TensorData::U32(c.uint_contents.clone()),
         DataType::Uint64 => TensorData::U64(c.uint64_contents.clone()),
         DataType::Fp32 => TensorData::F32(c.fp32_contents.clone()),

@@ -259,10 +259,7 @@ impl ModelDescription {
     /// `max_batch_size` > 0) and `is_shape_tensor`. No `dynamic_batching`
     /// section: requests are not merged into batches.
     pub fn config_json(&self) -> Value {
-        let dims = |t: &TensorSpec| -> Vec<i64> {
-            let skip = usize::from(self.max_batch_size > 0 && !t.shape.is_empty());
-            t.shape[skip..].to_vec()
-        };
+        let dims = |t: &TensorSpec| self.config_dims(t).to_vec();
         let inputs: Vec<Value> = self
             .inputs
             .iter()
@@ -296,6 +293,13 @@ impl ModelDescription {
             "input": inputs,
             "output": outputs,
         })
+    }
+
+    /// A tensor's dimensions as Triton's model configuration has them:
+    /// without the batch dimension when the model batches.
+    pub fn config_dims<'a>(&self, t: &'a TensorSpec) -> &'a [i64] {
+        let skip = usize::from(self.max_batch_size > 0 && !t.shape.is_empty());
+        &t.shape[skip..]
     }
 
     fn input(&self, name: &str) -> Option<&TensorSpec> {
@@ -1082,7 +1086,9 @@ impl<'de> Deserialize<'de> for JsonData {
 }
 
 /// The element count of `shape`, checked for overflow and against the cap.
-fn element_count(shape: &[usize], max: usize) -> Result<usize, String> {
+/// The element count of `shape`, refused when above `max` (or overflowing)
+/// before anything is allocated for it.
+pub fn element_count(shape: &[usize], max: usize) -> Result<usize, String> {
     shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
