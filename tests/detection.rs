@@ -33,6 +33,30 @@ impl Drop for Antagonist {
     }
 }
 
+/// `odin stress --kind cpu --cpus 1`, running (its banner read) when this
+/// returns. A high-priority neighbour: on this shared machine other
+/// programs come and go on CPU 1 too, and the antagonist must stand out
+/// from them.
+fn busy_neighbour_on_cpu_1() -> Antagonist {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odin"));
+    cmd.args(["stress", "--kind", "cpu", "--cpus", "1"])
+        .stdout(Stdio::piped());
+    // SAFETY: setpriority is async-signal-safe; failing (not root) leaves
+    // the child at normal priority.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    Antagonist(child)
+}
+
 fn views(p: &Pipeline) -> Vec<StageView> {
     let part = p.partition();
     p.stage_stats()
@@ -96,25 +120,7 @@ fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
     observer.calibrate(&views(&pipe));
     let mut detector = Detector::new(DetectorConfig::default());
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odin"));
-    cmd.args(["stress", "--kind", "cpu", "--cpus", "1"])
-        .stdout(Stdio::piped());
-    // A high-priority neighbour: on this shared machine other programs come
-    // and go on CPU 1 too, and the antagonist must stand out from them.
-    // SAFETY: setpriority is async-signal-safe; failing (not root) leaves
-    // the child at normal priority.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let stress = Antagonist(child);
+    let stress = busy_neighbour_on_cpu_1();
     let started = Instant::now();
 
     let onset = loop {
@@ -180,22 +186,7 @@ fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
 #[test]
 fn a_neighbour_there_before_odin_starts_is_not_taken_for_the_baseline() {
     let _cpu1 = CPU1.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_odin"));
-    cmd.args(["stress", "--kind", "cpu", "--cpus", "1"])
-        .stdout(Stdio::piped());
-    // SAFETY: as above.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setpriority(libc::PRIO_PROCESS, 0, -10);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let _stress = Antagonist(child);
+    let _stress = busy_neighbour_on_cpu_1();
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("s.json");
     let out = Command::new(env!("CARGO_BIN_EXE_odin"))
