@@ -325,9 +325,9 @@ impl Service {
                 });
                 tracing::trace!(model = %name, rows, outputs = resp.outputs.len(), "answered");
             }
-            Err(e) => self.stats.failed(name, failure(e)),
+            Err(Failed(_, why)) => self.stats.failed(name, *why),
         }
-        result.map(|(resp, ..)| resp)
+        result.map(|(resp, ..)| resp).map_err(|Failed(e, _)| e)
     }
 
     async fn run(
@@ -336,7 +336,7 @@ impl Service {
         req: &InferRequest,
         arrived: Instant,
         deadline: Option<Instant>,
-    ) -> Result<(InferResponse, usize, Duration, Duration), ProtocolError> {
+    ) -> Result<(InferResponse, usize, Duration, Duration), Failed> {
         let rows = model.rows(req)?;
         let n = rows.len();
         let settings = self.settings();
@@ -359,7 +359,8 @@ impl Service {
                     return Err(ProtocolError::Internal(format!(
                         "{} outputs for {n} rows",
                         outputs.len()
-                    )));
+                    ))
+                    .into());
                 }
                 Ok((model.respond(req, outputs)?, n, queue, compute))
             }
@@ -401,12 +402,27 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// The protocol error of a refusal.
-fn refusal(r: Refusal) -> ProtocolError {
+/// A request that failed: the error its client gets and the reason it is
+/// counted under.
+struct Failed(ProtocolError, Failure);
+
+impl From<ProtocolError> for Failed {
+    fn from(e: ProtocolError) -> Self {
+        let why = failure(&e);
+        Failed(e, why)
+    }
+}
+
+/// The protocol error and the reason of a refusal.
+fn refusal(r: Refusal) -> Failed {
+    let message = r.to_string();
     match r {
-        Refusal::DeadlineExceeded => ProtocolError::DeadlineExceeded(r.to_string()),
-        Refusal::QueueFull | Refusal::ShuttingDown | Refusal::ModelChanged => {
-            ProtocolError::Unavailable(r.to_string())
+        Refusal::DeadlineExceeded => {
+            Failed(ProtocolError::DeadlineExceeded(message), Failure::Timeout)
+        }
+        Refusal::QueueFull => Failed(ProtocolError::Unavailable(message), Failure::QueueFull),
+        Refusal::ShuttingDown | Refusal::ModelChanged => {
+            Failed(ProtocolError::Unavailable(message), Failure::Unavailable)
         }
     }
 }
@@ -416,7 +432,6 @@ fn failure(e: &ProtocolError) -> Failure {
     match e {
         ProtocolError::ModelNotFound { .. } => Failure::NotFound,
         ProtocolError::DeadlineExceeded(_) => Failure::Timeout,
-        ProtocolError::Unavailable(m) if m == &Refusal::QueueFull.to_string() => Failure::QueueFull,
         ProtocolError::Unavailable(_) => Failure::Unavailable,
         ProtocolError::Internal(_) => Failure::Internal,
         _ => Failure::Invalid,
