@@ -26,6 +26,7 @@ pub mod enforce;
 pub mod escalation;
 pub mod hint;
 pub mod journal;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 
@@ -88,6 +89,14 @@ pub enum CgroupError {
         line: usize,
         /// The line.
         text: String,
+    },
+    /// systemd's manager refused or could not be asked.
+    #[error("systemd unit {unit}: {message}")]
+    Systemd {
+        /// The unit.
+        unit: String,
+        /// What went wrong.
+        message: String,
     },
     /// The journal could not be read, written or understood.
     #[error(transparent)]
