@@ -15,3 +15,4 @@ pub mod policy;
 pub mod server;
 pub mod sim;
 pub mod topology;
+pub mod trust;

@@ -110,6 +110,8 @@ impl Agent {
             .arg(&path)
             .arg("--json-summary")
             .arg(&summary)
+            .arg("--state-dir")
+            .arg(path.with_file_name("state"))
             .env("NOTIFY_SOCKET", &sock)
             .env_remove("WATCHDOG_USEC")
             .stdout(Stdio::piped())
@@ -469,6 +471,8 @@ fn flags_override_the_file() {
     let out = odin()
         .args(["run", "--config"])
         .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .args([
             "--model",
             "mobilenet_v2",

@@ -202,6 +202,8 @@ fn profile_and_run_take_an_onnx_file() {
         "2",
         "--json-summary",
         summary.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();

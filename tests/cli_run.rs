@@ -59,6 +59,8 @@ fn stop_with(signal: Signal) {
             "--json-summary",
             summary.to_str().unwrap(),
         ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -113,6 +115,8 @@ fn open_loop_run_for_a_duration() {
             "--pes",
             &pes,
         ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .args(["--json-summary", summary.to_str().unwrap()])
         .output()
         .unwrap();
@@ -181,6 +185,8 @@ fn a_measured_profile_sets_the_initial_partition() {
             "--profile",
         ])
         .arg(&profile)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .output()
         .unwrap();
     assert_eq!(
@@ -191,7 +197,7 @@ fn a_measured_profile_sets_the_initial_partition() {
     );
     // The partition printed is the optimal one for the profiled costs.
     let p: odin::engine::profile::CostProfile =
-        odin::engine::profile::CostProfile::load(&profile).unwrap();
+        odin::engine::profile::CostProfile::load(&profile, false).unwrap();
     let want = odin::pipeline::Partition::optimal(&p.unit_ms(), &[1.0, 1.0]).unwrap();
     let header = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -209,6 +215,8 @@ fn a_measured_profile_sets_the_initial_partition() {
             "--profile",
         ])
         .arg(&profile)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -235,6 +243,8 @@ fn a_closed_stdout_ends_the_status_lines_not_the_run() {
             "--json-summary",
         ])
         .arg(&summary)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -253,4 +263,96 @@ fn a_closed_stdout_ends_the_status_lines_not_the_run() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     check_summary(&v, "resnet18");
+}
+
+/// Two agents on one state directory would undo each other's cgroup
+/// changes: the second exits 2 naming the first one's pid; after the
+/// first is killed (-9, no clean-up), the kernel has dropped its lock and
+/// the next one starts.
+#[test]
+fn a_second_agent_on_the_same_state_dir_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let start = |duration: &str| {
+        let mut cmd = odin();
+        cmd.args(["run", "--model", "alexnet", "--duration", duration])
+            .arg("--state-dir")
+            .arg(&state);
+        cmd
+    };
+    let mut first = start("600")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    // The header comes after the lock is taken.
+    let header = lines.next().unwrap().unwrap();
+    assert!(header.starts_with("odin run: alexnet"), "{header}");
+
+    let out = start("1").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("in use by odin pid {}", first.id()))
+            && err.contains(&state.display().to_string()),
+        "{err}"
+    );
+
+    kill(Pid::from_raw(first.id() as i32), Signal::SIGKILL).unwrap();
+    first.wait().unwrap();
+    let out = start("1").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A configuration someone else could change, or one swapped in through
+/// a symbolic link, is refused before anything starts (exit 2, naming
+/// the file and the fix); the operator may allow the link explicitly.
+#[test]
+fn an_untrusted_configuration_is_refused_and_a_link_needs_the_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("odin.yaml");
+    std::fs::write(&config, "metrics:\n  enabled: false\n").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o646)).unwrap();
+    let run = |path: &std::path::Path, extra: &[&str]| {
+        odin()
+            .args(["run", "--model", "alexnet", "--duration", "1", "--config"])
+            .arg(path)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&config, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refusing configuration") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    let out = odin().arg("check-config").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let link = dir.path().join("current.yaml");
+    std::os::unix::fs::symlink(&config, &link).unwrap();
+    let out = run(&link, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("symbolic link") && err.contains("--follow-symlinks"),
+        "{err}"
+    );
+    let out = run(&link, &["--follow-symlinks"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

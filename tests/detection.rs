@@ -199,6 +199,8 @@ fn a_neighbour_there_before_odin_starts_is_not_taken_for_the_baseline() {
             "--duration",
             "8",
         ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .arg("--json-summary")
         .arg(&summary)
         .output()

@@ -58,17 +58,10 @@ pub enum ConfigError {
         /// 1-based column, if found.
         column: Option<usize>,
     },
-    /// The file could be changed by someone other than root.
-    #[error(
-        "{path}: refusing a configuration {why}: odin runs privileged; fix with `chown root:root {path} && chmod go-w {path}`",
-        path = path.display()
-    )]
-    Unsafe {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with its owner or mode.
-        why: String,
-    },
+    /// The file, or a directory above it, is not trusted (see
+    /// [`crate::trust`]).
+    #[error(transparent)]
+    Untrusted(crate::trust::TrustError),
 }
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
@@ -594,14 +587,19 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads `path`, refusing it when running as root unless root owns it
-    /// and only root can write it.
-    pub fn load(path: &Path, online: &CpuSet) -> Result<Self, ConfigError> {
-        check_ownership(path, nix::unistd::Uid::effective().is_root())?;
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    /// Reads `path` once, through [`crate::trust`]: a regular file owned by
+    /// root or odin's user, that no one else can write, in directories no
+    /// one else can write, not a symbolic link unless `follow`.
+    pub fn read(path: &Path, follow: bool) -> Result<String, ConfigError> {
+        crate::trust::read(path, "configuration", follow).map_err(|e| match e {
+            crate::trust::TrustError::Io { path, source } => ConfigError::Io { path, source },
+            e => ConfigError::Untrusted(e),
+        })
+    }
+
+    /// Reads ([`Config::read`]) and parses `path`.
+    pub fn load(path: &Path, online: &CpuSet, follow: bool) -> Result<Self, ConfigError> {
+        let text = Self::read(path, follow)?;
         Self::parse(&text, &path.display().to_string(), online)
     }
 
@@ -827,36 +825,6 @@ pub fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
         }
     }
     found
-}
-
-/// Refuses a file that someone other than root could change, when running
-/// as root.
-fn check_ownership(path: &Path, as_root: bool) -> Result<(), ConfigError> {
-    use std::os::unix::fs::MetadataExt;
-    if !as_root {
-        return Ok(());
-    }
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let why = if meta.uid() != 0 {
-        Some(format!("owned by uid {}, not root", meta.uid()))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(format!(
-            "writable by group or others (mode {:o})",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(ConfigError::Unsafe {
-            path: path.to_path_buf(),
-            why,
-        }),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -1134,24 +1102,35 @@ mod tests {
     }
 
     #[test]
-    fn root_refuses_files_others_can_change() {
+    fn a_configuration_others_could_change_or_swap_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("odin.yaml");
-        std::fs::write(&path, "").unwrap();
+        std::fs::write(&path, "log:\n  level: debug\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let e = check_ownership(&path, true);
-        if nix::unistd::Uid::effective().is_root() {
-            let e = e.unwrap_err().to_string();
-            assert!(
-                e.contains("writable by group or others") && e.contains("chmod go-w"),
-                "{e}"
-            );
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            check_ownership(&path, true).unwrap();
-        }
-        // Not running as root: any owner and mode will do.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-        check_ownership(&path, false).unwrap();
+        // As root or not: odin may run unprivileged with capabilities.
+        let e = Config::load(&path, &online(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("writable by group or others") && e.contains("chmod go-w"),
+            "{e}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            Config::load(&path, &online(), false).unwrap().log.level,
+            "debug"
+        );
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = Config::load(&link, &online(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        Config::load(&link, &online(), true).unwrap();
+        let e = Config::load(&dir.path().join("none.yaml"), &online(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.yaml"), "{e}");
     }
 }

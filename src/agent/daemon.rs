@@ -32,6 +32,7 @@ use serde::Serialize;
 use super::config::{Config, ConfigError, LoadMode, MetricsConfig, ServerConfig};
 use super::cpuset::{self, CpusetWatch};
 use super::http::Server;
+use super::lock::{LockError, StateLock};
 use super::metrics::{CgroupHintMetric, CgroupMetric};
 use super::metrics::{Metrics, PeMetric, Snapshot, StageMetric};
 use super::notify::Notifier;
@@ -127,6 +128,12 @@ pub struct Overrides {
     pub http: Option<SocketAddr>,
     /// `--grpc`: serve gRPC here.
     pub grpc: Option<SocketAddr>,
+    /// `--state-dir`: the cgroup journal and the instance lock here.
+    pub state_dir: Option<PathBuf>,
+    /// `--follow-symlinks`: trust a configuration or cost profile reached
+    /// through a symbolic link (the checks apply to the file it resolves
+    /// to).
+    pub follow_symlinks: bool,
 }
 
 impl Overrides {
@@ -169,6 +176,9 @@ impl Overrides {
             cfg.server.enabled = true;
             cfg.server.grpc = Some(a);
         }
+        if let Some(d) = &self.state_dir {
+            cfg.cgroup.state_dir = d.clone();
+        }
     }
 }
 
@@ -194,9 +204,10 @@ pub fn load_config(
 ) -> Result<Config, ConfigError> {
     let (mut cfg, text, source) = match path {
         Some(p) => {
-            let cfg = Config::load(p, online)?;
-            let text = std::fs::read_to_string(p).unwrap_or_default();
-            (cfg, text, p.display().to_string())
+            // Read once: what is parsed is what the flags are checked against.
+            let text = Config::read(p, overrides.follow_symlinks)?;
+            let source = p.display().to_string();
+            (Config::parse(&text, &source, online)?, text, source)
         }
         None => (Config::default(), String::new(), "<defaults>".to_string()),
     };
@@ -269,7 +280,7 @@ struct Plan {
 impl Plan {
     /// The configured PEs (one per online CPU by default), narrowed to the
     /// CPUs odin's cgroup allows when that is known.
-    fn new(cfg: &Config, online: &CpuSet, allowed: Option<&CpuSet>) -> Result<Self> {
+    fn new(cfg: &Config, online: &CpuSet, allowed: Option<&CpuSet>, follow: bool) -> Result<Self> {
         let mut pes = cfg
             .pe_sets()
             .unwrap_or_else(|| online.iter().map(CpuSet::single).collect());
@@ -289,7 +300,7 @@ impl Plan {
             .transpose()?;
         let profile = match &cfg.model.profile {
             Some(path) => {
-                let p = CostProfile::load(path)?;
+                let p = CostProfile::load(path, follow)?;
                 p.check_fits(&model)
                     .with_context(|| format!("profile {}", path.display()))?;
                 p
@@ -657,6 +668,8 @@ struct Daemon {
     pending_effect: Option<PendingEffect>,
     /// cgroup hints against antagonists (advise or enforce).
     cgroup: Hinter,
+    /// The exclusive lock on the state directory, while it can be had.
+    state_lock: Option<StateLock>,
 }
 
 /// The inference server: the service the transports share, and the
@@ -751,7 +764,12 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     set_log_level(&cfg.log.level);
     let controller = Controller::build(&cfg.policy.name, &cfg.policy.params).map_err(Refused)?;
     let cpuset = CpusetWatch::locate(Path::new("/"), "self");
-    let plan = Plan::new(&cfg, &online, cpuset.allowed())?;
+    let plan = Plan::new(
+        &cfg,
+        &online,
+        cpuset.allowed(),
+        opts.overrides.follow_symlinks,
+    )?;
     let mut counters = PerfCounters::new();
     let probed = perf::probe(&mut counters, Path::new("/"));
     drop(counters);
@@ -761,7 +779,9 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     }
     let metrics = Arc::new(Metrics::default());
     let server = start_metrics(&cfg.metrics, &metrics);
-    // Undoes what a crashed run left before anything else runs.
+    // This agent's state directory, then what a crashed run left there
+    // undone, before anything else runs.
+    let state_lock = lock_state(&cfg.cgroup.state_dir)?;
     let cgroup = Hinter::start(
         cfg.cgroup.settings(),
         Arc::new(crate::cgroup::Kernel),
@@ -811,6 +831,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         events: Vec::new(),
         pending_effect: None,
         cgroup,
+        state_lock,
     };
     say!("{}", d.startup_line());
     d.publish();
@@ -819,6 +840,21 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     d.notify(|n, _| n.stopping());
     d.serve_out();
     d.finish()
+}
+
+/// Takes the lock on the state directory `dir`: refused (exit 2) when
+/// another agent holds it; `None`, with a warning, when the directory is
+/// not usable (the journal then refuses it too, and enforce acts as
+/// advise).
+fn lock_state(dir: &Path) -> Result<Option<StateLock>> {
+    match StateLock::acquire(dir) {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ LockError::Held { .. }) => Err(Refused(e.to_string()).into()),
+        Err(e) => {
+            tracing::warn!("{e}; cgroup changes can be neither journalled nor undone");
+            Ok(None)
+        }
+    }
 }
 
 fn start_metrics(cfg: &MetricsConfig, metrics: &Arc<Metrics>) -> Option<Server> {
@@ -1333,7 +1369,12 @@ impl Daemon {
             .cpuset
             .file()
             .map_or_else(String::new, |f| f.display().to_string());
-        let plan = match Plan::new(&self.cfg, &self.online, Some(&change.to)) {
+        let plan = match Plan::new(
+            &self.cfg,
+            &self.online,
+            Some(&change.to),
+            self.opts.overrides.follow_symlinks,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(
@@ -1424,11 +1465,28 @@ impl Daemon {
     fn apply_config(&mut self, new: Config) -> Result<(Vec<String>, bool)> {
         let old = self.cfg.clone();
         let mut changes = Vec::new();
+        // Another state directory: this agent's before anything changes.
+        let relocked = if new.cgroup.state_dir != old.cgroup.state_dir {
+            let lock = lock_state(&new.cgroup.state_dir)?;
+            changes.push(format!(
+                "state directory {} -> {}",
+                old.cgroup.state_dir.display(),
+                new.cgroup.state_dir.display()
+            ));
+            Some(lock)
+        } else {
+            None
+        };
         let rebuild =
             needs_rebuild(&old, &new) || self.engine.stamp != model_stamp(&new.model.source());
         // Everything that can fail comes first.
         let plan = if rebuild {
-            Some(Plan::new(&new, &self.online, self.cpuset.allowed())?)
+            Some(Plan::new(
+                &new,
+                &self.online,
+                self.cpuset.allowed(),
+                self.opts.overrides.follow_symlinks,
+            )?)
         } else {
             None
         };
@@ -1515,6 +1573,9 @@ impl Daemon {
                     .unwrap_or_else(|| "cgroup".into()),
             );
             self.publish_cgroup();
+        }
+        if let Some(lock) = relocked {
+            self.state_lock = lock;
         }
         self.cfg = Arc::new(new);
         Ok((changes, retick))

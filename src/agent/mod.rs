@@ -5,6 +5,7 @@ pub mod config;
 pub mod cpuset;
 pub mod daemon;
 pub mod http;
+pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod signals;

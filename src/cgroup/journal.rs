@@ -16,7 +16,8 @@
 //! the record and the write) undoes to nothing. Entries whose undo fails
 //! stay in the journal for the next attempt.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -38,16 +39,69 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
-    /// A line is not a journal entry.
-    #[error("cgroup journal {path}:{line}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong.
-        message: String,
-    },
+    /// The state directory or the journal is not odin's alone.
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
+}
+
+/// A journal line that is not an entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    /// 1-based line number.
+    pub line: usize,
+    /// Why it is not an entry.
+    pub message: String,
+    /// The line (at most 200 characters of it).
+    pub text: String,
+}
+
+/// The entries of a journal's text, and the lines that are not entries.
+/// An entry is one JSON object on one line; a line torn by a crash or a
+/// failed append (ENOSPC, EIO) announced a change that was never made
+/// (the record comes before the change), and garbage is no entry.
+pub fn parse(text: &str) -> (Vec<Entry>, Vec<Skipped>) {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(e) => entries.push(e),
+            Err(e) => skipped.push(Skipped {
+                line: i + 1,
+                message: e.to_string(),
+                text: line.chars().take(200).collect(),
+            }),
+        }
+    }
+    (entries, skipped)
+}
+
+/// The journal's text, if the file exists; it must be odin's alone.
+fn read_trusted(path: &Path) -> Result<Option<String>, JournalError> {
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(crate::trust::TrustError::Untrusted {
+                what: "cgroup journal",
+                path: path.to_path_buf(),
+                why: "it is a symbolic link".into(),
+                fix: format!("remove {}", path.display()),
+            }
+            .into());
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    crate::trust::check_file(&f, path, "cgroup journal", true)?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io_err(path))?;
+    Ok(Some(text))
 }
 
 /// One change, recorded before it is made.
@@ -134,47 +188,37 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
 
 impl Journal {
     /// The journal in `state_dir` (created, mode 0700, if missing), with
-    /// the entries a previous run left.
+    /// the entries a previous run left. The directory and the file must be
+    /// trusted ([`crate::trust::state_dir`]): owned by odin's user,
+    /// writable by no one else, not symbolic links; otherwise whoever can
+    /// write them could make odin move processes and remove directories.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(io_err(state_dir))?;
-        let path = state_dir.join(FILE);
+        let dir = crate::trust::state_dir(state_dir)?;
+        let path = dir.join(FILE);
         let entries = Self::load(&path)?;
         Ok(Self { path, entries })
     }
 
-    /// The entries in the file at `path` (none if it does not exist).
+    /// The entries in the file at `path` (none if it does not exist). A
+    /// line that is not an entry (torn by a failed append, or corrupt) is
+    /// skipped with a warning naming it; the entries around it are kept.
+    /// The file must be a regular file of odin's user that no one else
+    /// may write, and not a symbolic link.
     pub fn load(path: &Path) -> Result<Vec<Entry>, JournalError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(path)(e)),
+        let Some(text) = read_trusted(path)? else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str(line) {
-                Ok(e) => out.push(e),
-                // A crash mid-append leaves a torn last line: the change it
-                // announced was never made.
-                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-                Err(e) => {
-                    return Err(JournalError::Parse {
-                        path: path.to_path_buf(),
-                        line: i + 1,
-                        message: e.to_string(),
-                    });
-                }
-            }
+        let (entries, skipped) = parse(&text);
+        for s in &skipped {
+            tracing::warn!(
+                "cgroup journal {}:{}: skipped, not an entry ({}): {:?}",
+                path.display(),
+                s.line,
+                s.message,
+                s.text
+            );
         }
-        Ok(out)
+        Ok(entries)
     }
 
     /// The file.
@@ -196,8 +240,11 @@ impl Journal {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
             .map_err(io_err(&self.path))?;
+        crate::trust::check_file(&f, &self.path, "cgroup journal", true)?;
         f.write_all(line.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(io_err(&self.path))?;
@@ -221,11 +268,23 @@ impl Journal {
             }
         } else {
             let tmp = self.path.with_extension("tmp");
+            // A leftover of a crash between write and rename.
+            match std::fs::remove_file(&tmp) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(&tmp)(e));
+                }
+                _ => {}
+            }
             let text: String = entries
                 .iter()
                 .map(|e| serde_json::to_string(e).expect("an entry always serialises") + "\n")
                 .collect();
-            std::fs::File::create(&tmp)
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
                 .and_then(|mut f| {
                     f.write_all(text.as_bytes())?;
                     f.sync_all()
@@ -427,14 +486,77 @@ mod tests {
         // A crash in the middle of an append.
         std::fs::write(j.path(), format!("{text}{{\"op\":\"mkd")).unwrap();
         assert_eq!(Journal::open(&state).unwrap().entries(), j.entries());
-        // Garbage before the end is an error that names the file and line.
-        std::fs::write(j.path(), format!("nonsense\n{text}")).unwrap();
-        let e = Journal::open(&state).unwrap_err().to_string();
-        assert!(e.contains(FILE) && e.contains(":1:"), "{e}");
+        // A line torn in the middle (a failed append that a later one
+        // followed) or garbage is skipped and named; the entries around it
+        // are kept.
+        let lines: Vec<&str> = text.lines().collect();
+        let torn = format!(
+            "{}\n{{\"op\":\"mkd\n\u{0}\u{1}junk\n{}\n",
+            lines[0], lines[1]
+        );
+        let (entries, skipped) = parse(&torn);
+        assert_eq!(entries, j.entries());
+        assert_eq!(
+            skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        std::fs::write(j.path(), &torn).unwrap();
+        assert_eq!(Journal::open(&state).unwrap().entries(), j.entries());
         j.replace(vec![mkdir("/x")]).unwrap();
         assert_eq!(Journal::load(j.path()).unwrap(), vec![mkdir("/x")]);
         j.replace(Vec::new()).unwrap();
         assert!(!j.path().exists());
+    }
+
+    #[test]
+    fn a_journal_or_state_dir_someone_else_could_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut j = Journal::open(&state).unwrap();
+        j.record(mkdir("/sys/fs/cgroup/odin")).unwrap();
+        let mode = std::fs::metadata(j.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        // The state directory open to the group.
+        chmod(&state, 0o770);
+        let e = Journal::open(&state).unwrap_err().to_string();
+        assert!(
+            e.contains("state directory") && e.contains("chmod 0700"),
+            "{e}"
+        );
+        chmod(&state, 0o700);
+
+        // The journal writable by others.
+        chmod(j.path(), 0o666);
+        let e = Journal::open(&state).unwrap_err().to_string();
+        assert!(
+            e.contains("cgroup journal") && e.contains("mode 666"),
+            "{e}"
+        );
+        chmod(j.path(), 0o600);
+
+        // The journal a link to a file that names other people's cgroups:
+        // neither read nor appended to.
+        let planted = dir.path().join("planted.jsonl");
+        std::fs::write(&planted, std::fs::read(j.path()).unwrap()).unwrap();
+        chmod(&planted, 0o600);
+        std::fs::remove_file(j.path()).unwrap();
+        std::os::unix::fs::symlink(&planted, j.path()).unwrap();
+        let e = Journal::open(&state).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        let before = std::fs::read(&planted).unwrap();
+        assert!(j.record(mkdir("/elsewhere")).is_err());
+        assert_eq!(std::fs::read(&planted).unwrap(), before);
+
+        // The state directory itself a link.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        let e = Journal::open(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
     }
 
     #[test]

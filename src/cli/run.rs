@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::builder::PossibleValuesParser;
 
 use super::UsageError;
@@ -73,6 +73,16 @@ pub struct Args {
     /// server.enabled.
     #[arg(long, value_name = "ADDR")]
     grpc: Option<std::net::SocketAddr>,
+    /// Keep the cgroup journal and the instance lock in this directory
+    /// (default: cgroup.state_dir, /var/lib/odin). One agent per state
+    /// directory: a second one exits 2 naming the first.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Accept a configuration or cost profile reached through a symbolic
+    /// link (e.g. a Kubernetes ConfigMap volume); the owner and mode checks
+    /// apply to the file it resolves to and its directories.
+    #[arg(long)]
+    follow_symlinks: bool,
 }
 
 /// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
@@ -124,6 +134,12 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         http: args.http,
         grpc: args.grpc,
+        state_dir: args
+            .state_dir
+            .map(|d| std::path::absolute(&d))
+            .transpose()
+            .context("--state-dir")?,
+        follow_symlinks: args.follow_symlinks,
     };
     let cfg = daemon::load_config(args.config.as_deref(), &overrides, &online)
         .map_err(|e| UsageError(e.to_string()))?;

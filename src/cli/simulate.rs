@@ -137,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let profile = match &args.profile {
         Some(path) => {
-            let p = CostProfile::load(path).map_err(|e| usage(format!("--profile: {e}")))?;
+            let p = CostProfile::load(path, true).map_err(|e| usage(format!("--profile: {e}")))?;
             p.check_fits(&model)
                 .map_err(|e| usage(format!("--profile {}: {e}", path.display())))?;
             p

@@ -87,6 +87,9 @@ pub enum ProfileError {
         #[source]
         source: serde_json::Error,
     },
+    /// The file, or a directory above it, is not trusted.
+    #[error(transparent)]
+    Untrusted(crate::trust::TrustError),
     /// The profile is of another model, or has other units.
     #[error("profile is for {found}, not {expected}")]
     Mismatch {
@@ -213,11 +216,14 @@ impl CostProfile {
         Ok(())
     }
 
-    /// Reads a profile written by [`CostProfile::save`].
-    pub fn load(path: &Path) -> Result<Self, ProfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
-            path: path.to_path_buf(),
-            source,
+    /// Reads a profile written by [`CostProfile::save`], through
+    /// [`crate::trust`]: odin builds its partition on what the file says,
+    /// so it must be root's (or odin's user's), writable by no one else,
+    /// and not a symbolic link unless `follow`.
+    pub fn load(path: &Path, follow: bool) -> Result<Self, ProfileError> {
+        let text = crate::trust::read(path, "cost profile", follow).map_err(|e| match e {
+            crate::trust::TrustError::Io { path, source } => ProfileError::Io { path, source },
+            e => ProfileError::Untrusted(e),
         })?;
         serde_json::from_str(&text).map_err(|source| ProfileError::Parse {
             path: path.to_path_buf(),
@@ -268,7 +274,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.json");
         p.save(&path).unwrap();
-        assert_eq!(CostProfile::load(&path).unwrap(), p);
+        assert_eq!(CostProfile::load(&path, false).unwrap(), p);
     }
 
     #[test]
@@ -289,9 +295,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.json");
         std::fs::write(&path, "{\"model\": 3}").unwrap();
-        let err = CostProfile::load(&path).unwrap_err().to_string();
+        let err = CostProfile::load(&path, false).unwrap_err().to_string();
         assert!(err.contains("bad.json") && err.contains("line 1"), "{err}");
-        let err = CostProfile::load(&dir.path().join("none.json"))
+        let err = CostProfile::load(&dir.path().join("none.json"), false)
             .unwrap_err()
             .to_string();
         assert!(err.contains("none.json"), "{err}");

@@ -520,6 +520,10 @@ fn run_policy(plan: &Plan, policy: &str, dir: &OutputDir, stops: &Receiver<i32>)
     let sock = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
         .context("binding the notification socket")?;
     let total = plan.warmup + plan.before + plan.during + plan.after;
+    // Each agent its own private state directory: it neither undoes nor
+    // locks out the journal of an agent already running with the same
+    // configuration (a service).
+    let state = OutputDir::new(None)?;
     let mut argv = vec![
         plan.exe.display().to_string(),
         "run".into(),
@@ -534,6 +538,8 @@ fn run_policy(plan: &Plan, policy: &str, dir: &OutputDir, stops: &Receiver<i32>)
         format!("{}", total + 120.0),
         "--json-summary".into(),
         summary_path.display().to_string(),
+        "--state-dir".into(),
+        state.path.display().to_string(),
     ];
     if let Some(c) = &plan.config {
         argv.extend(["--config".into(), c.display().to_string()]);
