@@ -80,7 +80,8 @@ fn a_real_busy_child_is_capped_to_the_quota_and_released() {
         child,
         enforcer: None,
     };
-    let enforcer = match Enforcer::new(Arc::new(Kernel), settings, std::process::id() as i32) {
+    let enforcer = match Enforcer::new(Arc::new(Kernel), settings, None, std::process::id() as i32)
+    {
         Ok(e) => e,
         Err(reason) => {
             eprintln!("skipped: no writable cpu controller: {reason}");
