@@ -1,6 +1,8 @@
 //! `odin run` in cgroup enforce mode on this machine: the real binary caps
-//! a real antagonist on the pipeline's CPU, and the cap is undone by
-//! SIGTERM, and after `kill -9` by the next start.
+//! a real antagonist on the pipeline's CPU (v1: moved into odin's
+//! best-effort cgroup; v2: its own cgroup's `cpu.max`, where it stays),
+//! and the cap is undone by SIGTERM, and after `kill -9` by the next
+//! start.
 //!
 //! The antagonist runs in a cgroup of its own, which the configuration's
 //! `allow` list names, so odin caps nothing else on this shared machine.
@@ -41,6 +43,10 @@ fn cpu_hierarchy() -> Option<Hierarchy> {
     };
     if let Err(e) = h.writable() {
         eprintln!("skipped: {e}");
+        return None;
+    }
+    if h.v2 && !odin::cgroup::v2::subtree_has(&h.mount, "cpu").unwrap_or(false) {
+        eprintln!("skipped: the cgroup2 root does not enable cpu for its children");
         return None;
     }
     Some(h)
@@ -157,13 +163,34 @@ impl World {
         format!("/{}/besteffort", self.name)
     }
 
-    /// Waits until odin moved the antagonist into its best-effort cgroup.
+    /// Where the cap is: odin's best-effort cgroup (v1), or the
+    /// antagonist's own (v2).
+    fn capped_cgroup(&self) -> String {
+        if self.cpu.v2 {
+            self.antag_cgroup.clone()
+        } else {
+            self.besteffort()
+        }
+    }
+
+    /// The antagonist's cgroup has odin's limit: moved into the
+    /// best-effort cgroup (v1), or its own `cpu.max` set (v2).
+    fn is_capped(&self) -> bool {
+        if self.cpu.v2 {
+            std::fs::read_to_string(self.cpu.dir(&self.antag_cgroup).join("cpu.max"))
+                .is_ok_and(|q| q.starts_with("20000 "))
+        } else {
+            self.antag_in() == self.besteffort()
+        }
+    }
+
+    /// Waits until odin capped the antagonist.
     fn wait_capped(&mut self, odin: usize) {
-        let target = self.besteffort();
+        let target = self.capped_cgroup();
         let deadline = Instant::now() + PATIENCE;
         loop {
             let last = self.antag_in();
-            if last == target {
+            if self.is_capped() {
                 break;
             }
             if let Some(status) = self.odin[odin].try_wait().unwrap() {
@@ -176,10 +203,15 @@ impl World {
             std::thread::sleep(Duration::from_millis(50));
         }
         let journal = std::fs::read_to_string(self.journal()).unwrap();
-        assert!(
-            journal.contains(&format!("\"pid\":{}", self.antag.id())) && journal.contains(&target),
-            "{journal}"
-        );
+        let named = if self.cpu.v2 {
+            journal.contains("\"op\":\"set\"")
+        } else {
+            journal.contains(&format!("\"pid\":{}", self.antag.id()))
+        };
+        assert!(named && journal.contains(&target), "{journal}");
+        if self.cpu.v2 {
+            assert_eq!(self.antag_in(), self.antag_cgroup, "on v2 nobody moves");
+        }
         let quota = if self.cpu.v2 {
             "cpu.max"
         } else {
@@ -192,6 +224,7 @@ impl World {
     /// The antagonist is back, odin's cgroups are gone, the journal is clean.
     fn assert_undone(&self) {
         assert_eq!(self.antag_in(), self.antag_cgroup);
+        assert!(!self.is_capped(), "the antagonist is still capped");
         assert!(
             !self.cpu.dir(&format!("/{}", self.name)).exists(),
             "odin's cgroups are left"
@@ -233,7 +266,7 @@ fn kill_9_leaves_a_cap_that_the_next_start_undoes() {
     kill(Pid::from_raw(odin_pid), Signal::SIGKILL).unwrap();
     w.odin[first].wait().unwrap();
     // The cap outlives the crash.
-    assert_eq!(w.antag_in(), w.besteffort());
+    assert!(w.is_capped());
     assert!(w.journal().exists());
 
     // The next start (here in advise mode, so it does not cap again)
@@ -247,13 +280,17 @@ fn kill_9_leaves_a_cap_that_the_next_start_undoes() {
             break l;
         }
     };
+    let undone = if w.cpu.v2 {
+        format!("restored cpu.max of {}", w.antag_cgroup)
+    } else {
+        format!(
+            "moved pid {} (odin) back to {}",
+            w.antag.id(),
+            w.antag_cgroup
+        )
+    };
     assert!(
-        undid.contains("cgroup changes left by a previous run")
-            && undid.contains(&format!(
-                "moved pid {} (odin) back to {}",
-                w.antag.id(),
-                w.antag_cgroup
-            )),
+        undid.contains("cgroup changes left by a previous run") && undid.contains(&undone),
         "{undid}"
     );
     w.assert_undone();

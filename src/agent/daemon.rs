@@ -785,6 +785,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     let cgroup = Hinter::start(
         cfg.cgroup.settings(),
         Arc::new(crate::cgroup::Kernel),
+        None,
         std::process::id() as i32,
     );
     let partition = plan.partition.clone();
@@ -1173,8 +1174,8 @@ impl Daemon {
                         pid: t.pid,
                         comm: t.comm.clone(),
                         cgroup: t.cgroup.clone(),
-                        target: h.target.clone(),
-                        limit: h.limit.clone(),
+                        target: t.target.clone(),
+                        limit: t.limit.clone(),
                     })
                     .collect()
             }),

@@ -7,6 +7,17 @@
 //! cgroup on the protect list (or below one). With an allow list, only
 //! processes in those cgroups (or below) are candidates at all.
 //!
+//! An antagonist is the process the monitor saw, pid and start time: one
+//! whose pid now names another process is forgotten, never hinted or
+//! capped.
+//!
+//! The hint says, per process, where the cap would go and how
+//! ([`enforce::plan`]): odin's best-effort cgroup (v1), the process's own
+//! cgroup's `cpu.max` or its systemd unit's `CPUQuota=` (v2), or, when
+//! its cgroup also holds innocent processes or has no `cpu` controller,
+//! no cap at all ("advise only", with the reason in the log line, the
+//! hint's `limit` and the metric).
+//!
 //! A missing or read-only `cpu` controller, or a state directory odin
 //! cannot write, turns enforce into advise with one warning; so does a
 //! failure while creating odin's cgroups (after undoing what was done).
@@ -20,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::enforce::{self, EnforceSettings, Enforcer, Target};
 use super::escalation::{Escalation, Input, SloStatus, Step, Timing};
 use super::journal::UndoReport;
+use super::systemd::UnitManager;
 use super::{CgroupFs, Hierarchy, Layout, ProcessInfo, is_within};
 use crate::cpulist::CpuSet;
 use crate::policy::Antagonist;
@@ -146,6 +158,14 @@ pub struct HintTask {
     pub cgroup: String,
     /// CPUs it used on the pipeline's CPUs (all its threads).
     pub cpu_share: f64,
+    /// Where the cap goes: odin's best-effort cgroup (v1), or its own
+    /// cgroup (v2).
+    pub target: String,
+    /// The limit there, as the files (or systemd) say it; `none: ...`
+    /// with the reason when only advice is possible.
+    pub limit: String,
+    /// Why its cgroup cannot be capped, if it cannot.
+    pub advise_only: Option<String>,
 }
 
 /// A hint: which processes, where to, what limit, what it should gain.
@@ -155,11 +175,8 @@ pub struct Hint {
     pub tasks: Vec<HintTask>,
     /// Named antagonists that are not candidates, with the reason.
     pub refused: Vec<(i32, String, Refusal)>,
-    /// The cgroup they go to.
-    pub target: String,
-    /// The limit there.
-    pub limit: String,
-    /// CPU time the pipeline's CPUs should get back, in CPUs.
+    /// CPU time the pipeline's CPUs should get back, in CPUs (from the
+    /// tasks that can be capped).
     pub expected_gain_cpus: f64,
 }
 
@@ -178,7 +195,7 @@ pub struct Status {
     pub enforcements: u64,
     /// Caps lifted since the start.
     pub lifts: u64,
-    /// Processes in the best-effort cgroup now.
+    /// Processes under a cap now.
     pub capped_tasks: usize,
     /// Why enforce mode is not in force although configured.
     pub degraded: Option<String>,
@@ -221,6 +238,7 @@ fn ancestors(proc: &Path, pid: i32) -> Vec<i32> {
 pub struct Hinter {
     settings: Settings,
     fs: Arc<dyn CgroupFs>,
+    units: Option<Arc<dyn UnitManager>>,
     own_pid: i32,
     /// The processes odin runs under, never capped.
     supervisors: Vec<i32>,
@@ -231,15 +249,33 @@ pub struct Hinter {
     enforcer: Option<Enforcer>,
     degraded: Option<String>,
     hint: Option<Hint>,
-    /// Antagonists by pid: when last seen, and the threads' shares summed.
-    seen: BTreeMap<i32, (f64, String, f64)>,
+    /// Antagonists by pid: when last seen, who (start time), name, and
+    /// the threads' shares summed.
+    seen: BTreeMap<i32, Seen>,
     enforcements: u64,
     lifts: u64,
+}
+
+/// An antagonist as last seen.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    /// When, seconds since the start.
+    t: f64,
+    /// Its start time: who it is.
+    start: u64,
+    comm: String,
+    /// CPUs its threads used on the pipeline's CPUs.
+    share: f64,
 }
 
 /// One line for the log from an undo.
 fn undo_summary(r: &UndoReport) -> String {
     let mut parts = r.done.clone();
+    parts.extend(
+        r.refused
+            .iter()
+            .map(|(e, why)| format!("REFUSED to undo (not trusted): {e}: {why}")),
+    );
     parts.extend(
         r.failed
             .iter()
@@ -251,17 +287,30 @@ fn undo_summary(r: &UndoReport) -> String {
 impl Hinter {
     /// Starts the hints: undoes what a previous run left in the journal
     /// (logging it), then prepares enforce mode if configured (degrading
-    /// to advise with one warning if it cannot work here).
-    pub fn start(settings: Settings, fs: Arc<dyn CgroupFs>, own_pid: i32) -> Self {
-        match enforce::restore(fs.as_ref(), &settings.enforce.state_dir) {
+    /// to advise with one warning if it cannot work here). `units` is
+    /// systemd's manager, if odin has one: on v2 a unit's quota is set
+    /// through it.
+    pub fn start(
+        settings: Settings,
+        fs: Arc<dyn CgroupFs>,
+        units: Option<Arc<dyn UnitManager>>,
+        own_pid: i32,
+    ) -> Self {
+        match enforce::restore(
+            fs.as_ref(),
+            &settings.enforce.root,
+            &settings.enforce.state_dir,
+            units.as_deref(),
+        ) {
             Ok(r) if r.is_empty() => {}
-            Ok(r) if r.failed.is_empty() => tracing::info!(
+            Ok(r) if r.failed.is_empty() && r.refused.is_empty() => tracing::info!(
                 "undid {} cgroup changes left by a previous run: {}",
                 r.done.len(),
                 undo_summary(&r)
             ),
             Ok(r) => tracing::warn!(
-                "undoing cgroup changes left by a previous run: {}",
+                "undoing cgroup changes left by a previous run (entries naming paths outside \
+                 the detected cgroup mounts or /proc are refused and dropped): {}",
                 undo_summary(&r)
             ),
             Err(e) => tracing::warn!("cgroup changes of a previous run not undone: {e}"),
@@ -276,6 +325,7 @@ impl Hinter {
             proc,
             settings,
             fs,
+            units,
             own_pid,
             cpu,
             enforcer: None,
@@ -295,7 +345,12 @@ impl Hinter {
         if self.settings.mode != Mode::Enforce || self.enforcer.is_some() {
             return;
         }
-        match Enforcer::new(self.fs.clone(), self.settings.enforce.clone(), self.own_pid) {
+        match Enforcer::new(
+            self.fs.clone(),
+            self.settings.enforce.clone(),
+            self.units.clone(),
+            self.own_pid,
+        ) {
             Ok(e) => {
                 if let Some(note) = &e.cpuset_note {
                     tracing::warn!(
@@ -322,26 +377,27 @@ impl Hinter {
         }
     }
 
-    /// The hint for the candidates among the antagonists seen lately.
+    /// The hint for the candidates among the antagonists seen lately,
+    /// each with where and how it would be capped.
     fn hint(&self) -> Hint {
-        let quota_us = self.settings.enforce.quota_us();
-        let mut hint = Hint {
-            target: self.settings.enforce.besteffort(),
-            limit: enforce::limit_text(self.cpu.as_ref().is_none_or(|h| h.v2), quota_us),
-            ..Hint::default()
-        };
-        let mut total = 0.0;
-        for (&pid, (_, comm, share)) in &self.seen {
+        let mut hint = Hint::default();
+        let mut named = Vec::new();
+        for (&pid, seen) in &self.seen {
+            let comm = &seen.comm;
             let Ok(Some(p)) = ProcessInfo::read(&self.proc, pid) else {
                 continue;
             };
+            // The pid names another process now: the one seen has gone.
+            if p.start != seen.start {
+                continue;
+            }
             if self.supervisors.contains(&pid) {
                 hint.refused.push((pid, comm.clone(), Refusal::Supervisor));
                 continue;
             }
-            if *share < MIN_CAP_SHARE {
+            if seen.share < MIN_CAP_SHARE {
                 hint.refused
-                    .push((pid, comm.clone(), Refusal::Light(*share)));
+                    .push((pid, comm.clone(), Refusal::Light(seen.share)));
                 continue;
             }
             let cgroup = self
@@ -357,16 +413,50 @@ impl Hinter {
                 &self.settings.allow,
             ) {
                 Ok(()) => {
-                    total += share;
+                    named.push(Target {
+                        pid,
+                        start: seen.start,
+                        comm: p.comm.clone(),
+                    });
                     hint.tasks.push(HintTask {
                         pid,
-                        start: p.start,
+                        start: seen.start,
                         comm: p.comm,
                         cgroup,
-                        cpu_share: *share,
+                        cpu_share: seen.share,
+                        target: String::new(),
+                        limit: String::new(),
+                        advise_only: None,
                     });
                 }
                 Err(r) => hint.refused.push((pid, comm.clone(), r)),
+            }
+        }
+        let enforce = &self.settings.enforce;
+        let mut total = 0.0;
+        for task in &mut hint.tasks {
+            let planned = match &self.cpu {
+                Some(h) => enforce::plan(
+                    h,
+                    &self.proc,
+                    &task.cgroup,
+                    &named,
+                    &enforce.besteffort(),
+                    self.units.is_some(),
+                ),
+                None => Err("no cpu controller is mounted".to_string()),
+            };
+            match planned {
+                Ok(cap) => {
+                    total += task.cpu_share;
+                    task.target = cap.target().to_string();
+                    task.limit = cap.limit_text(enforce);
+                }
+                Err(why) => {
+                    task.target = task.cgroup.clone();
+                    task.limit = format!("none: advise only, {why}");
+                    task.advise_only = Some(why);
+                }
             }
         }
         hint.expected_gain_cpus = (total - self.settings.enforce.quota).max(0.0);
@@ -378,15 +468,24 @@ impl Hinter {
         if self.settings.mode == Mode::Off {
             return Step::Stay;
         }
-        let mut now: BTreeMap<i32, (String, f64)> = BTreeMap::new();
+        let mut now: BTreeMap<i32, Seen> = BTreeMap::new();
         for a in tick.antagonists {
-            let e = now.entry(a.pid).or_insert_with(|| (a.comm.clone(), 0.0));
-            e.1 += a.cpu_share;
+            let e = now.entry(a.pid).or_insert_with(|| Seen {
+                t: tick.t,
+                start: a.start,
+                comm: a.comm.clone(),
+                share: 0.0,
+            });
+            // Threads of one process share its start; another start is
+            // another process that got the pid within the tick.
+            if e.start == a.start {
+                e.share += a.cpu_share;
+            }
         }
-        for (pid, (comm, share)) in now {
-            self.seen.insert(pid, (tick.t, comm, share));
-        }
-        self.seen.retain(|_, (t, ..)| tick.t - *t <= MEMORY_S);
+        // A pid seen again with another start is a new process: it
+        // replaces the old one, whose memory is of no use.
+        self.seen.extend(now);
+        self.seen.retain(|_, s| tick.t - s.t <= MEMORY_S);
         let hint = self.hint();
         let capped_alive = self
             .enforcer
@@ -447,17 +546,27 @@ impl Hinter {
             .map(|(pid, comm, r)| format!("{pid} {comm}: {r}"))
             .collect::<Vec<_>>()
             .join("; ");
+        let advise_only = hint
+            .tasks
+            .iter()
+            .filter_map(|t| {
+                let why = t.advise_only.as_ref()?;
+                Some(format!("{} {}: {why}", t.pid, t.comm))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         let mode = self.effective().as_str();
         tracing::warn!(
             mode,
             pids = list(&|t| t.pid.to_string()),
             comms = list(&|t| t.comm.clone()),
             cgroups = list(&|t| t.cgroup.clone()),
-            target = hint.target,
-            limit = hint.limit,
+            targets = list(&|t| t.target.clone()),
+            limits = list(&|t| t.limit.clone()),
             expected_gain_cpus = format!("{:.2}", hint.expected_gain_cpus),
             slo = ?slo,
             refused,
+            advise_only,
             "cgroup hint{what}: the objective is missed and re-balancing did not fix it; {}",
             if mode == "enforce" {
                 "capping the antagonists"
@@ -474,17 +583,16 @@ impl Hinter {
         let targets: Vec<Target> = hint
             .tasks
             .iter()
-            .filter(|t| !e.moved().contains(&t.pid))
             .map(|t| Target {
                 pid: t.pid,
                 start: t.start,
                 comm: t.comm.clone(),
             })
             .collect();
-        let first = !e.active();
+        let was_active = e.active();
         match e.cap(&targets, cpus) {
             Ok(r) => {
-                if first {
+                if !was_active && e.active() {
                     self.enforcements += 1;
                 }
                 for n in &r.notes {
@@ -493,16 +601,30 @@ impl Hinter {
                 for (pid, err) in &r.failed {
                     tracing::warn!("cgroup enforce: pid {pid} not capped: {err}");
                 }
+                for pid in &r.dropped {
+                    tracing::info!(
+                        "cgroup enforce: pid {pid} not capped: it names another process than \
+                         the antagonist seen (pid reused)"
+                    );
+                }
+                for (cgroup, pids, why) in &r.advised {
+                    tracing::warn!(
+                        "cgroup enforce: {cgroup} (pid {}) not capped, advise only: {why}",
+                        pids.iter()
+                            .map(i32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                }
                 if !r.capped.is_empty() {
                     tracing::info!(
-                        "cgroup enforce: moved pid {} into {} ({})",
+                        "cgroup enforce: capped pid {}: {}",
                         r.capped
                             .iter()
                             .map(i32::to_string)
                             .collect::<Vec<_>>()
                             .join(","),
-                        e.settings().besteffort(),
-                        e.limit_text()
+                        r.how.join("; ")
                     );
                 }
             }
@@ -718,6 +840,8 @@ mod tests {
     fn ant(pid: i32, share: f64) -> Antagonist {
         Antagonist {
             pid,
+            // FakeTree::process starts pid p at 1000 + p.
+            start: 1000 + pid as u64,
             tid: pid,
             comm: format!("p{pid}"),
             cgroup: None,
@@ -726,9 +850,14 @@ mod tests {
     }
 
     /// A machine with odin (started from a shell), init, a kernel thread,
-    /// a protected process and two hogs.
-    fn machine() -> FakeTree {
-        let t = FakeTree::v2("cpu", "cpu");
+    /// a protected process and two hogs (in the shell's cgroup); cgroup v1
+    /// or v2.
+    fn machine(v1: bool) -> FakeTree {
+        let t = if v1 {
+            FakeTree::v1()
+        } else {
+            FakeTree::v2("cpu", "cpu")
+        };
         t.process(50, 1, "sh", 0, "/user.slice");
         t.process(ODIN, 50, "odin", 0, "/");
         t.process(1, 0, "systemd", 0, "/init.scope");
@@ -750,8 +879,8 @@ mod tests {
 
     #[test]
     fn enforce_caps_only_safe_processes_and_lifts_when_the_hog_is_gone() {
-        let t = machine();
-        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        let t = machine(true);
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
         assert_eq!(h.effective(), Mode::Enforce);
         let all = [
             ant(1, 0.3),
@@ -776,13 +905,20 @@ mod tests {
         assert_eq!(
             moved,
             [
-                "sys/fs/cgroup/odin/pipeline/cgroup.procs 100",
-                "sys/fs/cgroup/odin/besteffort/cgroup.procs 400",
+                "sys/fs/cgroup/cpu,cpuacct/odin/pipeline/cgroup.procs 100",
+                "sys/fs/cgroup/cpu,cpuacct/odin/besteffort/cgroup.procs 400",
             ]
         );
         let st = h.status();
         let hint = st.hint.unwrap();
         assert_eq!(hint.tasks.iter().map(|t| t.pid).collect::<Vec<_>>(), [400]);
+        assert_eq!(
+            (hint.tasks[0].target.as_str(), hint.tasks[0].limit.as_str()),
+            (
+                "/odin/besteffort",
+                "cpu.cfs_quota_us=20000 cpu.cfs_period_us=100000"
+            )
+        );
         let refused: Vec<(i32, String)> = hint
             .refused
             .iter()
@@ -816,12 +952,12 @@ mod tests {
         // Both exit: calm, but the hold keeps the cap until t = 3.
         for pid in [400, 401] {
             std::fs::remove_dir_all(t.path(&format!("proc/{pid}"))).unwrap();
-            t.write("sys/fs/cgroup/odin/besteffort/cgroup.procs", "");
+            t.write("sys/fs/cgroup/cpu,cpuacct/odin/besteffort/cgroup.procs", "");
         }
         assert_eq!(tick(&mut h, 2.0, SloStatus::Missed, &[]), Step::Stay);
         assert_eq!(tick(&mut h, 2.9, SloStatus::Missed, &[]), Step::Stay);
         assert_eq!(tick(&mut h, 3.0, SloStatus::Missed, &[]), Step::Lift);
-        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert!(!t.path("sys/fs/cgroup/cpu,cpuacct/odin").exists());
         assert_eq!(t.cgroup_of(ODIN, "cpu"), "/");
         let st = h.status();
         assert_eq!((st.escalated, st.lifts, st.capped_tasks), (false, 1, 0));
@@ -830,23 +966,35 @@ mod tests {
 
     #[test]
     fn advise_changes_nothing_and_a_missing_controller_degrades_enforce() {
-        let t = machine();
-        let mut h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), ODIN);
+        let t = machine(false);
+        let mut h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), None, ODIN);
         tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
         assert_eq!(
             tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]),
             Step::Escalate
         );
         let hint = h.status().hint.unwrap();
-        assert_eq!(hint.limit, "cpu.max=\"20000 100000\"");
-        assert_eq!(hint.target, "/odin/besteffort");
-        assert_eq!(hint.tasks[0].cgroup, "/user.slice");
+        // On v2 the hog shares /user.slice with the shell: advice only,
+        // and the hint says why.
+        let task = &hint.tasks[0];
+        assert_eq!(
+            (task.cgroup.as_str(), task.target.as_str()),
+            ("/user.slice", "/user.slice")
+        );
+        assert!(
+            task.limit
+                .starts_with("none: advise only, /user.slice also holds pid 50 (sh)"),
+            "{}",
+            task.limit
+        );
+        assert!(task.advise_only.is_some());
+        assert_eq!(hint.expected_gain_cpus, 0.0);
         assert!(t.fs.take().is_empty(), "advise writes nothing");
 
         let t = FakeTree::v2("memory", "");
         t.process(ODIN, 1, "odin", 0, "/");
         t.process(400, 1, "hog", 0, "/");
-        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
         assert_eq!(h.effective(), Mode::Advise);
         assert!(h.status().degraded.unwrap().contains("no cpu controller"));
         tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
@@ -860,15 +1008,15 @@ mod tests {
 
     #[test]
     fn leaving_enforce_on_reload_undoes_and_a_new_start_restores_a_crash() {
-        let t = machine();
-        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        let t = machine(true);
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
         tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
         tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]);
         assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
         let change = h.reconfigure(settings(&t, Mode::Advise)).unwrap();
         assert_eq!(change, "cgroup mode enforce -> advise");
         assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
-        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert!(!t.path("sys/fs/cgroup/cpu,cpuacct/odin").exists());
         assert!(h.reconfigure(settings(&t, Mode::Advise)).is_none());
 
         // Back to enforce, cap, and crash (no finish): the next start undoes.
@@ -877,13 +1025,13 @@ mod tests {
         tick(&mut h, 3.0, SloStatus::Missed, &[ant(400, 0.9)]);
         assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
         drop(h);
-        let h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), ODIN);
+        let h = Hinter::start(settings(&t, Mode::Advise), t.fs.clone(), None, ODIN);
         assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
-        assert!(!t.path("sys/fs/cgroup/odin").exists());
+        assert!(!t.path("sys/fs/cgroup/cpu,cpuacct/odin").exists());
         assert_eq!(h.effective(), Mode::Advise);
 
         // finish() undoes too.
-        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), ODIN);
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
         tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
         tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]);
         assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
@@ -894,5 +1042,64 @@ mod tests {
                 .join(crate::cgroup::journal::FILE)
                 .exists()
         );
+    }
+
+    #[test]
+    fn v2_hints_and_caps_a_lone_antagonists_own_cgroup() {
+        let t = FakeTree::v2("cpu", "cpu");
+        t.process(50, 1, "sh", 0, "/user.slice/session-1.scope");
+        t.process(ODIN, 50, "odin", 0, "/user.slice/session-1.scope");
+        t.enable("/system.slice", "cpu");
+        t.process(400, 1, "hog", 0, "/system.slice/hog.service");
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        assert_eq!(
+            tick(&mut h, 1.0, SloStatus::Missed, &[ant(400, 0.9)]),
+            Step::Escalate
+        );
+        let st = h.status();
+        let task = &st.hint.as_ref().unwrap().tasks[0];
+        assert_eq!(
+            (task.target.as_str(), task.limit.as_str()),
+            ("/system.slice/hog.service", "cpu.max=\"20000 100000\"")
+        );
+        assert_eq!(
+            t.fs.take(),
+            vec![Op::Write(
+                "sys/fs/cgroup/system.slice/hog.service/cpu.max".into(),
+                "20000 100000".into()
+            )]
+        );
+        assert_eq!((st.enforcements, st.capped_tasks), (1, 1));
+        assert_eq!(t.cgroup_of(ODIN, "cpu"), "/user.slice/session-1.scope");
+        h.finish();
+        assert_eq!(
+            t.read("sys/fs/cgroup/system.slice/hog.service/cpu.max"),
+            "max 100000"
+        );
+    }
+
+    #[test]
+    fn an_antagonist_whose_pid_was_reused_is_forgotten_not_capped() {
+        let t = machine(true);
+        let mut h = Hinter::start(settings(&t, Mode::Enforce), t.fs.clone(), None, ODIN);
+        tick(&mut h, 0.0, SloStatus::Missed, &[ant(400, 0.9)]);
+        // The hog exits and another process gets its pid.
+        let stat = t.read("proc/400/stat");
+        t.write("proc/400/stat", &stat.replace(" 1400 ", " 7777 "));
+        assert_eq!(tick(&mut h, 1.0, SloStatus::Missed, &[]), Step::Stay);
+        assert!(t.fs.take().is_empty());
+        assert_eq!(t.cgroup_of(400, "cpu"), "/user.slice");
+        // Seen again as itself (the monitor reads the new start), it is a
+        // new antagonist with a fresh escalate_after.
+        let mut again = ant(400, 0.9);
+        again.start = 7777;
+        tick(&mut h, 2.0, SloStatus::Missed, &[again.clone()]);
+        assert_eq!(
+            tick(&mut h, 3.0, SloStatus::Missed, &[again]),
+            Step::Escalate
+        );
+        assert_eq!(t.cgroup_of(400, "cpu"), "/odin/besteffort");
+        h.finish();
     }
 }

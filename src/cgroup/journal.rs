@@ -7,10 +7,24 @@
 //! - `mkdir`: removes the cgroup (with the control values odin wrote in
 //!   it); tasks still inside (children forked by a capped process) are
 //!   first moved to where the process they joined came from.
-//! - `enable`: disables the controller again in `cgroup.subtree_control`.
 //! - `move`: moves the process back to the cgroup it came from (or, if
 //!   that is gone, its nearest existing ancestor), but only if it is the
 //!   same process (pid and start time) and still where odin put it.
+//! - `set`: writes the old value back to a control file of a cgroup odin
+//!   did not create (an antagonist's `cpu.max`), but only if the file
+//!   still holds what odin wrote.
+//! - `unit_quota`: gives a systemd unit its old runtime CPU quota back
+//!   through the manager, but only if the quota is still odin's.
+//! - `enable` (written by older versions, which enabled a controller in
+//!   a cgroup they did not create): left as it is, since other cgroups
+//!   may rely on the controller by now.
+//!
+//! The journal is data, not authority: before an entry is undone, every
+//! path it names is checked against the system as odin detects it at that
+//! moment ([`UndoEnv`]): its hierarchy must be the one mounted now, its
+//! directories below that mount (no `..`, no symbolic link on the way),
+//! its `proc` the root's `/proc`. An entry that fails is refused with the
+//! reason, left out of the undo and dropped from the journal.
 //!
 //! An entry recorded for a change that never happened (a crash between
 //! the record and the write) undoes to nothing. Entries whose undo fails
@@ -22,7 +36,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CgroupError, CgroupFs, Hierarchy, ProcessInfo, procs, v2};
+use super::systemd::UnitManager;
+use super::{CgroupError, CgroupFs, Hierarchy, Layout, ProcessInfo, procs, read_file, v2};
 
 /// The journal's file name in the state directory.
 pub const FILE: &str = "cgroup-journal.jsonl";
@@ -123,6 +138,33 @@ pub enum Entry {
         /// The controller.
         controller: String,
     },
+    /// odin wrote `new` to the control file `file` of cgroup `cgroup` in
+    /// `hierarchy`, a cgroup it did not create; `old` is what it held.
+    Set {
+        /// The hierarchy.
+        hierarchy: Hierarchy,
+        /// The cgroup, as `/proc/<pid>/cgroup` shows it.
+        cgroup: String,
+        /// The control file ([`SETTABLE`]).
+        file: String,
+        /// Its value before.
+        old: String,
+        /// What odin wrote.
+        new: String,
+    },
+    /// odin set the runtime CPU quota of the systemd unit `unit` (whose
+    /// cgroup is `cgroup`) to `new` microseconds per second; `old` is the
+    /// quota it had (`None`: none).
+    UnitQuota {
+        /// The unit (`name.service`, `name.scope`).
+        unit: String,
+        /// Its cgroup, for the log.
+        cgroup: String,
+        /// Its quota before.
+        old: Option<u64>,
+        /// What odin set.
+        new: u64,
+    },
     /// odin moved process `pid` from cgroup `from` to `to`.
     Move {
         /// The hierarchy.
@@ -149,6 +191,23 @@ impl std::fmt::Display for Entry {
             Entry::Enable { dir, controller } => {
                 write!(f, "enabled {controller} below {}", dir.display())
             }
+            Entry::Set {
+                hierarchy,
+                cgroup,
+                file,
+                old,
+                new,
+            } => write!(
+                f,
+                "set {file} of {cgroup} from {old:?} to {new:?} in {}",
+                hierarchy.mount.display()
+            ),
+            Entry::UnitQuota { unit, old, new, .. } => write!(
+                f,
+                "set CPUQuota of {unit} from {} to {}",
+                quota_text(*old),
+                quota_text(Some(*new))
+            ),
             Entry::Move {
                 pid,
                 comm,
@@ -164,6 +223,18 @@ impl std::fmt::Display for Entry {
         }
     }
 }
+
+/// A unit quota as `systemctl` shows it: `20%` (of one CPU), `none`.
+pub fn quota_text(usec_per_sec: Option<u64>) -> String {
+    match usec_per_sec {
+        None => "none".into(),
+        Some(u) => format!("{}%", u as f64 / 10_000.0),
+    }
+}
+
+/// The control files a `set` entry may name: what odin writes in a
+/// cgroup it did not create.
+pub const SETTABLE: &[&str] = &[v2::CPU_MAX, "cpuset.cpus"];
 
 /// The journal file and what it holds.
 #[derive(Debug)]
@@ -299,11 +370,50 @@ impl Journal {
 
     /// Undoes everything recorded, newest first, and keeps only the
     /// entries whose undo failed.
-    pub fn undo_all(&mut self, fs: &dyn CgroupFs) -> Result<UndoReport, JournalError> {
-        let report = undo(fs, &self.entries);
+    pub fn undo_all(&mut self, env: &UndoEnv) -> Result<UndoReport, JournalError> {
+        let report = undo(env, &self.entries);
         let left = report.failed.iter().map(|(e, _)| e.clone()).collect();
         self.replace(left)?;
         Ok(report)
+    }
+}
+
+/// The running system an undo acts on, as odin detects it itself.
+pub struct UndoEnv<'a> {
+    /// Where the changes go.
+    pub fs: &'a dyn CgroupFs,
+    /// The root's `/proc`.
+    pub proc: PathBuf,
+    /// The cgroup mounts now.
+    pub layout: Layout,
+    /// systemd's manager, where odin has one.
+    pub units: Option<&'a dyn UnitManager>,
+}
+
+impl std::fmt::Debug for UndoEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UndoEnv")
+            .field("proc", &self.proc)
+            .field("layout", &self.layout)
+            .field("units", &self.units.is_some())
+            .finish()
+    }
+}
+
+impl<'a> UndoEnv<'a> {
+    /// The system under `root` (`/` on a real one): its `/proc` and the
+    /// cgroup layout read from its mountinfo now.
+    pub fn detect(
+        fs: &'a dyn CgroupFs,
+        root: &Path,
+        units: Option<&'a dyn UnitManager>,
+    ) -> Result<Self, CgroupError> {
+        Ok(Self {
+            fs,
+            proc: root.join("proc"),
+            layout: Layout::detect(root)?,
+            units,
+        })
     }
 }
 
@@ -314,20 +424,30 @@ pub struct UndoReport {
     pub done: Vec<String>,
     /// Entries whose undo failed, with the error.
     pub failed: Vec<(Entry, CgroupError)>,
+    /// Entries not undone because they name something outside what odin
+    /// detected, with the reason; they are dropped from the journal.
+    pub refused: Vec<(Entry, String)>,
 }
 
 impl UndoReport {
     /// Whether anything was recorded at all.
     pub fn is_empty(&self) -> bool {
-        self.done.is_empty() && self.failed.is_empty()
+        self.done.is_empty() && self.failed.is_empty() && self.refused.is_empty()
     }
 }
 
-/// Undoes `entries`, newest first.
-pub fn undo(fs: &dyn CgroupFs, entries: &[Entry]) -> UndoReport {
+/// Undoes `entries`, newest first, after checking each against `env`.
+pub fn undo(env: &UndoEnv, entries: &[Entry]) -> UndoReport {
     let mut report = UndoReport::default();
-    for entry in entries.iter().rev() {
-        match undo_one(fs, entry, entries) {
+    let mut admitted = Vec::new();
+    for entry in entries {
+        match admit(env, entry) {
+            Ok(()) => admitted.push(entry.clone()),
+            Err(why) => report.refused.push((entry.clone(), why)),
+        }
+    }
+    for entry in admitted.iter().rev() {
+        match undo_one(env, entry, &admitted) {
             Ok(line) => report.done.push(line),
             Err(e) => report.failed.push((entry.clone(), e)),
         }
@@ -335,16 +455,90 @@ pub fn undo(fs: &dyn CgroupFs, entries: &[Entry]) -> UndoReport {
     report
 }
 
-fn undo_one(fs: &dyn CgroupFs, entry: &Entry, all: &[Entry]) -> Result<String, CgroupError> {
+/// `Ok` if `h` is the hierarchy of its controller mounted now.
+fn mounted(env: &UndoEnv, h: &Hierarchy) -> Result<(), String> {
+    match env.layout.hierarchy(&h.controller) {
+        Some(now) if now == *h => Ok(()),
+        Some(now) => Err(format!(
+            "the {} hierarchy is at {} ({}), not at {} ({})",
+            h.controller,
+            now.mount.display(),
+            if now.v2 { "v2" } else { "v1" },
+            h.mount.display(),
+            if h.v2 { "v2" } else { "v1" },
+        )),
+        None => Err(format!("no {} hierarchy is mounted now", h.controller)),
+    }
+}
+
+/// Whether `entry` names only what odin detected itself: `Err` says what
+/// lies outside.
+fn admit(env: &UndoEnv, entry: &Entry) -> Result<(), String> {
     match entry {
+        Entry::Mkdir { hierarchy, path } => {
+            mounted(env, hierarchy)?;
+            hierarchy.cgroup_at(path).map(drop)
+        }
         Entry::Move {
             hierarchy,
             proc,
+            from,
+            to,
+            ..
+        } => {
+            mounted(env, hierarchy)?;
+            if *proc != env.proc {
+                return Err(format!(
+                    "{} is not the root's proc directory {}",
+                    proc.display(),
+                    env.proc.display()
+                ));
+            }
+            hierarchy.checked_dir(from)?;
+            hierarchy.checked_dir(to).map(drop)
+        }
+        Entry::Set {
+            hierarchy,
+            cgroup,
+            file,
+            ..
+        } => {
+            mounted(env, hierarchy)?;
+            if !SETTABLE.contains(&file.as_str()) {
+                return Err(format!("{file:?} is not a control file odin sets"));
+            }
+            let dir = hierarchy.checked_dir(cgroup)?;
+            if dir == hierarchy.mount {
+                return Err(format!(
+                    "odin never sets {file} of the root cgroup {}",
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Entry::UnitQuota { unit, .. } => {
+            if unit.contains('/') || super::systemd::unit_of(unit) != Some(unit.as_str()) {
+                return Err(format!("{unit:?} is not a service or scope unit"));
+            }
+            Ok(())
+        }
+        // Undone to nothing: no path is used.
+        Entry::Enable { .. } => Ok(()),
+    }
+}
+
+fn undo_one(env: &UndoEnv, entry: &Entry, all: &[Entry]) -> Result<String, CgroupError> {
+    let fs = env.fs;
+    let proc = env.proc.as_path();
+    match entry {
+        Entry::Move {
+            hierarchy,
             pid,
             start,
             comm,
             from,
             to,
+            ..
         } => {
             match ProcessInfo::read(proc, *pid)? {
                 None => return Ok(format!("pid {pid} ({comm}) has exited")),
@@ -373,12 +567,12 @@ fn undo_one(fs: &dyn CgroupFs, entry: &Entry, all: &[Entry]) -> Result<String, C
             }
         }
         Entry::Mkdir { hierarchy, path } => {
-            if !path.exists() {
+            if !path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 return Ok(format!("{} is gone", path.display()));
             }
             let mut evacuated = Vec::new();
             for pid in procs(path)? {
-                let back = evacuation_target(hierarchy, path, pid, all);
+                let back = evacuation_target(proc, hierarchy, path, pid, all);
                 match hierarchy.move_process(fs, &back, pid) {
                     Err(e) if e.os_error() == Some(libc::ESRCH) => {}
                     Err(e) => return Err(e),
@@ -396,20 +590,67 @@ fn undo_one(fs: &dyn CgroupFs, entry: &Entry, all: &[Entry]) -> Result<String, C
                 )
             })
         }
-        Entry::Enable { dir, controller } => {
-            if !v2::subtree_has(dir, controller)? {
-                return Ok(format!("{controller} already off below {}", dir.display()));
+        Entry::Set {
+            hierarchy,
+            cgroup,
+            file,
+            old,
+            new,
+        } => {
+            let dir = hierarchy.dir(cgroup);
+            if !dir.is_dir() {
+                return Ok(format!("{cgroup} is gone"));
             }
-            v2::set_subtree(fs, dir, controller, false)?;
-            Ok(format!("disabled {controller} below {}", dir.display()))
+            let path = dir.join(file);
+            let now = read_file(&path)?;
+            let now = now.trim();
+            if now != new {
+                return Ok(format!(
+                    "left {file} of {cgroup} at {now:?}: changed from odin's {new:?} meanwhile"
+                ));
+            }
+            fs.write(&path, old)?;
+            Ok(format!("restored {file} of {cgroup} to {old:?}"))
         }
+        Entry::UnitQuota {
+            unit,
+            cgroup,
+            old,
+            new,
+        } => {
+            let Some(units) = env.units else {
+                return Err(CgroupError::Systemd {
+                    unit: unit.clone(),
+                    message: "no systemd manager to restore the CPU quota through".into(),
+                });
+            };
+            let now = units.cpu_quota(unit)?;
+            if now != Some(*new) {
+                return Ok(format!(
+                    "left CPUQuota of {unit} ({cgroup}) at {}: changed from odin's {} meanwhile",
+                    quota_text(now),
+                    quota_text(Some(*new))
+                ));
+            }
+            units.set_cpu_quota(unit, *old)?;
+            Ok(format!(
+                "restored CPUQuota of {unit} ({cgroup}) to {}",
+                quota_text(*old)
+            ))
+        }
+        Entry::Enable { dir, controller } => Ok(format!(
+            "left {controller} enabled below {}: other cgroups may use it by now",
+            dir.display()
+        )),
     }
 }
 
-/// `cgroup`, or its nearest ancestor that still exists.
+/// `cgroup`, or its nearest ancestor that still exists (as a directory,
+/// not a symbolic link).
 fn existing_ancestor(h: &Hierarchy, cgroup: &str) -> String {
+    let is_dir = |c: &str| h.dir(c).symlink_metadata().is_ok_and(|m| m.is_dir());
     let mut c = cgroup.trim_end_matches('/').to_string();
-    while !c.is_empty() && c != "/" && !h.dir(&c).is_dir() {
+    while !c.is_empty() && c != "/" && !is_dir(&c) {
         c = match c.rfind('/') {
             Some(0) | None => "/".to_string(),
             Some(i) => c[..i].to_string(),
@@ -421,8 +662,8 @@ fn existing_ancestor(h: &Hierarchy, cgroup: &str) -> String {
 /// Where a process found in odin's cgroup `dir` goes when the cgroup is
 /// removed: where its parent came from if odin moved the parent, else
 /// where the first process odin moved into `dir` came from, else the
-/// hierarchy's root.
-fn evacuation_target(h: &Hierarchy, dir: &Path, pid: i32, all: &[Entry]) -> String {
+/// hierarchy's root. Processes are read under `proc`, the root's `/proc`.
+fn evacuation_target(proc: &Path, h: &Hierarchy, dir: &Path, pid: i32, all: &[Entry]) -> String {
     let moved_here = |e: &&Entry| match e {
         Entry::Move { hierarchy, to, .. } => hierarchy == h && h.dir(to) == dir,
         _ => false,
@@ -431,12 +672,7 @@ fn evacuation_target(h: &Hierarchy, dir: &Path, pid: i32, all: &[Entry]) -> Stri
         Entry::Move { from, .. } => from.clone(),
         _ => "/".to_string(),
     };
-    let parent = all.iter().find_map(|e| match e {
-        Entry::Move { proc, .. } if moved_here(&e) => {
-            ProcessInfo::read(proc, pid).ok().flatten().map(|p| p.ppid)
-        }
-        _ => None,
-    });
+    let parent = ProcessInfo::read(proc, pid).ok().flatten().map(|p| p.ppid);
     let by_parent = parent.and_then(|ppid| {
         all.iter()
             .filter(moved_here)

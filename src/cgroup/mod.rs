@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpulist::CpuSet;
+
 /// Why a cgroup file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -209,6 +211,29 @@ pub fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     }
 }
 
+/// The processes in `dir` and in every cgroup below it (symbolic links
+/// are not followed: cgroupfs has none, and a planted one is not a
+/// cgroup).
+pub fn subtree_procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let mut out = procs(dir)?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(source) => {
+            return Err(CgroupError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(subtree_procs(&entry.path())?);
+        }
+    }
+    Ok(out)
+}
+
 /// The kernel's v1 controllers.
 const V1_CONTROLLERS: &[&str] = &[
     "cpu",
@@ -321,6 +346,83 @@ impl Layout {
     }
 }
 
+/// The control files of one cgroup version: which file caps, weighs and
+/// confines a cgroup, and how the value is written. Every version-specific
+/// write goes through here ([`v1`] or [`v2`]), never through a branch on
+/// the version at the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Files {
+    /// Per-controller hierarchies ([`v1`]).
+    V1,
+    /// The unified hierarchy ([`v2`]).
+    V2,
+}
+
+impl Files {
+    /// Caps `dir` at `quota_us` of CPU time per `period_us`.
+    pub fn set_limit(
+        self,
+        fs: &dyn CgroupFs,
+        dir: &Path,
+        quota_us: u64,
+        period_us: u64,
+    ) -> Result<(), CgroupError> {
+        match self {
+            Files::V1 => v1::set_limit(fs, dir, quota_us, period_us),
+            Files::V2 => v2::set_limit(fs, dir, quota_us, period_us),
+        }
+    }
+
+    /// Sets `dir`'s CPU weight, given on the v2 scale (1..=10000, 100 the
+    /// default).
+    pub fn set_weight(self, fs: &dyn CgroupFs, dir: &Path, weight: u32) -> Result<(), CgroupError> {
+        match self {
+            Files::V1 => v1::set_weight(fs, dir, weight),
+            Files::V2 => v2::set_weight(fs, dir, weight),
+        }
+    }
+
+    /// Restricts `dir`'s tasks to `cpus`; `parent` is `dir`'s parent (a
+    /// new v1 cpuset also needs its memory nodes).
+    pub fn set_cpus(
+        self,
+        fs: &dyn CgroupFs,
+        dir: &Path,
+        parent: &Path,
+        cpus: &CpuSet,
+    ) -> Result<(), CgroupError> {
+        match self {
+            Files::V1 => v1::set_cpus(fs, dir, parent, cpus),
+            Files::V2 => v2::set_cpus(fs, dir, cpus),
+        }
+    }
+
+    /// The CPUs `dir`'s tasks may use.
+    pub fn effective_cpus(self, dir: &Path) -> Result<Option<CpuSet>, CgroupError> {
+        match self {
+            Files::V1 => v1::cpus(dir),
+            Files::V2 => v2::effective_cpus(dir),
+        }
+    }
+
+    /// The limit, as the files say it: `cpu.max="20000 100000"` on v2,
+    /// `cpu.cfs_quota_us=20000 cpu.cfs_period_us=100000` on v1.
+    pub fn limit_text(self, quota_us: u64, period_us: u64) -> String {
+        match self {
+            Files::V1 => format!(
+                "{}={quota_us} {}={period_us}",
+                v1::CFS_QUOTA,
+                v1::CFS_PERIOD
+            ),
+            Files::V2 => format!(
+                "{}=\"{}\"",
+                v2::CPU_MAX,
+                v2::limit_value(quota_us, period_us)
+            ),
+        }
+    }
+}
+
 impl Layout {
     /// The hierarchy that carries `controller`, v2 first (see
     /// [`Layout::controller`]).
@@ -345,6 +447,11 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
+    /// Its control files.
+    pub fn files(&self) -> Files {
+        if self.v2 { Files::V2 } else { Files::V1 }
+    }
+
     /// The directory of `cgroup` (a path as `/proc/<pid>/cgroup` shows it,
     /// `/` for the hierarchy's root).
     pub fn dir(&self, cgroup: &str) -> PathBuf {
@@ -356,14 +463,79 @@ impl Hierarchy {
         }
     }
 
+    /// The directory of `cgroup`, checked: every component a plain name
+    /// (no `.`, `..` or empty name that is not a repeated `/`), and no
+    /// existing component below the mount a symbolic link. A path read
+    /// from a file odin did not just get from the kernel goes through
+    /// here before odin writes below it.
+    pub fn checked_dir(&self, cgroup: &str) -> Result<PathBuf, String> {
+        let mut dir = self.mount.clone();
+        for part in cgroup.split('/').filter(|p| !p.is_empty()) {
+            if part == "." || part == ".." || part.contains('\0') {
+                return Err(format!(
+                    "cgroup {cgroup:?} has a {part:?} component (outside {})",
+                    self.mount.display()
+                ));
+            }
+            dir.push(part);
+            if dir
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                return Err(format!(
+                    "{} is a symbolic link, not a cgroup",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The cgroup (relative to the mount, `/`-led) of the absolute
+    /// directory `path`, checked as [`Hierarchy::checked_dir`]: `Err` if
+    /// it is not strictly below the mount.
+    pub fn cgroup_at(&self, path: &Path) -> Result<String, String> {
+        use std::path::Component;
+        let rel = path.strip_prefix(&self.mount).map_err(|_| {
+            format!(
+                "{} is outside the {} hierarchy at {}",
+                path.display(),
+                self.controller,
+                self.mount.display()
+            )
+        })?;
+        let mut parts = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
+                other => {
+                    return Err(format!(
+                        "{} has a {:?} component",
+                        path.display(),
+                        other.as_os_str()
+                    ));
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err(format!(
+                "{} is the root of the {} hierarchy",
+                path.display(),
+                self.controller
+            ));
+        }
+        let cgroup = format!("/{}", parts.join("/"));
+        self.checked_dir(&cgroup)?;
+        Ok(cgroup)
+    }
+
     /// Whether odin may change this hierarchy: `Err` says why not (absent,
     /// read-only, not writable by this user).
     pub fn writable(&self) -> Result<(), String> {
         use nix::unistd::{AccessFlags, access};
-        let mut files = vec![self.mount.join("cgroup.procs")];
-        if self.v2 {
-            files.push(self.mount.join("cgroup.subtree_control"));
-        }
+        // On v2 odin writes only the antagonists' own cgroups, never the
+        // root's files; a writable cgroup.procs says it is privileged here.
+        let files = [self.mount.join("cgroup.procs")];
         for f in std::iter::once(&self.mount).chain(&files) {
             if let Err(e) = access(f.as_path(), AccessFlags::W_OK) {
                 return Err(format!(

@@ -4,10 +4,49 @@
 //! the process: its `/proc/<pid>/cgroup` line and the `cgroup.procs`
 //! lists change; `rmdir` refuses a cgroup with tasks or children).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use super::systemd::UnitManager;
 use super::{CgroupError, CgroupFs, Hierarchy, Layout};
+
+/// A recording systemd manager: units' runtime CPU quotas in a map, every
+/// change recorded.
+#[derive(Debug, Default)]
+pub struct FakeUnits {
+    pub quotas: Mutex<BTreeMap<String, Option<u64>>>,
+    pub calls: Mutex<Vec<(String, Option<u64>)>>,
+}
+
+impl FakeUnits {
+    /// Takes the recorded changes.
+    pub fn take(&self) -> Vec<(String, Option<u64>)> {
+        std::mem::take(&mut self.calls.lock().unwrap())
+    }
+
+    pub fn quota(&self, unit: &str) -> Option<u64> {
+        self.quotas.lock().unwrap().get(unit).copied().flatten()
+    }
+}
+
+impl UnitManager for FakeUnits {
+    fn cpu_quota(&self, unit: &str) -> Result<Option<u64>, CgroupError> {
+        Ok(self.quota(unit))
+    }
+
+    fn set_cpu_quota(&self, unit: &str, usec_per_sec: Option<u64>) -> Result<(), CgroupError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((unit.to_string(), usec_per_sec));
+        self.quotas
+            .lock()
+            .unwrap()
+            .insert(unit.to_string(), usec_per_sec);
+        Ok(())
+    }
+}
 
 /// One recorded change, paths relative to the tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,11 +286,50 @@ impl FakeTree {
             };
             let dir = h.dir(cgroup);
             std::fs::create_dir_all(&dir).unwrap();
+            if h.v2 {
+                self.v2_files(&h, &dir);
+            }
             let mut procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             procs.push_str(&format!("{pid}\n"));
             std::fs::write(dir.join("cgroup.procs"), procs).unwrap();
         }
         self.write(&format!("proc/{pid}/cgroup"), &lines);
+    }
+
+    /// The control files the kernel gives the v2 cgroups from `dir` up to
+    /// the mount: `cpu.max` and `cpuset.cpus` where the parent enables
+    /// `cpu` and `cpuset`, and `cgroup.subtree_control` (initially empty).
+    fn v2_files(&self, h: &Hierarchy, dir: &Path) {
+        let mut d = dir.to_path_buf();
+        while d != h.mount {
+            let parent = d.parent().unwrap().to_path_buf();
+            let on =
+                std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
+            let on: Vec<&str> = on.split_whitespace().collect();
+            let init = |f: &str, v: &str| {
+                let p = d.join(f);
+                if !p.exists() {
+                    std::fs::write(p, v).unwrap();
+                }
+            };
+            init("cgroup.subtree_control", "");
+            if on.contains(&"cpu") {
+                init("cpu.max", "max 100000\n");
+            }
+            if on.contains(&"cpuset") {
+                init("cpuset.cpus", "\n");
+            }
+            d = parent;
+        }
+    }
+
+    /// Enables `controllers` for the children of `cgroup` (which must not
+    /// have any yet), as the cgroup's owner would.
+    pub fn enable(&self, cgroup: &str, controllers: &str) {
+        let h = self.fs.hierarchies().into_iter().find(|h| h.v2).unwrap();
+        let dir = h.dir(cgroup);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.subtree_control"), controllers).unwrap();
     }
 
     /// The cgroup of `pid` in the hierarchy of `controller`.

@@ -4,7 +4,9 @@
 //! Kernel rules that shape odin's use of it:
 //! - Each controller (or co-mounted group such as `cpu,cpuacct`) is its
 //!   own tree, so a process has one cgroup per hierarchy; odin moves it in
-//!   each hierarchy it uses and remembers each origin.
+//!   each hierarchy it uses (into cgroups of its own) and remembers each
+//!   origin. Its memory, pids or devices cgroups are other hierarchies and
+//!   stay as they are.
 //! - `cpu.cfs_quota_us` is `-1` for no limit, at least 1000 otherwise; a
 //!   child's quota may not exceed its parent's, so odin's own cgroups stay
 //!   unlimited above `besteffort`.

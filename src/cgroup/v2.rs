@@ -1,16 +1,19 @@
 //! The unified hierarchy (cgroup v2): `cpu.max`, `cpu.weight`,
-//! `cpuset.cpus`, and the `cgroup.subtree_control` a parent needs before
-//! its children get a controller's files.
+//! `cpuset.cpus`, and the `cgroup.subtree_control` that decides whether a
+//! cgroup has a controller's files at all.
 //!
 //! Kernel rules that shape odin's use of it:
-//! - A controller is usable in a cgroup only if its parent lists it in
-//!   `cgroup.subtree_control` (and the root lists it in
-//!   `cgroup.controllers`).
-//! - "No internal processes": a non-root cgroup with controllers enabled
-//!   for its children cannot hold processes itself, so odin's own cgroup
-//!   `<name>` holds none; the processes go into `<name>/pipeline` and
-//!   `<name>/besteffort`.
+//! - A controller's files exist in a cgroup only if its parent lists the
+//!   controller in `cgroup.subtree_control`. odin reads that file but
+//!   never writes it: enabling or disabling a controller below a cgroup
+//!   odin did not create changes the other cgroups there (and "no internal
+//!   processes" forbids it where the parent holds processes).
+//! - Every controller of a process lives in its one cgroup, so moving a
+//!   process elsewhere also strips it of its cgroup's memory, pids, device
+//!   and network policies: on v2 odin caps a cgroup where it is and moves
+//!   nobody.
 //! - `cpu.max` is `"$QUOTA $PERIOD"` in microseconds, `max` for no limit;
+//!   reading it gives the same form back, which is what odin restores.
 //!   `cpu.weight` is 1..=10000, 100 by default.
 
 use std::path::Path;
@@ -56,19 +59,14 @@ pub fn effective_cpus(dir: &Path) -> Result<Option<CpuSet>, CgroupError> {
     Ok(text.trim().parse().ok())
 }
 
+/// `dir`'s `cpu.max` as the kernel shows it (`max 100000` when
+/// unlimited).
+pub fn limit(dir: &Path) -> Result<String, CgroupError> {
+    Ok(read_file(&dir.join(CPU_MAX))?.trim().to_string())
+}
+
 /// Whether `dir` enables `controller` for its children.
 pub fn subtree_has(dir: &Path, controller: &str) -> Result<bool, CgroupError> {
     let text = read_file(&dir.join(SUBTREE_CONTROL))?;
     Ok(text.split_whitespace().any(|c| c == controller))
-}
-
-/// Enables (`on`) or disables `controller` for `dir`'s children.
-pub fn set_subtree(
-    fs: &dyn CgroupFs,
-    dir: &Path,
-    controller: &str,
-    on: bool,
-) -> Result<(), CgroupError> {
-    let sign = if on { '+' } else { '-' };
-    fs.write(&dir.join(SUBTREE_CONTROL), &format!("{sign}{controller}"))
 }

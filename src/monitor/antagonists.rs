@@ -4,6 +4,13 @@
 //! Pure: it works on [`TaskSnapshot`]s from
 //! [`ProcReader::walk_tasks`](super::procfs::ProcReader::walk_tasks).
 //!
+//! An antagonist is a process identity, not a pid: [`Antagonist::start`] is
+//! its process's start time (the thread group leader's `starttime`, field
+//! 22 of `stat`), read in the same snapshot that names it, so whoever acts
+//! on it later can tell the process from another one that got its pid. A
+//! thread whose leader is missing from the snapshot has no known identity
+//! and is not reported.
+//!
 //! Not antagonists: odin's own process (the pipeline and the agent), PID 1,
 //! kernel threads (`PF_KTHREAD`; ksoftirqd and kworkers are the kernel doing
 //! work someone asked for, and cannot be throttled), any extra tids the caller
@@ -59,6 +66,9 @@ impl Default for AntagonistFilter {
 pub struct Antagonist {
     /// Process id.
     pub pid: i32,
+    /// The process's start time after boot, clock ticks (the leader's
+    /// `stat` field 22): with `pid`, who the process is.
+    pub start: u64,
     /// Thread id.
     pub tid: i32,
     /// Thread name.
@@ -101,8 +111,10 @@ pub fn find(
         .filter(|f| f.share >= filter.min_share)
         .filter_map(|f| {
             let task = cur.tasks.get(&f.tid)?;
+            let leader = cur.tasks.get(&f.pid).filter(|l| l.stat.pid == f.pid)?;
             Some(Antagonist {
                 pid: f.pid,
+                start: leader.stat.starttime,
                 tid: f.tid,
                 comm: task.stat.comm.clone(),
                 cgroup: task.cgroup.clone(),
@@ -136,7 +148,7 @@ mod tests {
                 utime: ticks,
                 stime: 0,
                 children_ticks: 0,
-                starttime: 1,
+                starttime: 1000 + tid as u64,
                 last_cpu: cpu,
             },
             cgroup: Some(TaskCgroup {
@@ -210,6 +222,10 @@ mod tests {
             ]
         );
         assert_eq!(got[2].cgroup.as_ref().unwrap().path, "/my (weird) proc");
+        // Each names its process by the leader's start time, the thread's
+        // own (1701) notwithstanding.
+        let starts: Vec<(i32, u64)> = got.iter().map(|a| (a.tid, a.start)).collect();
+        assert_eq!(starts, vec![(700, 1700), (701, 1700), (800, 1800)]);
 
         // A lower threshold lets "quiet" in; a zero dt finds nothing.
         filter.min_share = 0.0;
@@ -218,6 +234,12 @@ mod tests {
             4
         );
         assert!(find(&prev, &cur, Duration::ZERO, &pe, &filter).is_empty());
+
+        // A thread whose leader is not in the snapshot has no identity.
+        let mut orphan = cur.clone();
+        orphan.tasks.remove(&700);
+        let got = find(&prev, &orphan, Duration::from_millis(300), &pe, &filter);
+        assert!(got.iter().all(|a| a.pid != 700), "{got:#?}");
     }
 
     /// Kills and reaps the child when dropped, also when the test fails.
@@ -303,6 +325,10 @@ mod tests {
             .find(|a| a.pid == pid)
             .unwrap_or_else(|| panic!("child {pid} not among {found:#?}"));
         assert_eq!((me.tid, me.cpu, me.comm.as_str()), (pid, 1, "sh"));
+        let info = crate::cgroup::ProcessInfo::read(Path::new("/proc"), pid)
+            .unwrap()
+            .unwrap();
+        assert_eq!(me.start, info.start, "the identity the enforcer checks");
         let truth = (s1.run_ns - s0.run_ns) as f64 / dt.as_nanos() as f64;
         eprintln!(
             "busy child {pid}: share {:.3} of CPU 1 over {dt:?} (schedstat says {truth:.3})",

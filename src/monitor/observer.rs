@@ -274,6 +274,7 @@ impl Observer {
                     .into_iter()
                     .map(|a| Antagonist {
                         pid: a.pid,
+                        start: a.start,
                         tid: a.tid,
                         comm: a.comm,
                         cgroup: a.cgroup.map(|c| c.path),

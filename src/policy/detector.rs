@@ -386,6 +386,7 @@ mod tests {
             foreign_cpu_share: Some(0.5),
             antagonists: vec![Antagonist {
                 pid: 4242,
+                start: 1,
                 tid: 4242,
                 comm: "stress".into(),
                 cgroup: Some("/user.slice".into()),

@@ -47,6 +47,9 @@ pub fn build(name: &str, cfg: &PolicyConfig) -> Result<Box<dyn Policy>, String> 
 pub struct Antagonist {
     /// Process id.
     pub pid: i32,
+    /// The process's start time after boot, clock ticks: with `pid`, who
+    /// it is (a later process with the same pid has another start).
+    pub start: u64,
     /// Thread id.
     pub tid: i32,
     /// Command name.

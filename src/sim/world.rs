@@ -665,6 +665,7 @@ impl World {
                             let iv = &self.cfg.timeline.intervals[i];
                             (!iv.kind.is_memory_bound()).then(|| Antagonist {
                                 pid: 100_000 + i as i32,
+                                start: 0,
                                 tid: 100_000 + i as i32,
                                 comm: format!("sim-{}-hog", iv.kind),
                                 cgroup: Some(format!("/sim.slice/antagonist-{i}.scope")),
