@@ -73,6 +73,10 @@ const NOMINAL_GFLOPS: f64 = 50.0;
 /// Frames over which the SLO attainment and the p99 are computed.
 const RECENT_FRAMES: usize = 256;
 
+/// Completed frames taken at most per wake-up of the main loop, so ticks
+/// and signals are still served when frames never stop coming.
+const FRAME_BATCH: usize = 4096;
+
 /// Detector events kept for the summary: the most recent ones.
 const EVENTS_CAP: usize = 1024;
 
@@ -940,6 +944,17 @@ impl Daemon {
     /// routed to its request; a client that sees the answer sees the frame
     /// in the metrics.
     fn on_frame(&mut self, c: &Completed) {
+        self.complete_frame(c);
+        // What else has completed is taken now, not one wake-up of the loop
+        // each: the completion queue is unbounded, and a tiny model
+        // completes frames faster than the loop turns.
+        let done = self.engine.pipeline.completed().clone();
+        for c in done.try_iter().take(FRAME_BATCH) {
+            self.complete_frame(&c);
+        }
+    }
+
+    fn complete_frame(&mut self, c: &Completed) {
         self.record_frame(c);
         if let Some(r) = &self.engine.router {
             r.complete(c);

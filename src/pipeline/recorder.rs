@@ -39,9 +39,10 @@ pub struct TimelineEntry {
     pub t: f64,
     /// Frames completed in the window per second.
     pub throughput_fps: f64,
-    /// Median latency in the window, milliseconds (0 when none completed).
+    /// Median latency in the window, milliseconds (0 when none completed),
+    /// within 1/256 of the exact value.
     pub p50_ms: f64,
-    /// 99th-percentile latency in the window, milliseconds.
+    /// 99th-percentile latency in the window, milliseconds, within 1/256.
     pub p99_ms: f64,
     /// Cut points in force at the end of the window.
     pub cuts: Vec<usize>,
@@ -56,14 +57,14 @@ pub struct PartitionChange {
     pub cuts: Vec<usize>,
 }
 
-/// Latency percentiles over a run.
+/// Latency percentiles over a run, from a [`Histogram`] of every frame.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct LatencySummary {
-    /// Median, milliseconds.
+    /// Median, milliseconds, within 1/256 of the exact nearest-rank value.
     pub p50: f64,
-    /// 99th percentile, milliseconds.
+    /// 99th percentile, milliseconds, within 1/256.
     pub p99: f64,
-    /// Mean, milliseconds.
+    /// Mean, milliseconds (exact).
     pub mean: f64,
 }
 
