@@ -48,7 +48,7 @@ use crate::monitor::perf::{self, CounterSupport, PerfCounters};
 use crate::monitor::procfs::ProcReader;
 use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
 use crate::pipeline::frame::Completed;
-use crate::pipeline::recorder::{Recorder, Summary, TimelineEntry};
+use crate::pipeline::recorder::{Recent, Recorder, Summary, TimelineEntry};
 use crate::pipeline::source::{Load, Source};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
 use crate::policy::controller::Controller;
@@ -73,6 +73,13 @@ const NOMINAL_GFLOPS: f64 = 50.0;
 
 /// Frames over which the SLO attainment and the p99 are computed.
 const RECENT_FRAMES: usize = 256;
+
+/// Completed frames taken at most per wake-up of the main loop, so ticks
+/// and signals are still served when frames never stop coming.
+const FRAME_BATCH: usize = 4096;
+
+/// Detector events kept for the summary: the most recent ones.
+const EVENTS_CAP: usize = 1024;
 
 /// Set once stdout is gone (a closed pipe, `odin run | head`): the status
 /// lines stop, the run goes on.
@@ -626,8 +633,11 @@ struct RunSummary<'a> {
     summary: &'a Summary,
     admitted: u64,
     reloads: u64,
-    /// Every detector event, with its time in seconds since the start.
-    events: &'a [TimedEvent],
+    /// The last [`EVENTS_CAP`] detector events, with their time in seconds
+    /// since the start.
+    events: &'a Recent<TimedEvent>,
+    /// Older events left out of `events`.
+    events_dropped: u64,
 }
 
 /// A detector event and when it was reported.
@@ -663,7 +673,7 @@ struct Daemon {
     last_tick: Instant,
     last_fps: f64,
     last_pes: Vec<PeSignals>,
-    events: Vec<TimedEvent>,
+    events: Recent<TimedEvent>,
     /// The last decision, until its effect is measured.
     pending_effect: Option<PendingEffect>,
     /// cgroup hints against antagonists (advise or enforce).
@@ -829,7 +839,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         last_tick: start,
         last_fps: 0.0,
         last_pes: Vec::new(),
-        events: Vec::new(),
+        events: Recent::new(EVENTS_CAP),
         pending_effect: None,
         cgroup,
         state_lock,
@@ -971,6 +981,17 @@ impl Daemon {
     /// routed to its request; a client that sees the answer sees the frame
     /// in the metrics.
     fn on_frame(&mut self, c: &Completed) {
+        self.complete_frame(c);
+        // What else has completed is taken now, not one wake-up of the loop
+        // each: the completion queue is unbounded, and a tiny model
+        // completes frames faster than the loop turns.
+        let done = self.engine.pipeline.completed().clone();
+        for c in done.try_iter().take(FRAME_BATCH) {
+            self.complete_frame(&c);
+        }
+    }
+
+    fn complete_frame(&mut self, c: &Completed) {
         self.record_frame(c);
         if let Some(r) = &self.engine.router {
             r.complete(c);
@@ -1702,7 +1723,7 @@ impl Daemon {
         let admitted = admitted_before + drained.admitted;
         let rejected = rejected_before + drained.rejected;
         metrics.set_rejected(rejected);
-        let summary = recorder.summary(&model, rejected, &drained.stats, Instant::now());
+        let summary = recorder.into_summary(&model, rejected, &drained.stats, Instant::now());
         say!(
             "done: {} frames in {:.1} s, {:.2} frames/s, p50 {:.1} ms, p99 {:.1} ms, {} rejected",
             summary.frames,
@@ -1724,6 +1745,7 @@ impl Daemon {
                 admitted,
                 reloads,
                 events: &events,
+                events_dropped: events.dropped(),
             })?;
             std::fs::write(path, text + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;

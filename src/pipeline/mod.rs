@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod frame;
+pub mod histogram;
 pub mod partition;
 pub mod recorder;
 pub mod runtime;
