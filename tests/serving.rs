@@ -86,7 +86,12 @@ impl Server {
     fn start(model: &str, server_yaml: &str, top_yaml: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("odin.yaml");
-        std::fs::write(&config, config_text(server_yaml, top_yaml)).unwrap();
+        // Each agent has its own state directory.
+        let state = format!(
+            "cgroup:\n  state_dir: {}\n",
+            dir.path().join("state").display()
+        );
+        std::fs::write(&config, config_text(server_yaml, &(state + top_yaml))).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_odin"))
             .args(["run", "--model", model, "--config"])
             .arg(&config)
@@ -924,4 +929,375 @@ fn malformed_requests_get_400_with_a_message_and_the_server_stays_up() {
     eprintln!("gone clients: {cancelled} cancelled");
     let (status, _, _) = srv.stop();
     assert!(status.success());
+}
+
+/// What the server sent before it closed the connection (EOF or reset).
+/// The read timeout is only a bound far past any deadline under test, so a
+/// server that never closes fails the test instead of hanging it.
+fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return got;
+            }
+            Err(e) => panic!("the server kept the connection open ({e}) after {got:?}"),
+        }
+    }
+}
+
+fn status_of(bytes: &[u8]) -> Option<u16> {
+    String::from_utf8_lossy(bytes)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+}
+
+/// One response read off a keep-alive connection: its status and body
+/// (which must have a Content-Length).
+fn response(s: &mut TcpStream) -> (u16, Vec<u8>) {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = status_of(line.as_bytes()).unwrap_or_else(|| panic!("status line {line:?}"));
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).unwrap();
+    assert!(r.buffer().is_empty(), "bytes after the response");
+    (status, body)
+}
+
+const LIVE: &str = "GET /v2/health/live HTTP/1.1\r\nHost: odin\r\n\r\n";
+
+#[test]
+fn slow_and_stalled_http_clients_are_closed_and_never_block_others() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let py = python();
+    let srv = Server::start("resnet18", "read_timeout_ms: 3000", "");
+    let connect = || TcpStream::connect(&srv.http).unwrap();
+    // Connections that send nothing.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| connect()).collect();
+    // Connections that trickle a request head, a byte every 100 ms, until
+    // the server closes them.
+    let tricklers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = connect();
+            let mut w = s.try_clone().unwrap();
+            let writer = std::thread::spawn(move || {
+                let head = b"GET /v2/health/live HTTP/1.1\r\nHost: odin\r\n";
+                let filler = b"X-Slow: a\r\n".iter().cycle();
+                for &b in head.iter().chain(filler).take(1200) {
+                    if w.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            s.write_all(b"G").unwrap();
+            (s, writer)
+        })
+        .collect();
+    // Connections that send a request head, part of the body, and stall.
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(
+                b"POST /v2/models/resnet18/infer HTTP/1.1\r\nHost: odin\r\nContent-Length: 1000\r\n\r\n{\"inputs\"",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Meanwhile other clients are served: raw HTTP, and Triton's clients
+    // over HTTP and gRPC.
+    let (status, body) = http(
+        &srv.http,
+        "GET /v2/health/ready HTTP/1.1\r\nHost: odin\r\nConnection: close\r\n\r\n",
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    if let Some(py) = &py {
+        let out = client(
+            py,
+            &[
+                "check", "--http", &srv.http, "--grpc", &srv.grpc, "--model", "resnet18",
+            ],
+        );
+        assert_eq!(out["http"]["live"], true, "{out}");
+    }
+    // The server closes every one of them: the idle and trickling ones
+    // without an answer, the stalled bodies with 408.
+    for s in &mut idle {
+        assert_eq!(until_closed(s), Vec::<u8>::new());
+    }
+    for (mut s, writer) in tricklers {
+        let got = until_closed(&mut s);
+        assert!(
+            got.is_empty() || status_of(&got) == Some(408),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        writer.join().unwrap();
+    }
+    for s in &mut stalled {
+        let got = until_closed(s);
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(status_of(&got), Some(408), "{text}");
+        assert!(
+            text.contains("did not arrive whole within 3000 ms"),
+            "{text}"
+        );
+    }
+    // An idle keep-alive connection is closed too, after its answer.
+    let mut kept = connect();
+    kept.write_all(LIVE.as_bytes()).unwrap();
+    assert_eq!(response(&mut kept).0, 200);
+    assert_eq!(until_closed(&mut kept), Vec::<u8>::new());
+    // A head larger than server.max_header_bytes (16 KiB) is refused with
+    // 431; one within it is served.
+    let big = |n: usize| {
+        format!(
+            "GET /v2/health/live HTTP/1.1\r\nHost: odin\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(n)
+        )
+    };
+    assert_eq!(http(&srv.http, &big(32 << 10), b"").0, 431);
+    assert_eq!(http(&srv.http, &big(8 << 10), b"").0, 200);
+    // Every stalled body counted as an invalid request.
+    assert!(
+        srv.metric("odin_inference_request_failure_total{model=\"resnet18\",reason=\"invalid\"}")
+            >= 2.0
+    );
+    let (status, log, _) = srv.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}
+
+#[test]
+fn a_connection_beyond_max_connections_waits_without_starving_the_accepted_one() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start("resnet18", "max_connections: 1", "");
+    // The one slot: a keep-alive connection that has been answered.
+    let mut first = TcpStream::connect(&srv.http).unwrap();
+    first.write_all(LIVE.as_bytes()).unwrap();
+    assert_eq!(response(&mut first).0, 200);
+    // A second connection completes its TCP handshake (the kernel's
+    // backlog) and sends a whole request.
+    let mut second = TcpStream::connect(&srv.http).unwrap();
+    second
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: odin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The accepted connection is still served...
+    first.write_all(LIVE.as_bytes()).unwrap();
+    assert_eq!(response(&mut first).0, 200);
+    // ...while the second has had no answer: it was not accepted.
+    second.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 1];
+    let peek = second.peek(&mut b);
+    assert!(
+        matches!(&peek, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the second connection was served past max_connections: {peek:?}"
+    );
+    second.set_nonblocking(false).unwrap();
+    // Once the first closes, the second gets its slot and its answer.
+    drop(first);
+    let got = until_closed(&mut second);
+    assert_eq!(
+        status_of(&got),
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let (status, log, _) = srv.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+}
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The next frame (type, flags, stream, payload), or `None` once the server
+/// has closed the connection.
+fn h2_read(s: &mut TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = [0u8; 9];
+    match s.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return None;
+        }
+        Err(e) => panic!("the server kept the HTTP/2 connection open: {e}"),
+    }
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0; len];
+    s.read_exact(&mut payload).ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some((head[3], head[4], stream, payload))
+}
+
+/// An HPACK integer with an `bits`-bit prefix after `flags`.
+fn hpack_int(flags: u8, bits: u32, v: usize) -> Vec<u8> {
+    let max = (1usize << bits) - 1;
+    if v < max {
+        return vec![flags | v as u8];
+    }
+    let mut out = vec![flags | max as u8];
+    let mut rest = v - max;
+    while rest >= 128 {
+        out.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    out.push(rest as u8);
+    out
+}
+
+fn hpack_str(s: &str) -> Vec<u8> {
+    [hpack_int(0, 7, s.len()), s.as_bytes().to_vec()].concat()
+}
+
+/// A gRPC call's request headers (HPACK, no Huffman, no indexing), with
+/// `extra` ones.
+fn grpc_headers(extra: &[(&str, &str)]) -> Vec<u8> {
+    // :method POST, :scheme http (static table 3 and 6).
+    let mut b = vec![0x83, 0x86];
+    // :path, a literal with the static table's name 4.
+    b.extend(hpack_int(0, 4, 4));
+    b.extend(hpack_str("/inference.GRPCInferenceService/ServerLive"));
+    for (k, v) in [("content-type", "application/grpc"), ("te", "trailers")]
+        .iter()
+        .chain(extra)
+    {
+        b.push(0);
+        b.extend(hpack_str(k));
+        b.extend(hpack_str(v));
+    }
+    b
+}
+
+/// Sends the client preface and empty SETTINGS; returns the server's
+/// settings (id, value) after acknowledging them.
+fn h2_handshake(s: &mut TcpStream) -> Vec<(u16, u32)> {
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&h2_frame(4, 0, 0, &[])).unwrap();
+    loop {
+        let (kind, flags, _, payload) = h2_read(s).expect("server SETTINGS");
+        if kind == 4 && flags & 1 == 0 {
+            s.write_all(&h2_frame(4, 1, 0, &[])).unwrap();
+            return payload
+                .chunks(6)
+                .map(|c| {
+                    (
+                        u16::from_be_bytes([c[0], c[1]]),
+                        u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                    )
+                })
+                .collect();
+        }
+    }
+}
+
+/// The server's first answer on `stream`: a RST_STREAM (3) or HEADERS (1)
+/// frame's type and payload.
+fn h2_answer_of(s: &mut TcpStream, stream: u32) -> (u8, Vec<u8>) {
+    loop {
+        match h2_read(s) {
+            Some((kind @ (1 | 3), _, id, p)) if id == stream => return (kind, p),
+            Some(_) => {}
+            None => panic!("connection closed before stream {stream} was answered"),
+        }
+    }
+}
+
+const REFUSED_STREAM: u32 = 7;
+
+#[test]
+fn grpc_bounds_streams_headers_handshakes_and_dead_peers() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let srv = Server::start(
+        "resnet18",
+        "read_timeout_ms: 1000\nkeepalive_ms: 500\nmax_streams: 2\nmax_header_bytes: 4096",
+        "",
+    );
+    let connect = || TcpStream::connect(&srv.grpc).unwrap();
+    // No preface at all, and half a preface: closed at the handshake
+    // deadline.
+    let mut silent = connect();
+    let mut partial = connect();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    // (The server's own SETTINGS may come first: it sends them at once.)
+    for s in [&mut silent, &mut partial] {
+        let got = until_closed(s);
+        assert!(got.is_empty() || got[3] == 4, "{got:?}");
+    }
+
+    // The server announces its stream and header list bounds...
+    let mut c = connect();
+    let settings = h2_handshake(&mut c);
+    assert!(
+        settings.contains(&(3, 2)),
+        "MAX_CONCURRENT_STREAMS in {settings:?}"
+    );
+    assert!(
+        settings.contains(&(6, 4096)),
+        "MAX_HEADER_LIST_SIZE in {settings:?}"
+    );
+    // ...and holds a client that opens more streams to them: two calls
+    // that never finish their request, then a third, refused.
+    for id in [1, 3, 5] {
+        c.write_all(&h2_frame(1, 4, id, &grpc_headers(&[])))
+            .unwrap();
+    }
+    assert_eq!(
+        h2_answer_of(&mut c, 5),
+        (3, REFUSED_STREAM.to_be_bytes().to_vec())
+    );
+
+    // A header list above max_header_bytes is refused on its own: answered
+    // (431 or a reset) before its request body, which a call within the
+    // bounds would wait for.
+    let mut c = connect();
+    h2_handshake(&mut c);
+    let big = "a".repeat(6000);
+    c.write_all(&h2_frame(1, 4, 1, &grpc_headers(&[("x-big", &big)])))
+        .unwrap();
+    h2_answer_of(&mut c, 1);
+
+    // A peer that stops answering pings is dropped: the server pings it
+    // after keepalive_ms of silence and closes it read_timeout_ms later.
+    let mut dead = connect();
+    h2_handshake(&mut dead);
+    let mut pinged = false;
+    while let Some((kind, flags, _, _)) = h2_read(&mut dead) {
+        pinged |= kind == 6 && flags & 1 == 0;
+    }
+    assert!(pinged, "closed without a ping");
+
+    let (status, log, _) = srv.stop();
+    assert!(status.success(), "{}", log.join("\n"));
 }

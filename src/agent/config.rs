@@ -431,6 +431,21 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Largest request body (REST) or message (gRPC), in bytes.
     pub max_request_bytes: usize,
+    /// Connections open at once on each port; one more waits to be
+    /// accepted until one closes.
+    pub max_connections: usize,
+    /// Time a client has to send a whole HTTP/1 request head, then its
+    /// whole body, the HTTP/2 handshake, or an answer to a ping, and the
+    /// longest a response write may wait for the client to take bytes; an
+    /// idle HTTP/1 keep-alive connection is closed after it too.
+    pub read_timeout_ms: u64,
+    /// An HTTP/2 connection silent this long is pinged; one whose peer does
+    /// not answer within `read_timeout_ms` is closed.
+    pub keepalive_ms: u64,
+    /// Largest HTTP/1 request head or HTTP/2 header list, in bytes.
+    pub max_header_bytes: usize,
+    /// Concurrent HTTP/2 streams (gRPC calls) per connection.
+    pub max_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -445,6 +460,11 @@ impl Default for ServerConfig {
             model_name: None,
             threads: 2,
             max_request_bytes: 64 << 20,
+            max_connections: 256,
+            read_timeout_ms: 30_000,
+            keepalive_ms: 60_000,
+            max_header_bytes: 16 << 10,
+            max_streams: 64,
         }
     }
 }
@@ -468,6 +488,21 @@ impl ServerConfig {
         }
         if self.threads != other.threads {
             v.push("server.threads");
+        }
+        if self.max_connections != other.max_connections {
+            v.push("server.max_connections");
+        }
+        if self.read_timeout_ms != other.read_timeout_ms {
+            v.push("server.read_timeout_ms");
+        }
+        if self.keepalive_ms != other.keepalive_ms {
+            v.push("server.keepalive_ms");
+        }
+        if self.max_header_bytes != other.max_header_bytes {
+            v.push("server.max_header_bytes");
+        }
+        if self.max_streams != other.max_streams {
+            v.push("server.max_streams");
         }
         v
     }
@@ -511,6 +546,39 @@ impl ServerConfig {
                     "{}: must be between 1024 and 2147483648",
                     self.max_request_bytes
                 ),
+            );
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return err(
+                "server.max_connections",
+                format!("{}: must be between 1 and 65536", self.max_connections),
+            );
+        }
+        if !(100..=600_000).contains(&self.read_timeout_ms) {
+            return err(
+                "server.read_timeout_ms",
+                format!("{}: must be between 100 and 600000", self.read_timeout_ms),
+            );
+        }
+        if !(100..=86_400_000).contains(&self.keepalive_ms) {
+            return err(
+                "server.keepalive_ms",
+                format!("{}: must be between 100 and 86400000", self.keepalive_ms),
+            );
+        }
+        if !(1024..=(1 << 20)).contains(&self.max_header_bytes) {
+            return err(
+                "server.max_header_bytes",
+                format!(
+                    "{}: must be between 1024 and 1048576",
+                    self.max_header_bytes
+                ),
+            );
+        }
+        if !(1..=1024).contains(&self.max_streams) {
+            return err(
+                "server.max_streams",
+                format!("{}: must be between 1 and 1024", self.max_streams),
             );
         }
         if let Some(n) = &self.model_name
@@ -1132,5 +1200,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("none.yaml"), "{e}");
+    }
+
+    #[test]
+    fn connection_bounds_have_defaults_and_ranges() {
+        let s = parse("").unwrap().server;
+        assert_eq!(
+            (
+                s.max_connections,
+                s.read_timeout_ms,
+                s.keepalive_ms,
+                s.max_header_bytes,
+                s.max_streams
+            ),
+            (256, 30_000, 60_000, 16_384, 64)
+        );
+        let c = parse(
+            "server:\n  max_connections: 8\n  read_timeout_ms: 500\n  keepalive_ms: 1000\n  max_header_bytes: 4096\n  max_streams: 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 8);
+        assert_eq!(c.server.max_streams, 2);
+        for (field, value, range) in [
+            ("max_connections", "0", "between 1 and 65536"),
+            ("max_connections", "65537", "between 1 and 65536"),
+            ("read_timeout_ms", "99", "between 100 and 600000"),
+            ("read_timeout_ms", "600001", "between 100 and 600000"),
+            ("keepalive_ms", "50", "between 100 and 86400000"),
+            ("max_header_bytes", "1023", "between 1024 and 1048576"),
+            ("max_header_bytes", "1048577", "between 1024 and 1048576"),
+            ("max_streams", "0", "between 1 and 1024"),
+            ("max_streams", "1025", "between 1 and 1024"),
+        ] {
+            let text = format!("server:\n  {field}: {value}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("server.{field}")) && e.contains(range) && e.contains(value),
+                "{text}: {e}"
+            );
+        }
+        let mut other = c.server.clone();
+        other.read_timeout_ms = 600;
+        assert_eq!(
+            c.server.restart_fields(&other),
+            vec!["server.read_timeout_ms"]
+        );
     }
 }

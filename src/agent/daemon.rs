@@ -57,7 +57,7 @@ use crate::policy::detector::Event;
 use crate::policy::{Action, Observation, PeSignals, Placement};
 use crate::server::admission::{Admission, Feeder, Refusal, Router};
 use crate::server::image::Labels;
-use crate::server::net::{Listen, Net};
+use crate::server::net::{Bounds, Listen, Net};
 use crate::server::protocol::Limits;
 use crate::server::service::{Answered, ServedModel, Service, Settings};
 use crate::server::stats::ServingStats;
@@ -723,6 +723,13 @@ impl Serving {
             grpc: cfg.grpc,
             threads: cfg.threads,
             cpus: (!spare.is_empty()).then_some(spare),
+            bounds: Bounds {
+                max_connections: cfg.max_connections,
+                read_timeout: Duration::from_millis(cfg.read_timeout_ms),
+                keepalive: Duration::from_millis(cfg.keepalive_ms),
+                max_header_bytes: cfg.max_header_bytes,
+                max_streams: cfg.max_streams,
+            },
         };
         let net = Net::start(service.clone(), &listen).map_err(|e| Refused(e.to_string()))?;
         Ok(Self {

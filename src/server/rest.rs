@@ -12,11 +12,15 @@
 //!
 //! Errors are `{"error": "..."}` with Triton's statuses (400, 404, 503,
 //! 500). A body is read only up to [`Limits::max_body_bytes`]: a declared
-//! `Content-Length` beyond it is refused before a byte is read.
+//! `Content-Length` beyond it is refused before a byte is read. A body must
+//! arrive whole within the body deadline of its head, else the request is
+//! answered 408 and the connection closed, so a client that stalls its body
+//! holds its connection no longer than that.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
@@ -31,8 +35,13 @@ use super::service::Service;
 /// The header that carries the JSON part's length of a binary body.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// The routes, serving `service`.
-pub fn router(service: Arc<Service>) -> Router {
+/// How long a request body may take to arrive whole, from its head.
+#[derive(Clone, Copy, Debug)]
+struct BodyDeadline(Duration);
+
+/// The routes, serving `service`; a body must arrive whole within
+/// `body_deadline` of its head.
+pub fn router(service: Arc<Service>, body_deadline: Duration) -> Router {
     Router::new()
         .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
@@ -52,6 +61,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v))
         .fallback(not_found)
+        .layer(Extension(BodyDeadline(body_deadline)))
         .with_state(service)
 }
 
@@ -145,12 +155,18 @@ async fn config_v(State(s): State<Arc<Service>>, Path((m, v)): Path<(String, Str
     }
 }
 
-async fn infer(s: State<Arc<Service>>, Path(m): Path<String>, req: Request) -> Response {
-    infer_v(s, Path((m, String::new())), req).await
+async fn infer(
+    s: State<Arc<Service>>,
+    d: Extension<BodyDeadline>,
+    Path(m): Path<String>,
+    req: Request,
+) -> Response {
+    infer_v(s, d, Path((m, String::new())), req).await
 }
 
 async fn infer_v(
     State(s): State<Arc<Service>>,
+    Extension(BodyDeadline(deadline)): Extension<BodyDeadline>,
     Path((m, v)): Path<(String, String)>,
     req: Request,
 ) -> Response {
@@ -165,7 +181,23 @@ async fn infer_v(
     let name = model.desc.name.clone();
     let limits = s.settings().limits;
     let (parts, body) = req.into_parts();
-    let parsed = match read_body(&parts.headers, body, &limits).await {
+    let whole_by = tokio::time::Instant::from_std(arrived + deadline);
+    let read =
+        match tokio::time::timeout_at(whole_by, read_body(&parts.headers, body, &limits)).await {
+            Ok(read) => read,
+            Err(_) => {
+                let e = ProtocolError::Invalid(format!(
+                    "the request body did not arrive whole within {} ms",
+                    deadline.as_millis()
+                ));
+                s.refused(&name, &e);
+                let mut r = json(StatusCode::REQUEST_TIMEOUT, &e.json());
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        };
+    let parsed = match read {
         Ok((bytes, header_length)) => {
             protocol::parse_infer_request(&bytes, header_length, &limits, Some(&model.desc))
         }
