@@ -439,6 +439,13 @@ fn every_seed_parses() {
     for seed in corpus("cgroup") {
         procfs::parse_cgroup(Path::new("cgroup"), &text(&seed)).unwrap();
     }
+    let root = tempfile::tempdir().unwrap();
+    let mountinfo = root.path().join("proc/self/mountinfo");
+    std::fs::create_dir_all(mountinfo.parent().unwrap()).unwrap();
+    for seed in corpus("mountinfo") {
+        std::fs::write(&mountinfo, seed).unwrap();
+        assert_ne!(Layout::detect(root.path()).unwrap(), Layout::default());
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cgroup-journal.jsonl");
     for seed in corpus("journal") {
