@@ -828,6 +828,20 @@ mod tests {
     }
 
     #[test]
+    fn task_stat_children_times_that_overflow_are_an_error() {
+        let text = include_str!("../../tests/fuzz/corpus/task_stat/regress-cutime-overflow");
+        let e = parse_task_stat(Path::new("/proc/1234/stat"), 1234, text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/proc/1234/stat")
+                && e.contains("cutime, cstime")
+                && e.contains("overflows"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn task_stat_tid_must_match_directory() {
         let root = FakeRoot::new();
         root.write(

@@ -180,8 +180,8 @@ fn apply(mut data: Vec<u8>, m: &Mutation) -> Vec<u8> {
     data
 }
 
-/// The committed seeds of `target`.
-fn corpus(target: &str) -> Vec<Vec<u8>> {
+/// The committed seeds of `target`, with their file names.
+fn corpus_named(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fuzz/corpus")
         .join(target);
@@ -190,9 +190,20 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    let seeds: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let seeds: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(f).unwrap())
+        })
+        .collect();
     assert!(!seeds.is_empty(), "{}: no seeds", dir.display());
     seeds
+}
+
+/// The committed seeds of `target`.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    corpus_named(target).into_iter().map(|(_, s)| s).collect()
 }
 
 /// A seed of `target` with up to 6 mutations (most inputs), or arbitrary
@@ -427,8 +438,12 @@ fn every_seed_parses() {
     for seed in corpus("proc_stat") {
         procfs::parse_proc_stat(Path::new("stat"), &text(&seed)).unwrap();
     }
-    for seed in corpus("task_stat") {
-        procfs::parse_task_stat(Path::new("stat"), 1, &seed).unwrap();
+    // Seeds named regress-* once broke a parser: they are refused now, as
+    // a test beside each fix shows.
+    for (name, seed) in corpus_named("task_stat") {
+        if !name.starts_with("regress-") {
+            procfs::parse_task_stat(Path::new("stat"), 1, &seed).unwrap();
+        }
     }
     for seed in corpus("schedstat") {
         procfs::parse_schedstat(Path::new("schedstat"), &text(&seed)).unwrap();
