@@ -97,8 +97,6 @@ impl Server {
             .arg(&config)
             .arg("--json-summary")
             .arg(dir.path().join("summary.json"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

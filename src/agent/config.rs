@@ -77,14 +77,44 @@ fn at(line: Option<usize>, column: Option<usize>) -> String {
 /// nothing).
 pub const RATES: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
 
+/// The most values a model's input may hold: 2^28 (1 GiB of f32), far
+/// beyond a picture, small enough that one frame can be allocated.
+pub const MAX_INPUT_ELEMENTS: usize = 1 << 28;
+
+/// Checks input dimensions: 1 to 4 positive ones, whose product is at most
+/// [`MAX_INPUT_ELEMENTS`].
+pub fn check_input_shape(shape: &[usize]) -> Result<(), String> {
+    if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
+        return Err(format!(
+            "{shape:?}: give 1 to 4 positive dimensions, e.g. [1, 3, 224, 224]"
+        ));
+    }
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_INPUT_ELEMENTS);
+    if elements.is_none() {
+        return Err(format!(
+            "{shape:?}: at most {MAX_INPUT_ELEMENTS} values in all (1 GiB of f32)"
+        ));
+    }
+    Ok(())
+}
+
+/// The latency SLOs odin takes, milliseconds: a microsecond to a day.
+pub const LATENCIES_MS: std::ops::RangeInclusive<f64> = 0.001..=86_400_000.0;
+
+/// The most PEs a configuration may list.
+pub const MAX_PES: usize = 4096;
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Which network to run.
     pub model: ModelConfig,
-    /// One CPU set per stage, in the kernel's list syntax; empty: one stage
-    /// per online CPU.
+    /// One CPU set per stage, in the kernel's list syntax, at most
+    /// [`MAX_PES`]; empty: one stage per online CPU.
     pub pes: Vec<String>,
     /// How frames arrive.
     pub load: LoadConfig,
@@ -113,7 +143,8 @@ pub struct ModelConfig {
     /// An ONNX file to run instead of a built-in model.
     pub path: Option<PathBuf>,
     /// Dimensions of the ONNX model's input, fixing its dynamic ones
-    /// (default: as declared, batch 1).
+    /// (default: as declared, batch 1): 1 to 4, at most
+    /// [`MAX_INPUT_ELEMENTS`] values in all.
     pub input_shape: Option<Vec<usize>>,
     /// A cost profile from `odin profile --output` for the initial partition.
     pub profile: Option<PathBuf>,
@@ -200,7 +231,7 @@ impl Default for PolicySection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
-    /// Milliseconds between samples (and detector ticks).
+    /// Milliseconds between samples (and detector ticks), 10 to 60000.
     pub tick_ms: u64,
     /// Open hardware counter groups where the machine has a PMU.
     pub counters: bool,
@@ -722,11 +753,8 @@ impl Config {
                         .into(),
                 );
             }
-            if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
-                return err(
-                    "model.input_shape",
-                    format!("{shape:?}: give 1 to 4 positive dimensions, e.g. [1, 3, 224, 224]"),
-                );
+            if let Err(e) = check_input_shape(shape) {
+                return err("model.input_shape", e);
             }
         }
         if self.model.path.is_none()
@@ -740,6 +768,9 @@ impl Config {
                     crate::engine::zoo::NAMES.join(", ")
                 ),
             );
+        }
+        if self.pes.len() > MAX_PES {
+            return err("pes", format!("{} PEs: at most {MAX_PES}", self.pes.len()));
         }
         for (i, text) in self.pes.iter().enumerate() {
             let set: CpuSet = match text.parse() {
@@ -774,14 +805,28 @@ impl Config {
             _ => {}
         }
         if let Some(l) = self.slo.latency_ms
-            && !(l.is_finite() && l > 0.0)
+            && !LATENCIES_MS.contains(&l)
         {
-            return err("slo.latency_ms", format!("{l}: must be positive"));
+            return err(
+                "slo.latency_ms",
+                format!(
+                    "{l}: must be a positive number of milliseconds from {} to {} (a day)",
+                    LATENCIES_MS.start(),
+                    LATENCIES_MS.end()
+                ),
+            );
         }
         if let Some(t) = self.slo.throughput_fps
-            && !(t.is_finite() && t > 0.0)
+            && !RATES.contains(&t)
         {
-            return err("slo.throughput_fps", format!("{t}: must be positive"));
+            return err(
+                "slo.throughput_fps",
+                format!(
+                    "{t}: must be a positive number of frames per second from {} to {}",
+                    RATES.start(),
+                    RATES.end()
+                ),
+            );
         }
         if !POLICY_NAMES.contains(&self.policy.name.as_str()) {
             return err(
@@ -1083,6 +1128,101 @@ mod tests {
     }
 
     #[test]
+    fn every_number_is_range_checked_with_the_field_and_the_range() {
+        let many_pes = format!("pes: [{}]\n", vec!["\"0\""; MAX_PES + 1].join(", "));
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                "slo:\n  latency_ms: .nan\n".into(),
+                "slo.latency_ms",
+                "86400000",
+            ),
+            (
+                "slo:\n  latency_ms: 1e300\n".into(),
+                "slo.latency_ms",
+                "86400000",
+            ),
+            (
+                "slo:\n  latency_ms: -.inf\n".into(),
+                "slo.latency_ms",
+                "0.001",
+            ),
+            (
+                "slo:\n  throughput_fps: 1e-300\n".into(),
+                "slo.throughput_fps",
+                "0.001 to 1000000",
+            ),
+            (
+                "slo:\n  throughput_fps: .inf\n".into(),
+                "slo.throughput_fps",
+                "1000000",
+            ),
+            (
+                "model:\n  path: m.onnx\n  input_shape: [1, 3, 100000, 100000]\n".into(),
+                "model.input_shape",
+                "268435456",
+            ),
+            (
+                "model:\n  path: m.onnx\n  input_shape: [4294967296, 4294967296, 4294967296]\n"
+                    .into(),
+                "model.input_shape",
+                "268435456",
+            ),
+            (many_pes, "pes", "at most 4096"),
+            (
+                "monitor:\n  tick_ms: 18446744073709551615\n".into(),
+                "monitor.tick_ms",
+                "10 and 60000",
+            ),
+            ("cgroup:\n  quota: .nan\n".into(), "cgroup.quota", "0.01"),
+            (
+                "cgroup:\n  escalate_after_ms: 1e3\n".into(),
+                "cgroup.escalate_after_ms",
+                "",
+            ),
+            (
+                "cgroup:\n  slack: -.inf\n".into(),
+                "cgroup.slack",
+                "fraction",
+            ),
+            (
+                "policy:\n  params:\n    alpha: 4294967295\n".into(),
+                "policy.params.alpha",
+                "10000",
+            ),
+            (
+                "policy:\n  params:\n    candidate_frames: 4000000000\n".into(),
+                "policy.params.candidate_frames",
+                "100000",
+            ),
+            (
+                "policy:\n  params:\n    lls:\n      quiet_share: 1e300\n".into(),
+                "policy.params.lls.quiet_share",
+                "1024",
+            ),
+            (
+                "policy:\n  params:\n    detector:\n      onset_ticks: 4294967295\n".into(),
+                "policy.params.detector.onset_ticks",
+                "100000",
+            ),
+            (
+                "policy:\n  params:\n    detector:\n      threshold: 1e300\n".into(),
+                "policy.params.detector.threshold",
+                "1000",
+            ),
+        ];
+        for (text, field, range) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.contains("odin.yaml") && e.contains(field) && e.contains(range),
+                "{text:?}: {e}"
+            );
+        }
+        // The edges themselves are accepted.
+        parse("slo:\n  latency_ms: 86400000\n  throughput_fps: 1000000\n").unwrap();
+        parse("model:\n  path: m.onnx\n  input_shape: [1, 1, 16384, 16384]\n").unwrap();
+    }
+
+    #[test]
     fn the_policy_section_is_checked_with_field_and_line() {
         let c = parse(
             "policy:\n  name: lls\n  params:\n    alpha: 3\n    detector:\n      onset_ticks: 5\n",
@@ -1106,7 +1246,7 @@ mod tests {
                 "policy:\n  params:\n    alpha: 0\n",
                 "policy.params.alpha",
                 "line 3",
-                "at least 1",
+                "from 1 to 10000",
             ),
             (
                 "policy:\n  params:\n    detector:\n      threshold: 0\n",

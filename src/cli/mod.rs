@@ -52,9 +52,13 @@ enum Command {
 #[derive(Clone, Debug)]
 pub(crate) struct Dims(pub Vec<usize>);
 
-/// clap's parser for `--input-shape` (`1,3,224,224`).
+/// clap's parser for `--input-shape` (`1,3,224,224`): 1 to 4 positive
+/// dimensions, at most [`odin::agent::config::MAX_INPUT_ELEMENTS`] values
+/// in all.
 pub(crate) fn parse_input_shape(text: &str) -> Result<Dims, String> {
-    odin::engine::open::parse_shape(text).map(Dims)
+    let dims = odin::engine::open::parse_shape(text)?;
+    odin::agent::config::check_input_shape(&dims).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(Dims(dims))
 }
 
 /// Opens the model a `--model` value names (a built-in name or an ONNX
@@ -90,6 +94,32 @@ pub fn check_seconds(flag: &str, v: f64, zero_ok: bool) -> Result<(), UsageError
         "--{flag} {v}: must be a number of seconds from {low} to {MAX_SECONDS} (ten years)"
     )))
 }
+
+/// A `--flag` number: finite and within `min..=max`, in `unit`s.
+pub fn check_number(flag: &str, v: f64, min: f64, max: f64, unit: &str) -> Result<(), UsageError> {
+    if v.is_finite() && (min..=max).contains(&v) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--{flag} {v}: must be a number of {unit} from {min} to {max}"
+    )))
+}
+
+/// A `--flag` count within `min..=max`, in `unit`s.
+pub fn check_count(flag: &str, v: u64, min: u64, max: u64, unit: &str) -> Result<(), UsageError> {
+    if (min..=max).contains(&v) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "--{flag} {v}: must be from {min} to {max} {unit}"
+    )))
+}
+
+/// The longest latency SLO a flag may give, milliseconds: a day.
+pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
+
+/// The shortest latency SLO a flag may give, milliseconds: a microsecond.
+pub const MIN_LATENCY_MS: f64 = 0.001;
 
 /// Parses the command line, runs the subcommand and maps errors to exit codes.
 pub fn main() -> ExitCode {

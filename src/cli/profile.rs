@@ -27,8 +27,8 @@ pub struct Args {
     /// Timed forward passes.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     runs: u32,
-    /// Untimed forward passes first.
-    #[arg(long, default_value_t = 2)]
+    /// Untimed forward passes first (at most 100000).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     warmup: u32,
     /// Seed of the model's random weights.
     #[arg(long, default_value_t = 1)]

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::UsageError;
+use odin::agent::config::RATES;
 use odin::engine::profile::CostProfile;
 use odin::policy::{self, config::PolicyConfig};
-use odin::sim::scenario::{Scenario, ScenarioError};
+use odin::sim::scenario::{MAX_PES, Scenario, ScenarioError};
 use odin::sim::{self, Load, SimError, Spec};
 
 /// Simulates the model as a pipeline on N PEs under an interference
@@ -26,7 +27,7 @@ pub struct Args {
     /// Dimensions of an ONNX model's input, e.g. 1,3,224,224.
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
     input_shape: Option<super::Dims>,
-    /// Number of PEs (one pipeline stage each).
+    /// Number of PEs (one pipeline stage each), 1 to 4096.
     #[arg(long, value_name = "N")]
     pes: usize,
     /// A shipped scenario (none, long-lived, short-bursts, periodic,
@@ -37,7 +38,7 @@ pub struct Args {
     /// lls, odin, guided, oracle. The oracle always runs, for the ratio.
     #[arg(long, value_name = "all|LIST", default_value = "all")]
     policy: String,
-    /// Frames per policy run.
+    /// Frames per policy run, 2 to 10000000.
     #[arg(long, value_name = "K", default_value_t = 2000)]
     frames: u64,
     /// Latency SLO in ms (default: 1.5 x the p99 latency of the initial
@@ -66,10 +67,14 @@ pub struct Args {
     /// (default: closed loop, keeping the pipeline full).
     #[arg(long, value_name = "FPS")]
     rate: Option<f64>,
-    /// Policy tick in ms of virtual time.
+    /// Policy tick in ms of virtual time, 0.1 to 60000.
     #[arg(long, value_name = "MS", default_value_t = 100.0)]
     tick_ms: f64,
 }
+
+/// The most frames one policy run may simulate: minutes of wall time per
+/// policy at the simulator's speed, far beyond any experiment.
+pub const MAX_FRAMES: u64 = 10_000_000;
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
@@ -96,20 +101,18 @@ fn policies(text: &str) -> Result<Vec<String>> {
 
 pub fn run(args: Args) -> Result<()> {
     let policies = policies(&args.policy)?;
-    if args.pes == 0 {
-        return Err(usage("--pes: at least 1 PE"));
-    }
-    if args.frames < 2 {
-        return Err(usage("--frames: at least 2 frames"));
-    }
-    if !(args.gflops > 0.0 && args.gflops.is_finite()) {
-        return Err(usage(format!("--gflops {}: must be positive", args.gflops)));
-    }
-    if !(args.tick_ms > 0.0 && args.tick_ms.is_finite()) {
-        return Err(usage(format!(
-            "--tick-ms {}: must be positive",
-            args.tick_ms
-        )));
+    super::check_count("pes", args.pes as u64, 1, MAX_PES as u64, "PEs")?;
+    super::check_count("frames", args.frames, 2, MAX_FRAMES, "frames")?;
+    super::check_number("gflops", args.gflops, 0.001, 1e6, "GFLOP/s")?;
+    super::check_number("tick-ms", args.tick_ms, 0.1, 60_000.0, "milliseconds")?;
+    if let Some(slo) = args.slo_latency {
+        super::check_number(
+            "slo-latency",
+            slo,
+            super::MIN_LATENCY_MS,
+            super::MAX_LATENCY_MS,
+            "milliseconds",
+        )?;
     }
     if let Some(plot) = &args.plot {
         let ext = plot.extension().map(|e| e.to_string_lossy().to_lowercase());
@@ -122,8 +125,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let load = match args.rate {
         None => Load::Closed,
-        Some(r) if r > 0.0 && r.is_finite() => Load::Open { rate: r },
-        Some(r) => return Err(usage(format!("--rate {r}: must be positive"))),
+        Some(r) => {
+            super::check_number("rate", r, *RATES.start(), *RATES.end(), "frames per second")?;
+            Load::Open { rate: r }
+        }
     };
     let scenario =
         Scenario::find(&args.scenario, |p| std::fs::read_to_string(p)).map_err(|e| match e {

@@ -90,6 +90,16 @@ pub enum ProfileError {
     /// The file, or a directory above it, is not trusted.
     #[error(transparent)]
     Untrusted(crate::trust::TrustError),
+    /// A value in the profile is out of range.
+    #[error("{path}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which value: `units[3].median_ms`, `total_ms`, ...
+        field: String,
+        /// What is wrong and what range is valid.
+        message: String,
+    },
     /// The profile is of another model, or has other units.
     #[error("profile is for {found}, not {expected}")]
     Mismatch {
@@ -99,6 +109,12 @@ pub enum ProfileError {
         found: String,
     },
 }
+
+/// The most units a profile may list: far more than any CNN has.
+pub const MAX_UNITS: usize = 100_000;
+
+/// The longest a unit may take in a profile, milliseconds: an hour.
+pub const MAX_UNIT_MS: f64 = 3_600_000.0;
 
 /// Median of `values` (which must not be empty); sorts in place.
 pub fn median(values: &mut [f64]) -> f64 {
@@ -225,10 +241,68 @@ impl CostProfile {
             crate::trust::TrustError::Io { path, source } => ProfileError::Io { path, source },
             e => ProfileError::Untrusted(e),
         })?;
-        serde_json::from_str(&text).map_err(|source| ProfileError::Parse {
-            path: path.to_path_buf(),
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a profile's JSON; `origin` names it in errors
+    /// (with the line and column of a syntax error, the field of a value
+    /// out of range).
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ProfileError> {
+        let profile: Self = serde_json::from_str(text).map_err(|source| ProfileError::Parse {
+            path: origin.to_path_buf(),
             source,
-        })
+        })?;
+        profile
+            .validate()
+            .map_err(|(field, message)| ProfileError::Invalid {
+                path: origin.to_path_buf(),
+                field,
+                message,
+            })?;
+        Ok(profile)
+    }
+
+    /// Checks the numbers a partition is computed from: the error is
+    /// (field, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let ms_ok = |v: f64| v.is_finite() && (0.0..=MAX_UNIT_MS).contains(&v);
+        let range = format!("must be a number of milliseconds from 0 to {MAX_UNIT_MS} (an hour)");
+        if self.units.is_empty() || self.units.len() > MAX_UNITS {
+            return Err((
+                "units".into(),
+                format!(
+                    "{} units: a profile has 1 to {MAX_UNITS} units",
+                    self.units.len()
+                ),
+            ));
+        }
+        for (i, u) in self.units.iter().enumerate() {
+            if u.index != i {
+                return Err((
+                    format!("units[{i}].index"),
+                    format!(
+                        "{}: units are listed in model order, so this is {i}",
+                        u.index
+                    ),
+                ));
+            }
+            if !ms_ok(u.median_ms) {
+                return Err((
+                    format!("units[{i}].median_ms"),
+                    format!("{}: {range}", u.median_ms),
+                ));
+            }
+        }
+        if !ms_ok(self.total_ms) {
+            return Err(("total_ms".into(), format!("{}: {range}", self.total_ms)));
+        }
+        if !(self.images_per_s.is_finite() && self.images_per_s >= 0.0) {
+            return Err((
+                "images_per_s".into(),
+                format!("{}: must be a finite number, at least 0", self.images_per_s),
+            ));
+        }
+        Ok(())
     }
 
     /// Writes the profile as pretty JSON.
@@ -288,6 +362,39 @@ mod tests {
             p.check_fits(&other),
             Err(ProfileError::Mismatch { .. })
         ));
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_with_the_field() {
+        let model = zoo::build("mobilenet_v2", 1).unwrap();
+        let good = CostProfile::nominal(&model, 100.0);
+        let text = serde_json::to_string(&good).unwrap();
+        assert_eq!(
+            CostProfile::parse(&text, Path::new("p.json")).unwrap(),
+            good
+        );
+        let with = |f: &dyn Fn(&mut CostProfile)| {
+            let mut p = good.clone();
+            f(&mut p);
+            serde_json::to_string(&p).unwrap()
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (with(&|p| p.units[2].median_ms = -1.0), "units[2].median_ms"),
+            (
+                with(&|p| p.units[0].median_ms = 1e300),
+                "units[0].median_ms",
+            ),
+            (with(&|p| p.units[1].index = 7), "units[1].index"),
+            (with(&|p| p.units.clear()), "units"),
+            (with(&|p| p.total_ms = -5.0), "total_ms"),
+            (with(&|p| p.images_per_s = -5.0), "images_per_s"),
+        ];
+        for (text, field) in cases {
+            let e = CostProfile::parse(&text, Path::new("p.json"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("p.json") && e.contains(field), "{field}: {e}");
+        }
     }
 
     #[test]

@@ -244,8 +244,10 @@ fn parse_u64(path: &Path, at: impl FnOnce() -> String, s: &str) -> Result<u64, P
         .map_err(|_| ProcError::parse(path, at(), format!("{s:?} is not a number")))
 }
 
-/// `run_ns wait_ns timeslices` (later kernels may append fields; ignored).
-fn parse_schedstat(path: &Path, text: &str) -> Result<Schedstat, ProcError> {
+/// Parses a thread's `schedstat` read from `path`: `run_ns wait_ns
+/// timeslices` (later kernels may append fields; ignored). Errors name
+/// `path` and the field.
+pub fn parse_schedstat(path: &Path, text: &str) -> Result<Schedstat, ProcError> {
     let fields: Vec<&str> = text.split_ascii_whitespace().collect();
     if fields.len() < 3 {
         return Err(ProcError::parse(
@@ -273,9 +275,11 @@ fn parse_schedstat(path: &Path, text: &str) -> Result<Schedstat, ProcError> {
     })
 }
 
-/// The `cpuN ...` lines; the aggregate `cpu` line and the other lines
-/// (`intr`, `ctxt`, ...) are skipped. At least user, nice, system, idle.
-fn parse_proc_stat(path: &Path, text: &str) -> Result<ProcStat, ProcError> {
+/// Parses `/proc/stat` read from `path`: the `cpuN ...` lines; the
+/// aggregate `cpu` line and the other lines (`intr`, `ctxt`, ...) are
+/// skipped. At least user, nice, system, idle. Errors name `path` and the
+/// line.
+pub fn parse_proc_stat(path: &Path, text: &str) -> Result<ProcStat, ProcError> {
     let mut stat = ProcStat::default();
     for (i, line) in text.lines().enumerate() {
         let mut fields = line.split_ascii_whitespace();
@@ -326,8 +330,10 @@ fn parse_proc_stat(path: &Path, text: &str) -> Result<ProcStat, ProcError> {
     Ok(stat)
 }
 
-/// `some avg10=.. avg60=.. avg300=.. total=..` and optionally `full ...`.
-fn parse_pressure(path: &Path, text: &str) -> Result<CpuPressure, ProcError> {
+/// Parses `/proc/pressure/cpu` read from `path`: `some avg10=.. avg60=..
+/// avg300=.. total=..` and optionally `full ...`. Errors name `path` and
+/// the line.
+pub fn parse_pressure(path: &Path, text: &str) -> Result<CpuPressure, ProcError> {
     let mut some = None;
     let mut full = None;
     for (i, line) in text.lines().enumerate() {
@@ -468,7 +474,15 @@ pub fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, 
     let flags = num(9, "flags")?;
     let utime = num(14, "utime")?;
     let stime = num(15, "stime")?;
-    let children_ticks = num(16, "cutime")? + num(17, "cstime")?;
+    let children_ticks = num(16, "cutime")?
+        .checked_add(num(17, "cstime")?)
+        .ok_or_else(|| {
+            ProcError::parse(
+                path,
+                "fields 16, 17 (cutime, cstime)",
+                "their sum overflows 64 bits",
+            )
+        })?;
     let starttime = num(22, "starttime")?;
     let last_cpu = num(39, "processor")?;
     Ok(TaskStat {
@@ -497,8 +511,10 @@ pub fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, 
     })
 }
 
-/// `hierarchy-id:controllers:path` lines.
-fn parse_cgroup(path: &Path, text: &str) -> Result<Option<TaskCgroup>, ProcError> {
+/// Parses a `/proc/<pid>/cgroup` read from `path`:
+/// `hierarchy-id:controllers:path` lines; the v1 `cpu` hierarchy's line
+/// wins over the v2 one. Errors name `path` and the line.
+pub fn parse_cgroup(path: &Path, text: &str) -> Result<Option<TaskCgroup>, ProcError> {
     let mut v2 = None;
     for (i, line) in text.lines().enumerate() {
         if line.is_empty() {
@@ -809,6 +825,20 @@ mod tests {
                 words,
             );
         }
+    }
+
+    #[test]
+    fn task_stat_children_times_that_overflow_are_an_error() {
+        let text = include_str!("../../tests/fuzz/corpus/task_stat/regress-cutime-overflow");
+        let e = parse_task_stat(Path::new("/proc/1234/stat"), 1234, text.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/proc/1234/stat")
+                && e.contains("cutime, cstime")
+                && e.contains("overflows"),
+            "{e}"
+        );
     }
 
     #[test]

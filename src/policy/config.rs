@@ -73,11 +73,27 @@ impl Default for LlsConfig {
     }
 }
 
+/// The most local-search steps per detection (`alpha`).
+pub const MAX_ALPHA: u32 = 10_000;
+
+/// The most frames or ticks a count parameter may ask to wait for.
+pub const MAX_WAIT: u32 = 100_000;
+
+/// The largest CPU share or relative change a threshold may give.
+pub const MAX_THRESHOLD: f64 = 1000.0;
+
+/// The most CPUs `lls.quiet_share` may give.
+pub const MAX_SHARE_CPUS: f64 = 1024.0;
+
 impl PolicyConfig {
-    /// Checks the parameters make sense; the error starts with the field.
+    /// Checks the parameters make sense; the error starts with the field
+    /// and gives the valid range.
     pub fn validate(&self) -> Result<(), String> {
-        if self.alpha == 0 {
-            return Err("alpha: must be at least 1 local-search step".into());
+        if !(1..=MAX_ALPHA).contains(&self.alpha) {
+            return Err(format!(
+                "alpha: {} must be from 1 to {MAX_ALPHA} local-search steps",
+                self.alpha
+            ));
         }
         if !(self.alpha_per_stage >= 0.0 && self.alpha_per_stage <= 1e3) {
             return Err(format!(
@@ -85,8 +101,11 @@ impl PolicyConfig {
                 self.alpha_per_stage
             ));
         }
-        if self.candidate_frames == 0 {
-            return Err("candidate_frames: must be at least 1 frame".into());
+        if !(1..=MAX_WAIT).contains(&self.candidate_frames) {
+            return Err(format!(
+                "candidate_frames: {} must be from 1 to {MAX_WAIT} frames",
+                self.candidate_frames
+            ));
         }
         if !(self.improvement >= 0.0 && self.improvement < 1.0) {
             return Err(format!(
@@ -94,18 +113,46 @@ impl PolicyConfig {
                 self.improvement
             ));
         }
-        if !(self.lls.quiet_share >= 0.0 && self.lls.quiet_share.is_finite()) {
+        if !(0.0..=MAX_SHARE_CPUS).contains(&self.lls.quiet_share) {
             return Err(format!(
-                "lls.quiet_share: {} must be a finite non-negative number of CPUs",
+                "lls.quiet_share: {} must be a number of CPUs from 0 to {MAX_SHARE_CPUS}",
                 self.lls.quiet_share
             ));
         }
-        if self.lls.quiet_ticks == 0 {
-            return Err("lls.quiet_ticks: must be at least 1".into());
+        if !(1..=MAX_WAIT).contains(&self.lls.quiet_ticks) {
+            return Err(format!(
+                "lls.quiet_ticks: {} must be from 1 to {MAX_WAIT} ticks",
+                self.lls.quiet_ticks
+            ));
         }
         self.detector
             .validate()
-            .map_err(|e| format!("detector.{e}"))
+            .map_err(|e| format!("detector.{e}"))?;
+        let d = &self.detector;
+        for (name, v) in [
+            ("onset_ticks", d.onset_ticks),
+            ("offset_ticks", d.offset_ticks),
+            ("settle_ticks", d.settle_ticks),
+        ] {
+            if v > MAX_WAIT {
+                return Err(format!(
+                    "detector.{name}: {v} must be at most {MAX_WAIT} ticks"
+                ));
+            }
+        }
+        for (name, v) in [
+            ("threshold", d.threshold),
+            ("cpu_share", d.cpu_share),
+            ("ipc_drop", d.ipc_drop),
+            ("mpki_rise", d.mpki_rise),
+        ] {
+            if v > MAX_THRESHOLD {
+                return Err(format!(
+                    "detector.{name}: {v} must be at most {MAX_THRESHOLD}"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -131,7 +178,51 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let cases: [(&str, PolicyConfig); 7] = [
+        let cases: [(&str, PolicyConfig); 12] = [
+            (
+                "alpha",
+                PolicyConfig {
+                    alpha: u32::MAX,
+                    ..Default::default()
+                },
+            ),
+            (
+                "candidate_frames",
+                PolicyConfig {
+                    candidate_frames: u32::MAX,
+                    ..Default::default()
+                },
+            ),
+            (
+                "lls.quiet_share",
+                PolicyConfig {
+                    lls: LlsConfig {
+                        quiet_share: f64::INFINITY,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "detector.settle_ticks",
+                PolicyConfig {
+                    detector: DetectorConfig {
+                        settle_ticks: u32::MAX,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
+            (
+                "detector.mpki_rise",
+                PolicyConfig {
+                    detector: DetectorConfig {
+                        mpki_rise: 1e300,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            ),
             (
                 "alpha_per_stage",
                 PolicyConfig {

@@ -136,6 +136,66 @@ impl<'de> Visitor<'de> for Number {
     }
 }
 
+/// A whole number checked against `min..=max` while the deserializer is
+/// still on it, so the error carries the field's path and line.
+struct Count(u64, u64, &'static str);
+
+impl<'de> Visitor<'de> for Count {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "a whole number of {} from {} to {}",
+            self.2, self.0, self.1
+        )
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        if (self.0..=self.1).contains(&v) {
+            Ok(v)
+        } else {
+            Err(E::custom(format!(
+                "{v} is not a number of {} from {} to {}",
+                self.2, self.0, self.1
+            )))
+        }
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!(
+                "{v} is not a number of {} from {} to {}",
+                self.2, self.0, self.1
+            ))),
+        }
+    }
+}
+
+fn count_u32<'de, D: Deserializer<'de>>(
+    d: D,
+    min: u64,
+    max: u64,
+    what: &'static str,
+) -> Result<u32, D::Error> {
+    let v = d.deserialize_u64(Count(min, max, what))?;
+    u32::try_from(v).map_err(|_| de::Error::custom(format!("{v} is too large")))
+}
+
+fn times<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    count_u32(d, 1, MAX_EPISODES as u64, "occurrences").map(Some)
+}
+
+fn episodes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    count_u32(d, 0, MAX_EPISODES as u64, "episodes")
+}
+
+fn pes_each<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = d.deserialize_u64(Count(1, MAX_PES as u64, "PEs"))?;
+    usize::try_from(v).map_err(|_| de::Error::custom(format!("{v} is too large")))
+}
+
 /// A `[low, high]` pair with `check` on both ends and `low <= high`.
 struct Pair(fn(f64) -> bool, &'static str);
 
@@ -286,6 +346,10 @@ pub struct Cluster {
 /// beyond any experiment, small enough that resolving one stays cheap.
 pub const MAX_EPISODES: usize = 100_000;
 
+/// The most PEs a simulation may have, and so the most a scenario may
+/// name in one episode or split into clusters.
+pub const MAX_PES: usize = 4096;
+
 /// One interference episode, possibly repeated.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -307,10 +371,26 @@ pub struct Episode {
     /// Repeat every this fraction of the run (from one start to the next).
     #[serde(default, deserialize_with = "opt_positive_fraction")]
     pub every: Option<f64>,
-    /// Number of occurrences in all when `every` is set (default: until the
-    /// end of the nominal run).
-    #[serde(default)]
+    /// Number of occurrences in all when `every` is set, 1 to
+    /// [`MAX_EPISODES`] (default: until the end of the nominal run).
+    #[serde(default, deserialize_with = "times")]
     pub times: Option<u32>,
+}
+
+impl Episode {
+    /// How many times the episode occurs in the nominal run (counted, not
+    /// listed: the count may be absurd before it is checked).
+    fn occurrences(&self) -> f64 {
+        match self.every {
+            Some(every) => {
+                let limit = self.times.map_or(f64::INFINITY, |t| f64::from(t.max(1)));
+                // The first start, then one per period before the end.
+                let after = ((1.0 - self.start) / every).ceil() - 1.0;
+                (1.0 + after.max(0.0)).min(limit)
+            }
+            None => 1.0,
+        }
+    }
 }
 
 fn opt_positive_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -321,13 +401,14 @@ fn opt_positive_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>,
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Random {
-    /// Number of episodes.
+    /// Number of episodes, at most [`MAX_EPISODES`].
+    #[serde(deserialize_with = "episodes")]
     pub count: u32,
     /// Extra episodes per 16 PEs, so larger machines see more of them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "episodes")]
     pub per_16_pes: u32,
-    /// PEs each episode hits (distinct, drawn uniformly).
-    #[serde(default = "one")]
+    /// PEs each episode hits (distinct, drawn uniformly), 1 to [`MAX_PES`].
+    #[serde(default = "one", deserialize_with = "pes_each")]
     pub pes_each: usize,
     /// Start range, fractions of the nominal run.
     #[serde(deserialize_with = "fraction_range")]
@@ -406,12 +487,59 @@ pub struct Named {
 impl Scenario {
     /// Parses a YAML document; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        yaml_serde::from_str::<Option<Scenario>>(text)
+        let scenario = yaml_serde::from_str::<Option<Scenario>>(text)
             .map(Option::unwrap_or_default)
             .map_err(|e| ScenarioError::Parse {
                 origin: origin.to_string(),
                 message: e.to_string(),
-            })
+            })?;
+        scenario
+            .validate()
+            .map_err(|message| ScenarioError::Parse {
+                origin: origin.to_string(),
+                message,
+            })?;
+        Ok(scenario)
+    }
+
+    /// Bounds what the fields say together, before any PE count is known:
+    /// list lengths, and the occurrences a repeated episode asks for. The
+    /// error starts with the field.
+    fn validate(&self) -> Result<(), String> {
+        if self.interference.len() > MAX_EPISODES {
+            return Err(format!(
+                "interference: {} episodes, more than the {MAX_EPISODES} a scenario may have",
+                self.interference.len()
+            ));
+        }
+        if self.clusters.len() > MAX_PES {
+            return Err(format!(
+                "clusters: {} clusters, more than the {MAX_PES} PEs a simulation may have",
+                self.clusters.len()
+            ));
+        }
+        for (i, e) in self.interference.iter().enumerate() {
+            if e.pes.len() > MAX_PES {
+                return Err(format!(
+                    "interference[{i}].pes: {} PEs, more than the {MAX_PES} a simulation may have",
+                    e.pes.len()
+                ));
+            }
+            let occurrences = e.occurrences();
+            if occurrences > MAX_EPISODES as f64 {
+                return Err(format!(
+                    "interference[{i}].every: {} repeats the episode {occurrences} times, more \
+                     than the {MAX_EPISODES} episodes a scenario may have; use a longer period or `times`",
+                    e.every.unwrap_or(1.0)
+                ));
+            }
+        }
+        if let Some(r) = &self.random
+            && r.kinds.is_empty()
+        {
+            return Err("random.kinds: empty list: give at least one of cpu, cache, memory".into());
+        }
+        Ok(())
     }
 
     /// A shipped scenario by name, else the YAML file at that path, read
@@ -481,20 +609,36 @@ impl Scenario {
             origin: origin.to_string(),
             message,
         };
+        // Every episode is counted before anything is allocated.
+        let mut total = 0.0;
+        for (i, e) in self.interference.iter().enumerate() {
+            let occurrences = e.occurrences();
+            total += occurrences * e.pes.len() as f64;
+            if total > MAX_EPISODES as f64 {
+                return Err(fit(format!(
+                    "interference[{i}]: its {occurrences} occurrences on {} PEs bring the scenario \
+                     to more than the {MAX_EPISODES} episodes it may have; use a longer `every` or `times`",
+                    e.pes.len()
+                )));
+            }
+        }
+        if let Some(r) = &self.random {
+            let count = random_count(r, pes);
+            total += count as f64 * r.pes_each.min(pes) as f64;
+            if total > MAX_EPISODES as f64 {
+                return Err(fit(format!(
+                    "random.count: {count} episodes of {} PEs on {pes} PEs bring the scenario to \
+                     more than the {MAX_EPISODES} episodes it may have",
+                    r.pes_each
+                )));
+            }
+        }
         let mut intervals = Vec::new();
         for (i, e) in self.interference.iter().enumerate() {
             let mut starts = vec![e.start];
             if let Some(every) = e.every {
-                let limit = e.times.map_or(u32::MAX, |t| t.max(1)) as usize;
-                // Counted before anything is allocated.
-                let repeats = ((1.0 - e.start) / every).ceil().min(limit as f64);
-                if repeats * e.pes.len() as f64 > MAX_EPISODES as f64 {
-                    return Err(fit(format!(
-                        "interference[{i}].every: {every} repeats the episode {repeats} times on {} PEs, \
-                         more than the {MAX_EPISODES} episodes a scenario may have; use a longer period or `times`",
-                        e.pes.len()
-                    )));
-                }
+                // At most as many as were counted above.
+                let limit = (e.occurrences() as usize).max(1);
                 let mut s = e.start + every;
                 while s < 1.0 && starts.len() < limit {
                     starts.push(s);
@@ -535,14 +679,7 @@ impl Scenario {
                 return Err(fit("random.kinds: empty list".into()));
             }
             let mut rng = ChaCha8Rng::seed_from_u64(r.seed.unwrap_or(seed) ^ 0x5ce7_a210);
-            let count = r.count as usize + r.per_16_pes as usize * pes / 16;
-            if count.saturating_mul(r.pes_each) > MAX_EPISODES {
-                return Err(fit(format!(
-                    "random.count: {count} episodes of {} PEs on {pes} PEs is more than the \
-                     {MAX_EPISODES} episodes a scenario may have",
-                    r.pes_each
-                )));
-            }
+            let count = random_count(r, pes);
             let draw = |rng: &mut ChaCha8Rng, [a, b]: [f64; 2]| {
                 if b > a { rng.random_range(a..b) } else { a }
             };
@@ -578,6 +715,12 @@ impl Scenario {
     }
 }
 
+/// The random episodes on `pes` PEs: `count` plus `per_16_pes` for every
+/// 16 PEs (saturating: the sum is checked against [`MAX_EPISODES`]).
+fn random_count(r: &Random, pes: usize) -> usize {
+    (r.count as usize).saturating_add((r.per_16_pes as usize).saturating_mul(pes) / 16)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,31 +731,104 @@ mod tests {
             "interference:\n  - {pes: [0], start: 0, duration: 0.01, factor: 2, kind: cpu, every: 1e-12}\n",
             "f.yaml",
         )
-        .unwrap()
-        .resolve("f.yaml", 2, 10.0, 1)
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("interference[0].every") && e.contains("100000"),
+            e.contains("f.yaml") && e.contains("interference[0].every") && e.contains("100000"),
             "{e}"
         );
-        let e = Scenario::parse(
-            "random:\n  count: 4294967295\n  start: [0, 0.9]\n  duration: [0.01, 0.02]\n  factor: [1.5, 2]\n",
-            "f.yaml",
-        )
-        .unwrap()
-        .resolve("f.yaml", 2, 10.0, 1)
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("random.count: 4294967295"), "{e}");
         // A bounded repeat still resolves.
         let ok = Scenario::parse(
             "interference:\n  - {pes: [0], start: 0, duration: 0.01, factor: 2, kind: cpu, every: 1e-12, times: 3}\n",
             "f.yaml",
         )
         .unwrap()
-        .resolve("f.yaml", 2, 10.0, 1);
-        assert!(ok.is_ok(), "{ok:?}");
+        .resolve("f.yaml", 2, 10.0, 1)
+        .unwrap();
+        assert_eq!(ok.intervals.len(), 3);
+        // Each episode within bounds, but together too many on this many PEs.
+        let each = "  - {pes: [0, 1, 2, 3], start: 0, duration: 0.01, factor: 2, kind: cpu, every: 0.0001}\n";
+        let text = format!("interference:\n{}", each.repeat(30));
+        let e = Scenario::parse(&text, "f.yaml")
+            .unwrap()
+            .resolve("f.yaml", 4, 10.0, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f.yaml") && e.contains("100000 episodes"), "{e}");
+        let e = Scenario::parse(
+            "random:\n  count: 90000\n  pes_each: 2\n  start: [0, 0.9]\n  duration: [0.01, 0.02]\n  factor: [1.5, 2]\n",
+            "f.yaml",
+        )
+        .unwrap()
+        .resolve("f.yaml", 2, 10.0, 1)
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("random.count: 90000"), "{e}");
+    }
+
+    #[test]
+    fn every_count_is_range_checked_at_parse_time_with_field_and_line() {
+        let random = |field: &str| {
+            format!(
+                "random:\n  count: 2\n  start: [0, 0.9]\n  duration: [0.01, 0.02]\n  factor: [1.5, 2]\n  {field}\n"
+            )
+        };
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                "random:\n  count: 4294967295\n  start: [0, 0.9]\n  duration: [0.01, 0.02]\n  factor: [1.5, 2]\n".into(),
+                "random.count",
+                "line 2",
+            ),
+            (random("per_16_pes: 4294967295"), "random.per_16_pes", "line 6"),
+            (random("pes_each: 0"), "random.pes_each", "line 6"),
+            (random("pes_each: 18446744073709551615"), "random.pes_each", "line 6"),
+            (random("pes_each: -1"), "random.pes_each", "line 6"),
+            (random("kinds: []"), "random.kinds", "at least one"),
+            (
+                "interference:\n  - {pes: [0], start: 0, duration: 0.1, factor: 2, kind: cpu, every: 0.1, times: 0}\n".into(),
+                "interference[0].times",
+                "line 2",
+            ),
+            (
+                "interference:\n  - {pes: [0], start: 0, duration: 0.1, factor: 2, kind: cpu, every: 0.1, times: 4294967295}\n".into(),
+                "interference[0].times",
+                "line 2",
+            ),
+            (
+                "interference:\n  - {pes: [0], start: .nan, duration: 0.1, factor: 2, kind: cpu}\n".into(),
+                "interference[0].start",
+                "line 2",
+            ),
+            (
+                "interference:\n  - {pes: [0], start: 0, duration: .inf, factor: 2, kind: cpu}\n".into(),
+                "interference[0].duration",
+                "line 2",
+            ),
+            (
+                "interference:\n  - {pes: [0], start: 0, duration: 0.1, factor: 1e308, kind: cpu}\n".into(),
+                "interference[0].factor",
+                "line 2",
+            ),
+            (
+                "interference:\n  - {pes: [0], start: 0, duration: 0.1, factor: 2, kind: cpu, every: 0}\n".into(),
+                "interference[0].every",
+                "line 2",
+            ),
+            ("clusters: [{share: 1, speed: .inf}]\n".into(), "clusters[0].speed", "line 1"),
+            ("clusters: [{share: -0.5, speed: 1}]\n".into(), "clusters[0].share", "line 1"),
+            (
+                format!("clusters:\n{}", "  - {share: 0.0001, speed: 1}\n".repeat(MAX_PES + 1)),
+                "clusters",
+                "4096",
+            ),
+        ];
+        for (text, field, where_) in cases {
+            let e = Scenario::parse(&text, "f.yaml").unwrap_err().to_string();
+            assert!(
+                e.contains("f.yaml") && e.contains(field) && e.contains(where_),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]

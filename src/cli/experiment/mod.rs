@@ -219,12 +219,14 @@ impl Plan {
                 )));
             }
         }
-        if let Some(slo) = args.slo_latency
-            && !(slo.is_finite() && slo > 0.0)
-        {
-            return Err(usage(format!(
-                "--slo-latency {slo}: must be a positive number of milliseconds"
-            )));
+        if let Some(slo) = args.slo_latency {
+            super::check_number(
+                "slo-latency",
+                slo,
+                super::MIN_LATENCY_MS,
+                super::MAX_LATENCY_MS,
+                "milliseconds",
+            )?;
         }
         let mut policies: Vec<String> = Vec::new();
         for p in &args.policies {
