@@ -317,3 +317,31 @@ fn sigterm_undoes_the_cap() {
     );
     w.assert_undone();
 }
+
+/// A second SIGTERM right after the first cuts the stop short but still
+/// lifts the cap: nothing of odin's is left behind.
+#[test]
+fn a_second_sigterm_still_undoes_the_cap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cpu) = cpu_hierarchy() else { return };
+    let mut w = World::new(cpu, "term2");
+    let (odin, err) = w.start_odin("enforce");
+    w.wait_capped(odin);
+    let pid = Pid::from_raw(w.odin[odin].id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    // The second after the first is taken (two at once merge into one).
+    let mut log = Vec::new();
+    loop {
+        let l = err.recv_timeout(PATIENCE).expect("odin logs the drain");
+        log.push(l);
+        if log.last().unwrap().contains("draining") {
+            break;
+        }
+    }
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = w.odin[odin].wait().unwrap();
+    log.extend(err.try_iter());
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    w.assert_undone();
+    assert!(!w.journal().exists(), "{}", log.join("\n"));
+}

@@ -799,6 +799,17 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     // This agent's state directory, then what a crashed run left there
     // undone, before anything else runs.
     let state_lock = lock_state(&cfg.cgroup.state_dir)?;
+    // Whatever way the process ends, odin's cgroup changes go with it: a
+    // forced exit (a third stop signal, or a hurried stop that hangs) and
+    // a panic on this thread undo from the journal.
+    let last_resort = LastResort {
+        root: cfg.cgroup.root.clone(),
+        state_dir: cfg.cgroup.state_dir.clone(),
+    };
+    {
+        let l = last_resort.clone();
+        signals::on_forced_exit(move || l.undo("a forced exit"));
+    }
     let cgroup = Hinter::start(
         cfg.cgroup.settings(),
         Arc::new(crate::cgroup::Kernel),
@@ -858,6 +869,41 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     d.notify(|n, _| n.stopping());
     d.serve_out();
     d.finish()
+}
+
+/// Undoes odin's cgroup changes from the journal when the daemon cannot
+/// (a forced exit, a panic): the same undo as at the next start.
+#[derive(Clone, Debug)]
+struct LastResort {
+    root: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl LastResort {
+    fn undo(&self, why: &str) {
+        match crate::cgroup::enforce::restore(
+            &crate::cgroup::Kernel,
+            &self.root,
+            &self.state_dir,
+            None,
+        ) {
+            Ok(r) if r.is_empty() => {}
+            Ok(r) => eprintln!(
+                "odin: {why}: undid {} cgroup changes ({} failed)",
+                r.done.len(),
+                r.failed.len()
+            ),
+            Err(e) => eprintln!("odin: {why}: cgroup changes not undone: {e}"),
+        }
+    }
+}
+
+impl Drop for LastResort {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.undo("a panic");
+        }
+    }
 }
 
 /// Takes the lock on the state directory `dir`: refused (exit 2) when
@@ -1671,6 +1717,14 @@ impl Daemon {
         let started = Instant::now();
         let done = self.engine.pipeline.completed().clone();
         while service.admission().pending() > 0 || router.requests() > 0 {
+            if signals::hurried() {
+                tracing::warn!(
+                    "stop cut short: {} queued requests refused, {} in the pipeline",
+                    service.admission().pending(),
+                    router.requests()
+                );
+                break;
+            }
             if started.elapsed() > SERVE_OUT {
                 tracing::error!(
                     "requests still unanswered {} s after the stop: {} queued, {} in the pipeline",
@@ -1883,4 +1937,46 @@ fn status_line(w: &TimelineEntry, stages: &[StageStats]) -> String {
         w.p99_ms,
         stages.join("  ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::journal::{Entry, Journal};
+    use crate::cgroup::testutil::FakeTree;
+
+    /// A panic on the daemon's thread still removes the cgroup the journal
+    /// says odin created.
+    #[test]
+    fn a_panic_undoes_the_journal() {
+        let t = FakeTree::v1();
+        let cpu = crate::cgroup::Layout::detect(t.dir.path())
+            .unwrap()
+            .hierarchy("cpu")
+            .unwrap();
+        let made = cpu.dir("/odin");
+        std::fs::create_dir(&made).unwrap();
+        let state = t.path("var/lib/odin");
+        Journal::open(&state)
+            .unwrap()
+            .record(Entry::Mkdir {
+                hierarchy: cpu,
+                path: made.clone(),
+            })
+            .unwrap();
+        let guard = LastResort {
+            root: t.dir.path().to_path_buf(),
+            state_dir: state.clone(),
+        };
+        // Dropped normally: nothing happens.
+        drop(guard.clone());
+        assert!(made.is_dir());
+        let unwound = std::panic::catch_unwind(move || {
+            let _guard = guard;
+            panic!("a bug in the daemon");
+        });
+        assert!(unwound.is_err());
+        assert!(!made.exists(), "the cgroup outlived the panic");
+        assert!(!state.join(crate::cgroup::journal::FILE).exists());
+    }
 }
