@@ -39,6 +39,7 @@ use super::notify::Notifier;
 use super::signals::{self, Control};
 use crate::cgroup::escalation::slo_status;
 use crate::cgroup::hint::{self, Hinter};
+use crate::cgroup::systemd::{Systemd, UnitManager};
 use crate::cpulist::CpuSet;
 use crate::engine::open::{ModelIo, ModelSource};
 use crate::engine::profile::CostProfile;
@@ -802,9 +803,11 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     // Whatever way the process ends, odin's cgroup changes go with it: a
     // forced exit (a third stop signal, or a hurried stop that hangs) and
     // a panic on this thread undo from the journal.
+    let units = systemd_manager(&cfg.cgroup.root);
     let last_resort = LastResort {
         root: cfg.cgroup.root.clone(),
         state_dir: cfg.cgroup.state_dir.clone(),
+        units: units.clone(),
     };
     {
         let l = last_resort.clone();
@@ -813,7 +816,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
     let cgroup = Hinter::start(
         cfg.cgroup.settings(),
         Arc::new(crate::cgroup::Kernel),
-        None,
+        units,
         std::process::id() as i32,
     );
     let partition = plan.partition.clone();
@@ -877,6 +880,7 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
 struct LastResort {
     root: PathBuf,
     state_dir: PathBuf,
+    units: Option<Arc<dyn UnitManager>>,
 }
 
 impl LastResort {
@@ -885,7 +889,7 @@ impl LastResort {
             &crate::cgroup::Kernel,
             &self.root,
             &self.state_dir,
-            None,
+            self.units.as_deref(),
         ) {
             Ok(r) if r.is_empty() => {}
             Ok(r) => eprintln!(
@@ -902,6 +906,24 @@ impl Drop for LastResort {
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.undo("a panic");
+        }
+    }
+}
+
+/// systemd's manager, when systemd runs the machine under `root`: a
+/// v2 antagonist whose cgroup is a unit is then capped through it, and a
+/// unit quota in the journal restored through it.
+fn systemd_manager(root: &Path) -> Option<Arc<dyn UnitManager>> {
+    match Systemd::connect_under(root) {
+        Ok(s) => {
+            tracing::info!(
+                "systemd's manager is on the system bus: a unit is capped with a runtime CPUQuota"
+            );
+            Some(Arc::new(s))
+        }
+        Err(e) => {
+            tracing::debug!("no systemd manager ({e}): cgroups are capped through their files");
+            None
         }
     }
 }
@@ -1967,14 +1989,15 @@ mod tests {
         let guard = LastResort {
             root: t.dir.path().to_path_buf(),
             state_dir: state.clone(),
+            units: None,
         };
         // Dropped normally: nothing happens.
         drop(guard.clone());
         assert!(made.is_dir());
-        let unwound = std::panic::catch_unwind(move || {
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _guard = guard;
             panic!("a bug in the daemon");
-        });
+        }));
         assert!(unwound.is_err());
         assert!(!made.exists(), "the cgroup outlived the panic");
         assert!(!state.join(crate::cgroup::journal::FILE).exists());
