@@ -728,6 +728,20 @@ impl Enforcer {
     }
 
     fn mkdir(&mut self, h: &Hierarchy, path: &Path) -> Result<(), CgroupError> {
+        // What a previous run of this agent left was undone at the start,
+        // so a cgroup that exists is someone else's: another agent with the
+        // same `cgroup.name` (its journal elsewhere). Adopting it would
+        // have this agent's undo remove it and move its processes out.
+        if path.exists() {
+            return Err(CgroupError::Mkdir {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "it exists and this agent's journal did not create it: another agent \
+                     with the same cgroup.name owns it; give this one another cgroup.name",
+                ),
+            });
+        }
         self.record(Entry::Mkdir {
             hierarchy: h.clone(),
             path: path.to_path_buf(),
@@ -811,6 +825,25 @@ mod tests {
                 line.replace(&t.dir.path().display().to_string(), "")
             })
             .collect()
+    }
+
+    #[test]
+    fn v1_a_cgroup_of_another_agent_is_not_adopted() {
+        let t = FakeTree::v1();
+        t.process(ODIN, 1, "odin", 0, "/");
+        t.process(HOG, 50, "hog", 0, "/");
+        // Another agent's, with its capped process inside.
+        std::fs::create_dir_all(t.path("sys/fs/cgroup/cpu,cpuacct/odin/besteffort")).unwrap();
+        let mut e = Enforcer::new(t.fs.clone(), settings(&t, false), None, ODIN).unwrap();
+        let err = e
+            .cap(&[target(HOG, "hog")], &"0-1".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another agent"), "{err}");
+        assert!(journal_lines(&t).is_empty(), "nothing of it journalled");
+        assert_eq!(t.cgroup_of(HOG, "cpu"), "/");
+        e.lift().unwrap();
+        assert!(t.path("sys/fs/cgroup/cpu,cpuacct/odin/besteffort").is_dir());
     }
 
     #[test]
