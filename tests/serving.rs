@@ -1275,6 +1275,36 @@ fn grpc_bounds_streams_headers_handshakes_and_dead_peers() {
         h2_answer_of(&mut c, 5),
         (3, REFUSED_STREAM.to_be_bytes().to_vec())
     );
+    // A live client (it answers pings) whose two calls stall in their
+    // bodies: each is ended at the body deadline (read_timeout_ms), which
+    // frees its stream, so a next call on the connection is served.
+    let mut ended = Vec::new();
+    while ended.len() < 2 {
+        match h2_read(&mut c) {
+            Some((6, flags, 0, payload)) if flags & 1 == 0 => {
+                c.write_all(&h2_frame(6, 1, 0, &payload)).unwrap();
+            }
+            Some((1 | 3, _, id @ (1 | 3), _)) if !ended.contains(&id) => ended.push(id),
+            Some(_) => {}
+            None => panic!("closed before the stalled calls ended: {ended:?}"),
+        }
+    }
+    c.write_all(&h2_frame(1, 4, 7, &grpc_headers(&[]))).unwrap();
+    // An empty ServerLiveRequest: no compression, length 0; END_STREAM.
+    c.write_all(&h2_frame(0, 1, 7, &[0, 0, 0, 0, 0])).unwrap();
+    loop {
+        match h2_read(&mut c) {
+            Some((6, flags, 0, payload)) if flags & 1 == 0 => {
+                c.write_all(&h2_frame(6, 1, 0, &payload)).unwrap();
+            }
+            Some((kind @ (1 | 3), _, 7, _)) => {
+                assert_eq!(kind, 1, "the call after the stalled ones was reset");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed before the next call was answered"),
+        }
+    }
 
     // A header list above max_header_bytes is refused on its own: answered
     // (431 or a reset) before its request body, which a call within the

@@ -32,7 +32,8 @@
 //!                                      |    body deadline in rest.rs
 //!                                      +-> gRPC: tonic over HTTP/2
 //!                                           (handshake deadline in Conn,
-//!                                           streams, header list, pings)
+//!                                           streams, header list, pings,
+//!                                           body deadline: BodyDeadline)
 //! ```
 
 use std::future::Future;
@@ -524,7 +525,10 @@ async fn serve(
         }
     }
     if let Some(l) = grpc {
-        let svc = Inference::new(service.clone()).into_server();
+        let svc = BodyDeadline {
+            inner: Inference::new(service.clone()).into_server(),
+            timeout: bounds.read_timeout,
+        };
         let sig = signal(stopped.clone());
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
@@ -578,4 +582,95 @@ async fn serve(
         }
     })
     .await;
+}
+
+/// The gRPC service with a deadline on each request's body: a call whose
+/// message has not arrived whole [`Bounds::read_timeout`] after its
+/// headers fails, and its stream (one of [`Bounds::max_streams`]) is freed.
+/// Keep-alive pings cannot catch such a client: it is alive, only stalled.
+#[derive(Clone, Debug)]
+struct BodyDeadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>>
+    for BodyDeadline<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<DeadlineBody<tonic::body::Body>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let timeout = self.timeout;
+        self.inner.call(req.map(|body| DeadlineBody {
+            body,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            done: false,
+        }))
+    }
+}
+
+/// A request body that fails once its deadline passes before its end.
+#[derive(Debug)]
+struct DeadlineBody<B> {
+    body: B,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl<B> tonic::codegen::Body for DeadlineBody<B>
+where
+    B: tonic::codegen::Body + Unpin,
+    B::Error: Into<tonic::codegen::StdError>,
+{
+    type Data = B::Data;
+    type Error = tonic::codegen::StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if !this.done {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(r)) => return Poll::Ready(Some(r.map_err(Into::into))),
+                Poll::Pending => {}
+            }
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match this.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.done = true;
+                Poll::Ready(Some(Err(format!(
+                    "the request body did not arrive within {} ms (server.read_timeout_ms)",
+                    this.timeout.as_millis()
+                )
+                .into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
