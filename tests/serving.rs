@@ -1038,7 +1038,14 @@ fn slow_and_stalled_http_clients_are_closed_and_never_block_others() {
                 "check", "--http", &srv.http, "--grpc", &srv.grpc, "--model", "resnet18",
             ],
         );
-        assert_eq!(out["http"]["live"], true, "{out}");
+        assert_eq!(
+            (&out["http_live"], &out["grpc_live"]),
+            (
+                &serde_json::Value::Bool(true),
+                &serde_json::Value::Bool(true)
+            ),
+            "{out}"
+        );
     }
     // The server closes every one of them: the idle and trickling ones
     // without an answer, the stalled bodies with 408.
