@@ -121,6 +121,21 @@ pub const MAX_LATENCY_MS: f64 = 86_400_000.0;
 /// The shortest latency SLO a flag may give, milliseconds: a microsecond.
 pub const MIN_LATENCY_MS: f64 = 0.001;
 
+/// Checks `--slo-latency`, when given: milliseconds from [`MIN_LATENCY_MS`]
+/// to [`MAX_LATENCY_MS`].
+pub fn check_slo_latency(slo: Option<f64>) -> Result<(), UsageError> {
+    match slo {
+        Some(v) => check_number(
+            "slo-latency",
+            v,
+            MIN_LATENCY_MS,
+            MAX_LATENCY_MS,
+            "milliseconds",
+        ),
+        None => Ok(()),
+    }
+}
+
 /// Parses the command line, runs the subcommand and maps errors to exit codes.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

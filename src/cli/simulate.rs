@@ -105,15 +105,7 @@ pub fn run(args: Args) -> Result<()> {
     super::check_count("frames", args.frames, 2, MAX_FRAMES, "frames")?;
     super::check_number("gflops", args.gflops, 0.001, 1e6, "GFLOP/s")?;
     super::check_number("tick-ms", args.tick_ms, 0.1, 60_000.0, "milliseconds")?;
-    if let Some(slo) = args.slo_latency {
-        super::check_number(
-            "slo-latency",
-            slo,
-            super::MIN_LATENCY_MS,
-            super::MAX_LATENCY_MS,
-            "milliseconds",
-        )?;
-    }
+    super::check_slo_latency(args.slo_latency)?;
     if let Some(plot) = &args.plot {
         let ext = plot.extension().map(|e| e.to_string_lossy().to_lowercase());
         if ext.as_deref() != Some("svg") {

@@ -219,15 +219,7 @@ impl Plan {
                 )));
             }
         }
-        if let Some(slo) = args.slo_latency {
-            super::check_number(
-                "slo-latency",
-                slo,
-                super::MIN_LATENCY_MS,
-                super::MAX_LATENCY_MS,
-                "milliseconds",
-            )?;
-        }
+        super::check_slo_latency(args.slo_latency)?;
         let mut policies: Vec<String> = Vec::new();
         for p in &args.policies {
             if policies.contains(p) {
