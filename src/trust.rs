@@ -220,6 +220,35 @@ pub fn check_file(
     Ok(())
 }
 
+/// Opens `path`, a file of a trusted state directory (see [`state_dir`]),
+/// with `options`, adding `O_NOFOLLOW` and `O_NONBLOCK` and creating it
+/// 0600: refused when it is a symbolic link, not a regular file, or not
+/// odin's user's alone. `what` names it in the error ("cgroup journal").
+pub fn open_own(
+    path: &Path,
+    what: &'static str,
+    options: &mut std::fs::OpenOptions,
+) -> Result<File, TrustError> {
+    let file = options
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                TrustError::Untrusted {
+                    what,
+                    path: path.to_path_buf(),
+                    why: "it is a symbolic link".into(),
+                    fix: format!("remove {}", path.display()),
+                }
+            } else {
+                io_err(path)(e)
+            }
+        })?;
+    check_file(&file, path, what, true)?;
+    Ok(file)
+}
+
 /// Makes sure `dir` is a state directory odin may trust, creating it
 /// (mode 0700, with missing parents) if it does not exist: a real
 /// directory (not a symbolic link) owned by odin's effective user,

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -65,25 +64,20 @@ impl StateLock {
             message: e.to_string(),
         })?;
         let path = resolved.join(FILE);
-        let unusable = |e: std::io::Error| LockError::Unusable {
+        let unusable = |message: String| LockError::Unusable {
             path: path.clone(),
-            message: e.to_string(),
+            message,
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(unusable)?;
-        crate::trust::check_file(&file, &path, "state directory lock", true).map_err(|e| {
-            LockError::Unusable {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+        let file = crate::trust::open_own(
+            &path,
+            "state directory lock",
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .map_err(|e| unusable(e.to_string()))?;
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -94,13 +88,13 @@ impl StateLock {
                     holder: text.trim().parse().ok(),
                 });
             }
-            Err((_, e)) => return Err(unusable(e.into())),
+            Err((_, e)) => return Err(unusable(std::io::Error::from(e).to_string())),
         };
         lock.set_len(0)
             .and_then(|()| lock.rewind())
             .and_then(|()| writeln!(lock, "{}", std::process::id()))
             .and_then(|()| lock.sync_data())
-            .map_err(unusable)?;
+            .map_err(|e| unusable(e.to_string()))?;
         Ok(Self {
             dir: resolved,
             _lock: lock,

@@ -95,29 +95,21 @@ pub fn parse(text: &str) -> (Vec<Entry>, Vec<Skipped>) {
 
 /// The journal's text, if the file exists; it must be odin's alone.
 fn read_trusted(path: &Path) -> Result<Option<String>, JournalError> {
-    let mut f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
+    use crate::trust::TrustError;
+    let mut f = match crate::trust::open_own(path, WHAT, std::fs::OpenOptions::new().read(true)) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(crate::trust::TrustError::Untrusted {
-                what: "cgroup journal",
-                path: path.to_path_buf(),
-                why: "it is a symbolic link".into(),
-                fix: format!("remove {}", path.display()),
-            }
-            .into());
+        Err(TrustError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
         }
-        Err(e) => return Err(io_err(path)(e)),
+        Err(e) => return Err(e.into()),
     };
-    crate::trust::check_file(&f, path, "cgroup journal", true)?;
     let mut text = String::new();
     f.read_to_string(&mut text).map_err(io_err(path))?;
     Ok(Some(text))
 }
+
+/// What the journal is called in errors.
+const WHAT: &str = "cgroup journal";
 
 /// One change, recorded before it is made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,14 +300,11 @@ impl Journal {
         let created = !self.path.exists();
         let mut line = serde_json::to_string(&entry).expect("an entry always serialises");
         line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
-            .map_err(io_err(&self.path))?;
-        crate::trust::check_file(&f, &self.path, "cgroup journal", true)?;
+        let mut f = crate::trust::open_own(
+            &self.path,
+            WHAT,
+            std::fs::OpenOptions::new().create(true).append(true),
+        )?;
         f.write_all(line.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(io_err(&self.path))?;
