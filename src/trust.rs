@@ -138,26 +138,20 @@ pub fn open(path: &Path, what: &'static str, follow: bool) -> Result<File, Trust
     // O_NOFOLLOW on the resolved path: with `follow` the link was resolved
     // above, without it a link is refused here. O_NONBLOCK: a FIFO planted
     // in place of the file must not block the open.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(&resolved)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                TrustError::Untrusted {
-                    what,
-                    path: path.to_path_buf(),
-                    why: "it is a symbolic link".into(),
-                    fix: format!(
-                        "name the file it points to ({}), or pass --follow-symlinks",
-                        std::fs::canonicalize(path)
-                            .map_or_else(|_| "?".into(), |p| p.display().to_string())
-                    ),
-                }
-            } else {
-                io_err(path)(e)
-            }
-        })?;
+    let file = open_no_link(
+        &resolved,
+        path,
+        what,
+        std::fs::OpenOptions::new().read(true),
+        libc::O_NOCTTY,
+        || {
+            format!(
+                "name the file it points to ({}), or pass --follow-symlinks",
+                std::fs::canonicalize(path)
+                    .map_or_else(|_| "?".into(), |p| p.display().to_string())
+            )
+        },
+    )?;
     check_file(&file, path, what, false)?;
     Ok(file)
 }
@@ -229,24 +223,39 @@ pub fn open_own(
     what: &'static str,
     options: &mut std::fs::OpenOptions,
 ) -> Result<File, TrustError> {
-    let file = options
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let file = open_no_link(path, path, what, options.mode(0o600), 0, || {
+        format!("remove {}", path.display())
+    })?;
+    check_file(&file, path, what, true)?;
+    Ok(file)
+}
+
+/// Opens `open` with `options` and `O_NOFOLLOW | O_NONBLOCK | extra`: a
+/// symbolic link there is refused as untrusted, with `fix`. Errors name
+/// `named`, the path the caller was given.
+fn open_no_link(
+    open: &Path,
+    named: &Path,
+    what: &'static str,
+    options: &mut std::fs::OpenOptions,
+    extra: libc::c_int,
+    fix: impl FnOnce() -> String,
+) -> Result<File, TrustError> {
+    options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | extra)
+        .open(open)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
                 TrustError::Untrusted {
                     what,
-                    path: path.to_path_buf(),
+                    path: named.to_path_buf(),
                     why: "it is a symbolic link".into(),
-                    fix: format!("remove {}", path.display()),
+                    fix: fix(),
                 }
             } else {
-                io_err(path)(e)
+                io_err(named)(e)
             }
-        })?;
-    check_file(&file, path, what, true)?;
-    Ok(file)
+        })
 }
 
 /// Makes sure `dir` is a state directory odin may trust, creating it
