@@ -309,8 +309,12 @@ mod tests {
             (w, mid, reader.schedstat(pid, pid).unwrap())
         };
         let (prev, t0, s0) = walk();
-        // Waiting for CPU time to accumulate is the measurement itself.
-        std::thread::sleep(Duration::from_millis(300));
+        // Waiting for CPU time to accumulate is the measurement itself. The
+        // child's stat line is read at an unknown point inside each walk, so
+        // a walk slowed by a busy machine shifts the two sources against
+        // each other by up to its length: a window of a second keeps that
+        // well inside the tolerance.
+        std::thread::sleep(Duration::from_millis(1000));
         let (cur, t1, s1) = walk();
         let dt = t1 - t0;
         let found = find(
