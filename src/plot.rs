@@ -90,6 +90,10 @@ fn nice_step(span: f64, n: f64) -> f64 {
     nice * mag
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a tick step above 1e-300 needs at most 300 decimals"
+)]
 fn fmt_tick(v: f64, step: f64) -> String {
     if step >= 1.0 {
         format!("{v:.0}")

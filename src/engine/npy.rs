@@ -123,6 +123,10 @@ pub fn decode(bytes: &[u8]) -> Result<Npy, String> {
 }
 
 /// Encodes an f32 array as `.npy` version 1.0.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an npy header of a shape is well under 64 KiB"
+)]
 pub fn encode(dims: &[usize], values: &[f32]) -> Vec<u8> {
     let shape = match dims {
         [one] => format!("({one},)"),

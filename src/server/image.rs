@@ -349,6 +349,10 @@ impl Format {
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// Decodes `bytes` after checking the format and the declared size.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "MAX_PIXELS is below u32::MAX"
+)]
 fn decode(bytes: &[u8]) -> Result<Pixels, ImageError> {
     let (format, width, height) = sniff(bytes)?;
     let fail = |reason: String| ImageError::Decode {
@@ -635,6 +639,10 @@ fn triangle(x: f64) -> f64 {
 /// The taps for outputs `first..first + count` of a resize from `inp` to
 /// `out` pixels: Pillow's `precompute_coeffs` and `normalize_coeffs_8bpc`
 /// (`libImaging/Resample.c`), computed the same way so the rounding agrees.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "truncation toward zero is the resampling rule (Pillow C)"
+)]
 fn taps(inp: usize, out: u64, first: u64, count: usize) -> Taps {
     let scale = inp as f64 / out as f64;
     let filterscale = scale.max(1.0);

@@ -562,6 +562,10 @@ impl TensorData {
     }
 
     /// [`TensorData::to_f32`], reusing the buffer when the data is FP32.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "FP64 inputs of an FP32 model are narrowed to f32"
+    )]
     pub fn into_f32(self) -> Result<Vec<f32>, ProtocolError> {
         Ok(match self {
             TensorData::F32(v) => v,
@@ -1275,6 +1279,10 @@ fn build_request(
 }
 
 /// Converts JSON elements to `dt`, checking their count against the shape.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "FP64 inputs of an FP32 model are narrowed to f32"
+)]
 fn from_json(
     data: JsonData,
     dt: DataType,

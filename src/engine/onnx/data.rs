@@ -111,6 +111,10 @@ impl Data {
     }
 
     /// The values as i64 (floats truncated), for axes, shapes and indices.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "float to integer truncates toward zero and saturates, as ONNX Cast does"
+    )]
     pub fn to_i64_vec(&self) -> Vec<i64> {
         match self {
             Data::I64(a) => a.iter().copied().collect(),
@@ -127,6 +131,10 @@ impl Data {
     }
 
     /// The value converted to `to` (floats to integers truncate toward zero).
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "float to integer truncates toward zero and saturates, as ONNX Cast does"
+    )]
     pub fn cast(&self, to: DType) -> Data {
         match (self, to) {
             (Data::F32(a), DType::F32) => Data::F32(a.clone()),
@@ -235,6 +243,10 @@ pub fn dims_of(dims: &[i64]) -> Result<Vec<usize>, String> {
 
 /// Decodes the values of `t` from its typed fields or `raw` (its
 /// `raw_data`, or the bytes read from external data).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "DOUBLE tensors are computed in f32"
+)]
 pub fn decode(t: &TensorProto, raw: Option<&[u8]>) -> Result<Data, String> {
     let ty = t.data_type.unwrap_or(0);
     let dtype = DType::from_onnx(ty)

@@ -219,6 +219,10 @@ fn external_path(dir: &Path, location: &str) -> Result<PathBuf, String> {
 }
 
 /// Reads the bytes of an external-data tensor.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "length is at most MAX_FILE_BYTES, checked above"
+)]
 fn read_external(t: &TensorProto, dir: &Path) -> Result<Vec<u8>, String> {
     use std::io::{Read, Seek, SeekFrom};
     let key = |k: &str| {

@@ -466,6 +466,10 @@ pub struct Clip {
     pub max: f32,
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the bound of an f32 tensor"
+)]
 fn clip(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
     ctx.required(0)?;
     let (min, max) = if ctx.opset < 11 {
@@ -509,6 +513,10 @@ impl Op for Clip {
         Ok(vec![Fact::new(x.dtype, x.dims.clone())])
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "saturating: infinite bounds become the i64 limits"
+    )]
     fn eval(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>, String> {
         Ok(vec![match input(inputs, 0)? {
             Data::F32(a) => {
@@ -830,6 +838,10 @@ pub fn binary_f32_in_place(
 }
 
 /// An integer `x ^ e` (wrapping; negative exponents truncate toward zero).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an integer power that overflows saturates, as the float computation does"
+)]
 fn pow_i64(x: i64, e: i64) -> i64 {
     match u32::try_from(e) {
         Ok(e) => x.wrapping_pow(e),
@@ -886,6 +898,10 @@ fn arith_i64(kind: BinaryKind, a: &ArrayD<i64>, b: &ArrayD<i64>) -> Result<Array
 }
 
 /// `kind` over two values, broadcast together.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "an integer power that overflows saturates, as the float computation does"
+)]
 pub fn binary_data(kind: BinaryKind, a: &Data, b: &Data) -> Result<Data, String> {
     kind.out_dtype(a.dtype(), b.dtype())?;
     Ok(match (a, b) {

@@ -777,6 +777,10 @@ impl BatchNorm {
     /// Per-channel `s = scale / sqrt(var + epsilon)` and `t = B - mean * s`,
     /// so that the op is `y = x * s + t` (computed in f64). Lengths should
     /// agree; extra values are ignored.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "folded in f64 for accuracy, stored as the f32 the op computes in"
+    )]
     pub fn scale_shift(
         &self,
         scale: &[f32],

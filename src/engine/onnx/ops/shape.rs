@@ -137,6 +137,10 @@ fn const_floats(ctx: &Ctx, i: usize, what: &str) -> Result<Option<Vec<f64>>, Str
 }
 
 /// `i` (negative counts from the end) as an index into `n`.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "checked to lie in 0..rank or 0..dim above"
+)]
 fn wrap_index(i: i64, n: usize) -> Result<usize, String> {
     let j = if i < 0 { i + n as i64 } else { i };
     if (0..n as i64).contains(&j) {
@@ -288,6 +292,10 @@ fn remap<T: Copy>(src: &[T], dims: &[usize], maps: &[Map], fill: T) -> Vec<T> {
 }
 
 /// [`remap`] of either type, shaped `out_dims` (of the maps' element count).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "float to integer truncates toward zero and saturates, as ONNX Cast does"
+)]
 fn remap_data(d: &Data, maps: &[Map], fill: f32, out_dims: &[usize]) -> Result<Data, String> {
     Ok(match d {
         Data::F32(a) => Data::F32(array(out_dims, remap(&elems(a), a.shape(), maps, fill))?),
@@ -483,6 +491,10 @@ pub struct ShapeOp {
 }
 
 impl ShapeOp {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "checked to lie in 0..rank or 0..dim above"
+    )]
     fn bounds(&self, rank: usize) -> (usize, usize) {
         let r = rank as i64;
         let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -691,6 +703,10 @@ fn reshape(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
     done(Reshape { dims }, ctx)
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "checked to lie in 0..rank or 0..dim above"
+)]
 fn flatten(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
     let x = ctx.required(0)?;
     let r = x.rank() as i64;
@@ -1072,6 +1088,10 @@ fn piece_of<T: Copy>(
     v
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "checked to lie in 0..rank or 0..dim above"
+)]
 fn split(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
     let x = ctx.required(0)?;
     let axis = norm_axis(ctx.attrs.int_or("axis", 0)?, x.rank())?;
@@ -1141,6 +1161,10 @@ fn range_len(s: i64, e: i64, step: i64) -> usize {
 }
 
 impl Slice {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "checked to lie in 0..rank or 0..dim above"
+    )]
     fn maps(&self, dims: &[usize]) -> Result<Vec<Map>, String> {
         if dims.len() != self.ranges.len() {
             return Err(format!(
@@ -1441,6 +1465,10 @@ impl Pad {
             .collect()
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "checked to lie in 0..rank or 0..dim above"
+    )]
     fn maps(&self, dims: &[usize]) -> Result<Vec<Map>, String> {
         let plan = self.plan(dims)?;
         Ok(plan
@@ -1488,6 +1516,10 @@ impl Op for Pad {
     any!();
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the pad value of an f32 tensor"
+)]
 fn pad(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
     let r = ctx.required(0)?.rank();
     let mode = match ctx.attrs.string_or("mode", "constant")?.as_str() {
@@ -1611,6 +1643,10 @@ pub struct Resize {
 }
 
 impl Resize {
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "clamped to the input axis above"
+    )]
     fn new(
         mode: ResizeMode,
         coord: CoordMode,
@@ -1794,6 +1830,10 @@ impl Op for Resize {
 }
 
 /// Output dims and coordinate scales from `scales` or `sizes` (over `axes`).
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "bounded by MAX_ELEMENTS above"
+)]
 fn resize_dims(
     x: &Fact,
     scales: Option<Vec<f64>>,
@@ -2005,6 +2045,7 @@ pub struct Range {
     pub len: usize,
 }
 
+#[allow(clippy::cast_possible_truncation, reason = "clamped to 0..=i128::MAX")]
 fn range_count(start: &Data, limit: &Data, delta: &Data) -> Result<usize, String> {
     let n = match (start, limit, delta) {
         (Data::I64(s), Data::I64(l), Data::I64(d)) => {
@@ -2049,6 +2090,10 @@ impl Op for Range {
         Ok(vec![Fact::new(self.dtype, vec![self.len])])
     }
 
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "every value lies between start and limit, both i64"
+    )]
     fn eval(&self, inputs: &[Option<&Data>]) -> Result<Vec<Data>, String> {
         let (s, l, d) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
         if range_count(s, l, d)? != self.len {

@@ -3,6 +3,7 @@
 use super::super::data::{Data, Fact, checked_len, fmt_dims};
 
 /// `axis` (negative counts from the end) as an index into `rank` axes.
+#[allow(clippy::cast_possible_truncation, reason = "checked to lie in 0..rank")]
 pub fn norm_axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };

@@ -582,6 +582,10 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
 /// AVX-512F; every `cols.x` index of the block is in bounds and `dst` holds
 /// `nc.div_ceil(NR) * kc * NR` elements (both checked by [`gemm_rows`]).
 #[target_feature(enable = "avx512f")]
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a mask of at most 16 lanes"
+)]
 unsafe fn pack_b(cols: &Cols<'_>, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
     let panels = nc.div_ceil(NR);
     assert!(dst.len() >= panels * kc * NR);

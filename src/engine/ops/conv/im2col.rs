@@ -141,6 +141,10 @@ pub(super) mod avx512 {
     /// AVX-512F; `even.len() <= ceil(src.len() / 2)`, `odd.len() <=
     /// src.len() / 2`.
     #[target_feature(enable = "avx512f")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a mask of at most 16 lanes"
+    )]
     pub(in super::super) unsafe fn deinterleave2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
         let ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
         let io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);

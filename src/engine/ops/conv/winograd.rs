@@ -54,6 +54,10 @@ pub(super) struct WinogradWeights {
 impl WinogradWeights {
     /// Transforms `weight` (`[cout][cin][3][3]`); `U = G g Gt` is computed
     /// in f64 and rounded once.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "transformed in f64 for accuracy, stored as f32"
+    )]
     pub(super) fn new(weight: &[f32], cout: usize, cin: usize) -> Self {
         assert_eq!(weight.len(), cout * cin * 9);
         let mut u = vec![vec![0.0f32; cout * cin]; 16];
@@ -282,6 +286,10 @@ unsafe fn input_transform(
 }
 
 /// The low `n` of 16 lanes.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a mask of at most 16 lanes"
+)]
 fn lanes(n: usize) -> u16 {
     if n >= 16 {
         u16::MAX
