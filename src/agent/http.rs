@@ -4,7 +4,7 @@
 //! most [`MAX_CLIENTS`] at once (one more is closed at once), so a slow
 //! client never blocks a scrape. A request must arrive whole within
 //! [`READ_DEADLINE`] and is bounded in size; the answer must be taken within
-//! [`WRITE_TIMEOUT`]. Accept errors (EMFILE) back off instead of spinning.
+//! `WRITE_TIMEOUT`. Accept errors (EMFILE) back off instead of spinning.
 //! Stopping the endpoint joins only the accept thread, so a reload that
 //! moves it never waits for a client.
 

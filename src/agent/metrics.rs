@@ -129,8 +129,13 @@ impl Metrics {
         if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| latency_seconds <= b) {
             self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.latency_sum_us
-            .fetch_add((latency_seconds * 1e6) as u64, Ordering::Relaxed);
+        // A float-to-integer `as` saturates: a negative or NaN latency adds 0.
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "whole microseconds, saturating"
+        )]
+        let us = (latency_seconds * 1e6) as u64;
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Sets the rejected-frames count (the pipeline counts them).
@@ -162,12 +167,12 @@ impl Metrics {
         *self.snapshot.lock().expect("metrics lock") = s;
     }
 
-    /// Replaces the cgroup hints' state.
     /// Renders the inference server's figures too, from now on.
     pub fn set_serving(&self, s: Arc<ServingStats>) {
         *self.serving.lock().expect("metrics lock") = Some(s);
     }
 
+    /// Replaces the cgroup hints' state.
     pub fn set_cgroup(&self, c: CgroupMetric) {
         *self.cgroup.lock().expect("metrics lock") = c;
     }

@@ -1267,7 +1267,7 @@ fn slice(ctx: &Ctx) -> Result<Box<dyn Op>, String> {
 
 // ---------------------------------------------------- Gather, GatherElements
 
-/// Gather along `axis`: output dims are data[:axis] + indices + data[axis+1:].
+/// Gather along `axis`: output dims are `data[:axis] + indices + data[axis+1:]`.
 #[derive(Debug)]
 pub struct Gather {
     /// The axis of the data.
