@@ -33,8 +33,7 @@ impl Stage {
     /// Runs until the input queue is closed and empty.
     pub fn run(self) {
         let me = &self.shared.stages[self.index];
-        // SAFETY: gettid has no preconditions.
-        me.tid.store(unsafe { libc::gettid() }, Ordering::Release);
+        me.tid.store(crate::thread::gettid(), Ordering::Release);
         let initial = me.pe.lock().expect("pe lock").clone();
         let pinned = self.shared.affinity.set(0, &initial);
         if let Err(e) = &pinned {
