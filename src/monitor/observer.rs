@@ -17,7 +17,7 @@
 //! so a unit keeps its calibrated cost wherever a re-balance moves it; a
 //! PE's nominal speed (its CPU count) divides it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -313,21 +313,6 @@ impl Observer {
         });
         let sample = self.counters.read(handle?).ok()?;
         Some(CounterValues::from(&sample))
-    }
-
-    /// Stops counting threads that are no longer stages.
-    pub fn forget_threads_except(&mut self, keep: &BTreeSet<i32>) {
-        let gone: Vec<i32> = self
-            .groups
-            .keys()
-            .filter(|t| !keep.contains(t))
-            .copied()
-            .collect();
-        for tid in gone {
-            if let Some(Some(h)) = self.groups.remove(&tid) {
-                self.counters.close(h);
-            }
-        }
     }
 }
 

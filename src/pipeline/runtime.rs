@@ -144,7 +144,6 @@ pub(crate) struct Shared {
     pub stages: Vec<StageShared>,
     pub affinity: Arc<dyn Affinity>,
     pub ewma_alpha: f64,
-    pub completed: AtomicU64,
     pub ready: Sender<usize>,
     /// Why a stage stopped on its own (a panic), if one did.
     pub failure: Mutex<Option<String>>,
@@ -280,7 +279,6 @@ impl Pipeline {
             model,
             affinity,
             ewma_alpha: cfg.ewma_alpha,
-            completed: AtomicU64::new(0),
             ready: ready_tx,
             failure: Mutex::new(None),
         });
@@ -368,11 +366,6 @@ impl Pipeline {
     /// Frames rejected because the admission queue was full.
     pub fn rejected(&self) -> u64 {
         self.admitter.rejected.load(Ordering::Acquire)
-    }
-
-    /// Frames that have left the last stage.
-    pub fn completed_count(&self) -> u64 {
-        self.shared.completed.load(Ordering::Acquire)
     }
 
     /// Why a stage stopped on its own, if one did: the pipeline then winds

@@ -171,7 +171,6 @@ impl Stage {
                     self.shared.model.len(),
                     "the last stage ends at N"
                 );
-                self.shared.completed.fetch_add(1, Ordering::AcqRel);
                 tx.send(Completed {
                     id: f.id,
                     output: f.tensor,
