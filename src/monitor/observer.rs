@@ -163,7 +163,7 @@ impl Observer {
         if known.is_empty() {
             return;
         }
-        let fallback = crate::engine::profile::median(&mut known);
+        let fallback = crate::stats::median(&mut known);
         self.unit_scale = Some(scale.into_iter().map(|f| f.unwrap_or(fallback)).collect());
     }
 
