@@ -9,7 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::frame::{Completed, Frame};
-use super::runtime::{Shared, StageControl};
+use super::shared::{Shared, StageControl};
 use crate::cpulist::CpuSet;
 use crate::engine::Workspace;
 
