@@ -27,7 +27,7 @@ use super::perf::{CounterSource, CounterSupport, GroupHandle, GroupKind, Target}
 use super::procfs::ProcReader;
 use super::sample::{CounterValues, ProcStat, Schedstat, TaskSnapshot};
 use crate::cpulist::CpuSet;
-use crate::policy::{Antagonist, PeSignals, StageSignals};
+use crate::policy::{PeSignals, StageSignals};
 
 /// Foreign CPU use (in CPUs) or run-delay share above which the observer
 /// names the antagonists.
@@ -270,17 +270,7 @@ impl Observer {
             let dt = now.saturating_duration_since(*at);
             let filter = AntagonistFilter::new(self.own_pid);
             for (i, cpus) in self.pes.iter().enumerate() {
-                pes[i].antagonists = antagonists::find(prev, &walk.snapshot, dt, cpus, &filter)
-                    .into_iter()
-                    .map(|a| Antagonist {
-                        pid: a.pid,
-                        start: a.start,
-                        tid: a.tid,
-                        comm: a.comm,
-                        cgroup: a.cgroup.map(|c| c.path),
-                        cpu_share: a.share,
-                    })
-                    .collect();
+                pes[i].antagonists = antagonists::find(prev, &walk.snapshot, dt, cpus, &filter);
             }
         }
         self.walk = Some((now, walk.snapshot));
