@@ -14,5 +14,7 @@ pub mod plot;
 pub mod policy;
 pub mod server;
 pub mod sim;
+pub mod stats;
+pub mod thread;
 pub mod topology;
 pub mod trust;

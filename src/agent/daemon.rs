@@ -1114,7 +1114,7 @@ impl Daemon {
         }
         let mut v: Vec<f64> = self.recent_ms.iter().copied().collect();
         v.sort_by(f64::total_cmp);
-        Some(crate::pipeline::recorder::percentile(&v, 0.99))
+        Some(crate::stats::percentile(&v, 0.99))
     }
 
     fn on_tick(&mut self, now: Instant) {

@@ -26,6 +26,7 @@ use odin::monitor::perf::{
 };
 use odin::monitor::procfs::ProcReader;
 use odin::pipeline::affinity::{Affinity, SchedAffinity};
+use odin::thread::gettid;
 use odin::topology;
 
 /// Checks what this machine offers odin: performance counters and their
@@ -174,12 +175,6 @@ fn checks_with(
         affinity_check(root, affinity, online.as_ref()),
         other_daemons_check(root),
     ]
-}
-
-/// The calling thread's id.
-fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::gettid() }
 }
 
 /// Opens (then closes) `kind` on the calling thread.

@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Model, Tensor, Workspace};
+use crate::stats::median;
 
 /// The cost of one unit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -115,18 +116,6 @@ pub const MAX_UNITS: usize = 100_000;
 
 /// The longest a unit may take in a profile, milliseconds: an hour.
 pub const MAX_UNIT_MS: f64 = 3_600_000.0;
-
-/// Median of `values` (which must not be empty); sorts in place.
-pub fn median(values: &mut [f64]) -> f64 {
-    assert!(!values.is_empty(), "median of nothing");
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
-}
 
 fn unit_costs(model: &Model, times_ms: impl Fn(usize) -> f64) -> Vec<UnitCost> {
     model
@@ -319,12 +308,6 @@ impl CostProfile {
 mod tests {
     use super::*;
     use crate::engine::zoo;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-    }
 
     #[test]
     fn measured_profile_covers_every_unit_and_round_trips() {

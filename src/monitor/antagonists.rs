@@ -26,8 +26,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::derive::{foreign_cpu_use, task_cpu_deltas};
-use super::sample::{TaskCgroup, TaskSnapshot};
+use super::sample::TaskSnapshot;
 use crate::cpulist::CpuSet;
+use crate::policy::Antagonist;
 
 /// Which threads may be reported.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,28 +62,12 @@ impl Default for AntagonistFilter {
     }
 }
 
-/// A foreign thread that used a PE's CPUs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Antagonist {
-    /// Process id.
-    pub pid: i32,
-    /// The process's start time after boot, clock ticks (the leader's
-    /// `stat` field 22): with `pid`, who the process is.
-    pub start: u64,
-    /// Thread id.
-    pub tid: i32,
-    /// Thread name.
-    pub comm: String,
-    /// Its process's cgroup, where known.
-    pub cgroup: Option<TaskCgroup>,
-    /// The PE CPU it was last seen on.
-    pub cpu: usize,
-    /// CPU time / wall time over the interval (1.0 is a whole CPU).
-    pub share: f64,
-}
-
 /// The foreign threads that used `pe` between `prev` and `cur`, `dt` apart,
 /// largest share first (ties by tid). Empty for a zero `dt`.
+///
+/// Each is named by its process's start time (the leader's `stat` field
+/// 22), its cgroup path where known, and its share: CPU time / wall time
+/// over the interval (1.0 is a whole CPU).
 pub fn find(
     prev: &TaskSnapshot,
     cur: &TaskSnapshot,
@@ -117,9 +102,8 @@ pub fn find(
                 start: leader.stat.starttime,
                 tid: f.tid,
                 comm: task.stat.comm.clone(),
-                cgroup: task.cgroup.clone(),
-                cpu: f.cpu,
-                share: f.share,
+                cgroup: task.cgroup.as_ref().map(|c| c.path.clone()),
+                cpu_share: f.share,
             })
         })
         .collect()
@@ -133,7 +117,7 @@ mod tests {
 
     use super::*;
     use crate::monitor::procfs::ProcReader;
-    use crate::monitor::sample::{CgroupVersion, PF_KTHREAD, Task, TaskStat};
+    use crate::monitor::sample::{CgroupVersion, PF_KTHREAD, Task, TaskCgroup, TaskStat};
 
     fn task(pid: i32, tid: i32, comm: &str, flags: u64, ticks: u64, cpu: usize) -> Task {
         Task {
@@ -201,27 +185,38 @@ mod tests {
         filter.exclude_tids.insert(960);
         let pe = CpuSet::from_cpus([2, 3]);
         let got = find(&prev, &cur, Duration::from_millis(300), &pe, &filter);
-        let summary: Vec<(i32, i32, &str, usize, f64)> = got
-            .iter()
-            .map(|a| {
-                (
-                    a.pid,
-                    a.tid,
-                    a.comm.as_str(),
-                    a.cpu,
-                    (a.share * 1000.0).round() / 1000.0,
-                )
-            })
-            .collect();
+        let summary = |got: &[Antagonist]| -> Vec<(i32, i32, String, f64)> {
+            got.iter()
+                .map(|a| {
+                    (
+                        a.pid,
+                        a.tid,
+                        a.comm.clone(),
+                        (a.cpu_share * 1000.0).round() / 1000.0,
+                    )
+                })
+                .collect()
+        };
         assert_eq!(
-            summary,
+            summary(&got),
             vec![
-                (700, 700, "stress", 2, 0.9),
-                (700, 701, "stress", 3, 0.2),
-                (800, 800, "my (weird) proc", 3, 0.2),
+                (700, 700, "stress".into(), 0.9),
+                (700, 701, "stress".into(), 0.2),
+                (800, 800, "my (weird) proc".into(), 0.2),
             ]
         );
-        assert_eq!(got[2].cgroup.as_ref().unwrap().path, "/my (weird) proc");
+        assert_eq!(got[2].cgroup.as_deref(), Some("/my (weird) proc"));
+        // Each thread is attributed to the CPU it was last seen on.
+        let dt = Duration::from_millis(300);
+        let on = |cpu| summary(&find(&prev, &cur, dt, &CpuSet::single(cpu), &filter));
+        assert_eq!(on(2), vec![(700, 700, "stress".into(), 0.9)]);
+        assert_eq!(
+            on(3),
+            vec![
+                (700, 701, "stress".into(), 0.2),
+                (800, 800, "my (weird) proc".into(), 0.2),
+            ]
+        );
         // Each names its process by the leader's start time, the thread's
         // own (1701) notwithstanding.
         let starts: Vec<(i32, u64)> = got.iter().map(|a| (a.tid, a.start)).collect();
@@ -328,7 +323,7 @@ mod tests {
             .iter()
             .find(|a| a.pid == pid)
             .unwrap_or_else(|| panic!("child {pid} not among {found:#?}"));
-        assert_eq!((me.tid, me.cpu, me.comm.as_str()), (pid, 1, "sh"));
+        assert_eq!((me.tid, me.comm.as_str()), (pid, "sh"));
         let info = crate::cgroup::ProcessInfo::read(Path::new("/proc"), pid)
             .unwrap()
             .unwrap();
@@ -336,28 +331,32 @@ mod tests {
         let truth = (s1.run_ns - s0.run_ns) as f64 / dt.as_nanos() as f64;
         eprintln!(
             "busy child {pid}: share {:.3} of CPU 1 over {dt:?} (schedstat says {truth:.3})",
-            me.share
+            me.cpu_share
         );
         assert!(
-            (me.share - truth).abs() < 0.1,
+            (me.cpu_share - truth).abs() < 0.1,
             "share {} but schedstat says {truth}",
-            me.share
+            me.cpu_share
         );
         // How much CPU it got depends on what else runs on CPU 1; that it
         // was runnable all along (run + run-queue wait) does not.
         let demand =
             (s1.run_ns + s1.wait_ns - s0.run_ns - s0.wait_ns) as f64 / dt.as_nanos() as f64;
         assert!(demand > 0.8, "busy child runnable only {demand} of {dt:?}");
-        assert!(me.share > 0.05, "child share {} over {dt:?}", me.share);
+        assert!(
+            me.cpu_share > 0.05,
+            "child share {} over {dt:?}",
+            me.cpu_share
+        );
         let own = std::process::id() as i32;
         for a in &found {
             assert!(a.pid != own && a.pid != 1, "{a:?}");
             let t = &cur.snapshot.tasks[&a.tid];
             assert!(!t.stat.is_kernel_thread(), "{a:?}");
-            assert_eq!(a.cpu, 1, "{a:?}");
+            assert_eq!(t.stat.last_cpu, 1, "{a:?}");
         }
         assert!(
-            found.windows(2).all(|w| w[0].share >= w[1].share),
+            found.windows(2).all(|w| w[0].cpu_share >= w[1].cpu_share),
             "{found:#?}"
         );
     }

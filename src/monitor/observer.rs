@@ -17,7 +17,7 @@
 //! so a unit keeps its calibrated cost wherever a re-balance moves it; a
 //! PE's nominal speed (its CPU count) divides it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ use super::perf::{CounterSource, CounterSupport, GroupHandle, GroupKind, Target}
 use super::procfs::ProcReader;
 use super::sample::{CounterValues, ProcStat, Schedstat, TaskSnapshot};
 use crate::cpulist::CpuSet;
-use crate::policy::{Antagonist, PeSignals, StageSignals};
+use crate::policy::{PeSignals, StageSignals};
 
 /// Foreign CPU use (in CPUs) or run-delay share above which the observer
 /// names the antagonists.
@@ -163,7 +163,7 @@ impl Observer {
         if known.is_empty() {
             return;
         }
-        let fallback = crate::engine::profile::median(&mut known);
+        let fallback = crate::stats::median(&mut known);
         self.unit_scale = Some(scale.into_iter().map(|f| f.unwrap_or(fallback)).collect());
     }
 
@@ -270,17 +270,7 @@ impl Observer {
             let dt = now.saturating_duration_since(*at);
             let filter = AntagonistFilter::new(self.own_pid);
             for (i, cpus) in self.pes.iter().enumerate() {
-                pes[i].antagonists = antagonists::find(prev, &walk.snapshot, dt, cpus, &filter)
-                    .into_iter()
-                    .map(|a| Antagonist {
-                        pid: a.pid,
-                        start: a.start,
-                        tid: a.tid,
-                        comm: a.comm,
-                        cgroup: a.cgroup.map(|c| c.path),
-                        cpu_share: a.share,
-                    })
-                    .collect();
+                pes[i].antagonists = antagonists::find(prev, &walk.snapshot, dt, cpus, &filter);
             }
         }
         self.walk = Some((now, walk.snapshot));
@@ -313,21 +303,6 @@ impl Observer {
         });
         let sample = self.counters.read(handle?).ok()?;
         Some(CounterValues::from(&sample))
-    }
-
-    /// Stops counting threads that are no longer stages.
-    pub fn forget_threads_except(&mut self, keep: &BTreeSet<i32>) {
-        let gone: Vec<i32> = self
-            .groups
-            .keys()
-            .filter(|t| !keep.contains(t))
-            .copied()
-            .collect();
-        for tid in gone {
-            if let Some(Some(h)) = self.groups.remove(&tid) {
-                self.counters.close(h);
-            }
-        }
     }
 }
 

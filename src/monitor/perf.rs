@@ -793,6 +793,7 @@ mod tests {
 
     use crate::cpulist::CpuSet;
     use crate::pipeline::affinity::pin_current_thread;
+    use crate::thread::gettid;
 
     /// Tests that open perf fds run one at a time, so fd numbers and CPU 0's
     /// counts are not disturbed by each other.
@@ -800,11 +801,6 @@ mod tests {
 
     pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
         SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn gettid() -> i32 {
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() }
     }
 
     fn thread_cpu_ns() -> u64 {

@@ -549,6 +549,7 @@ mod tests {
     use super::*;
     use crate::monitor::sample::PF_KTHREAD;
     use crate::monitor::testutil::FakeRoot;
+    use crate::thread::gettid;
 
     fn reader(root: &FakeRoot) -> ProcReader {
         ProcReader::with_root(root.path())
@@ -1003,11 +1004,6 @@ mod tests {
         let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
         assert_eq!(rc, 0, "clock_gettime");
         t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-    }
-
-    fn gettid() -> i32 {
-        // SAFETY: gettid has no preconditions.
-        unsafe { libc::gettid() }
     }
 
     #[test]

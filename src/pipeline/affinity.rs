@@ -102,8 +102,7 @@ mod tests {
         let last = CpuSet::single(online.iter().last().unwrap());
         let (got, status) = std::thread::spawn(move || {
             pin_current_thread(&last).unwrap();
-            // SAFETY: gettid has no preconditions.
-            let tid = unsafe { libc::gettid() };
+            let tid = crate::thread::gettid();
             let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
             (SchedAffinity.get(0).unwrap(), status)
         })

@@ -19,7 +19,7 @@
 //! Invariants:
 //! * At most [`BUCKETS`] counters (58 x 128 = 7424, 59 KiB) whatever is
 //!   recorded; the counter vector grows only up to the highest bucket used.
-//! * A quantile is the nearest-rank one (as [`super::recorder::percentile`]
+//! * A quantile is the nearest-rank one (as [`crate::stats::percentile`]
 //!   computes over a sorted vector): the bucket holding that rank is found
 //!   exactly, and its midpoint (clamped to the smallest and largest value
 //!   recorded) is reported. The reported value is therefore within half a
@@ -151,7 +151,7 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::recorder::percentile;
+    use crate::stats::percentile;
     use proptest::prelude::*;
 
     #[test]

@@ -7,6 +7,7 @@ pub mod histogram;
 pub mod partition;
 pub mod recorder;
 pub mod runtime;
+mod shared;
 pub mod source;
 mod stage;
 

@@ -179,15 +179,6 @@ impl<T: Serialize> Serialize for Recent<T> {
     }
 }
 
-/// The `q` quantile (0..=1) of sorted values by nearest rank; 0 when empty.
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Collects completed frames into windows and a run summary, in memory
 /// that does not grow with the run (see the module doc).
 #[derive(Debug)]
@@ -318,16 +309,6 @@ mod tests {
             service: vec![],
             wait: vec![],
         }
-    }
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 50.0);
-        assert_eq!(percentile(&v, 0.99), 99.0);
-        assert_eq!(percentile(&v, 1.0), 100.0);
-        assert_eq!(percentile(&[7.0], 0.99), 7.0);
-        assert_eq!(percentile(&[], 0.5), 0.0);
     }
 
     /// `got` is within the histogram's bound (1/256) of `exact`.

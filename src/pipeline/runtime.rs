@@ -13,16 +13,16 @@
 //! forward. Cut points are read per unit, so a repartition takes effect at
 //! the next unit boundary without stopping any stage.
 
-use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 
 use super::affinity::{Affinity, AffinityError};
 use super::frame::{Completed, Frame};
 use super::partition::{Partition, PartitionError};
+use super::shared::{Shared, StageControl, StageShared};
 use super::stage::{Downstream, Stage};
 use crate::cpulist::CpuSet;
 use crate::engine::{Model, Tensor};
@@ -87,77 +87,6 @@ pub enum PipelineError {
     /// A stage thread has gone.
     #[error("stage {0} is not running")]
     StageGone(usize),
-}
-
-/// A message to one stage thread.
-pub(crate) enum StageControl {
-    /// Re-pin to these CPUs and say how it went.
-    Pin(CpuSet, Sender<Result<(), AffinityError>>),
-}
-
-/// State of one stage that other threads read.
-pub(crate) struct StageShared {
-    pub pe: Mutex<CpuSet>,
-    pub pin_error: Mutex<Option<String>>,
-    pub tid: AtomicI32,
-    /// Smoothed per-frame service time, f64 seconds as bits.
-    ewma_bits: AtomicU64,
-    frames: AtomicU64,
-    busy_ns: AtomicU64,
-}
-
-impl StageShared {
-    fn new(pe: CpuSet) -> Self {
-        Self {
-            pe: Mutex::new(pe),
-            pin_error: Mutex::new(None),
-            tid: AtomicI32::new(0),
-            ewma_bits: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            busy_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// Adds one frame's service time. Only the stage's own thread writes.
-    pub fn record(&self, service: Duration, alpha: f64) {
-        let s = service.as_secs_f64();
-        let old = f64::from_bits(self.ewma_bits.load(Ordering::Acquire));
-        let frames = self.frames.load(Ordering::Acquire);
-        let new = if frames == 0 {
-            s
-        } else {
-            alpha * s + (1.0 - alpha) * old
-        };
-        self.ewma_bits.store(new.to_bits(), Ordering::Release);
-        self.busy_ns
-            .fetch_add(service.as_nanos() as u64, Ordering::AcqRel);
-        self.frames.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// State shared by the stage threads and the pipeline's owner.
-pub(crate) struct Shared {
-    pub model: Arc<Model>,
-    /// `cuts[s]` is the end of stage `s` for every stage but the last.
-    cuts: Vec<AtomicUsize>,
-    partition: Mutex<Partition>,
-    pub stages: Vec<StageShared>,
-    pub affinity: Arc<dyn Affinity>,
-    pub ewma_alpha: f64,
-    pub completed: AtomicU64,
-    pub ready: Sender<usize>,
-    /// Why a stage stopped on its own (a panic), if one did.
-    pub failure: Mutex<Option<String>>,
-}
-
-impl Shared {
-    /// The unit at which stage `s` currently stops.
-    pub fn stage_end(&self, s: usize) -> usize {
-        match self.cuts.get(s) {
-            Some(c) => c.load(Ordering::Acquire),
-            None => self.model.len(),
-        }
-    }
 }
 
 /// What one stage is doing, read without stopping it.
@@ -280,7 +209,6 @@ impl Pipeline {
             model,
             affinity,
             ewma_alpha: cfg.ewma_alpha,
-            completed: AtomicU64::new(0),
             ready: ready_tx,
             failure: Mutex::new(None),
         });
@@ -368,11 +296,6 @@ impl Pipeline {
     /// Frames rejected because the admission queue was full.
     pub fn rejected(&self) -> u64 {
         self.admitter.rejected.load(Ordering::Acquire)
-    }
-
-    /// Frames that have left the last stage.
-    pub fn completed_count(&self) -> u64 {
-        self.shared.completed.load(Ordering::Acquire)
     }
 
     /// Why a stage stopped on its own, if one did: the pipeline then winds

@@ -9,7 +9,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use super::frame::{Completed, Frame};
-use super::runtime::{Shared, StageControl};
+use super::shared::{Shared, StageControl};
 use crate::cpulist::CpuSet;
 use crate::engine::Workspace;
 
@@ -33,8 +33,7 @@ impl Stage {
     /// Runs until the input queue is closed and empty.
     pub fn run(self) {
         let me = &self.shared.stages[self.index];
-        // SAFETY: gettid has no preconditions.
-        me.tid.store(unsafe { libc::gettid() }, Ordering::Release);
+        me.tid.store(crate::thread::gettid(), Ordering::Release);
         let initial = me.pe.lock().expect("pe lock").clone();
         let pinned = self.shared.affinity.set(0, &initial);
         if let Err(e) = &pinned {
@@ -172,7 +171,6 @@ impl Stage {
                     self.shared.model.len(),
                     "the last stage ends at N"
                 );
-                self.shared.completed.fetch_add(1, Ordering::AcqRel);
                 tx.send(Completed {
                     id: f.id,
                     output: f.tensor,

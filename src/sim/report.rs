@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::Spec;
 use super::scenario::{Interval, Timeline};
 use super::world::{RunResult, TickRecord};
-use crate::pipeline::recorder::percentile;
+use crate::stats::percentile;
 
 /// Summary figures of one run.
 #[derive(Clone, Debug, PartialEq)]

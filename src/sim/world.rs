@@ -55,8 +55,8 @@ use serde::Serialize;
 
 use super::des::Des;
 use super::scenario::{Interval, Timeline};
-use crate::pipeline::recorder::percentile;
 use crate::policy::{Action, Antagonist, Observation, PeSignals, Placement, Slo, StageSignals};
+use crate::stats::percentile;
 
 /// IPC of a stage thread on an undisturbed PE (synthetic counters).
 const BASE_IPC: f64 = 2.0;

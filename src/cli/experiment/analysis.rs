@@ -16,6 +16,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use odin::stats::mean;
+
 /// Throughput after the antagonist stops counts as recovered from this
 /// share of the before-level on.
 pub const RECOVERED: f64 = 0.95;
@@ -127,11 +129,6 @@ pub struct Figures {
 fn windows(timeline: &[Window]) -> impl Iterator<Item = (f64, &Window)> {
     let starts = std::iter::once(0.0).chain(timeline.iter().map(|w| w.t));
     starts.zip(timeline)
-}
-
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    (n > 0).then(|| sum / n as f64)
 }
 
 /// Mean of `value` over the windows wholly inside `[from, to]`.

@@ -228,8 +228,7 @@ pub fn summarize(
 /// Opens (then closes) each group on the calling thread and sums up, with
 /// the permission files read under `root`.
 pub fn probe(source: &mut dyn CounterSource, root: &Path) -> CounterSupport {
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    let tid = crate::thread::gettid();
     let mut try_open = |kind| match source.open(Target::Thread(tid), kind) {
         Ok(opened) => {
             source.close(opened.handle);
@@ -440,11 +439,8 @@ mod tests {
         let root = Path::new("/");
         let support = probe(&mut PerfCounters::new(), root);
         println!("this machine: {support}; {:?}", Permissions::read(root));
-        let hw = PerfCounters::new().open(
-            // SAFETY: gettid has no preconditions.
-            Target::Thread(unsafe { libc::gettid() }),
-            GroupKind::Hardware,
-        );
+        let hw =
+            PerfCounters::new().open(Target::Thread(crate::thread::gettid()), GroupKind::Hardware);
         assert_eq!(support.has_hardware(), hw.is_ok(), "{support}");
         if let Err(e) = hw
             && e.class() == Some(OpenClass::Unsupported)
