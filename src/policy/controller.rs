@@ -56,6 +56,12 @@ impl Controller {
         &mut self.detector
     }
 
+    /// Whether the policy is measuring a placement it applied (see
+    /// [`Policy::exploring`]).
+    pub fn exploring(&self) -> bool {
+        self.policy.exploring()
+    }
+
     /// The policy's name.
     pub fn policy_name(&self) -> &'static str {
         self.policy.name()

@@ -125,6 +125,10 @@ impl Policy for Guided {
         "guided"
     }
 
+    fn exploring(&self) -> bool {
+        self.is_measuring()
+    }
+
     fn decide(&mut self, obs: &Observation) -> Action {
         self.learn(obs);
         if !obs.events.is_empty() {

@@ -199,4 +199,10 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// One decision per tick.
     fn decide(&mut self, obs: &Observation) -> Action;
+    /// Whether a placement the policy applied is in force and being
+    /// measured to decide whether to keep it (what the simulator marks as
+    /// exploring). Policies that do not measure their moves never are.
+    fn exploring(&self) -> bool {
+        false
+    }
 }

@@ -878,6 +878,10 @@ impl Policy for Odin {
         "odin"
     }
 
+    fn exploring(&self) -> bool {
+        self.search.is_measuring()
+    }
+
     fn decide(&mut self, obs: &Observation) -> Action {
         self.learn(obs);
         for e in &obs.events {
