@@ -190,57 +190,104 @@ impl Partition {
             prefix[i + 1] = prefix[i] + c;
         }
         let time = |st: usize, a: usize, b: usize| (prefix[b] - prefix[a]) / speeds[st];
+        let cuts = two_pass(n, s, 1, time, Tie::Earliest);
+        Self::new(n, cuts)
+    }
+}
 
-        // Pass 1: best[k][i] = smallest bottleneck of units 0..i on stages 0..k.
-        let inf = f64::INFINITY;
-        let mut best = vec![vec![inf; n + 1]; s];
-        for (i, b) in best[0].iter_mut().enumerate().skip(1) {
-            *b = time(0, 0, i);
-        }
-        for k in 1..s {
-            for i in k + 1..=n {
-                best[k][i] = (k..i)
-                    .map(|j| best[k - 1][j].max(time(k, j, i)))
-                    .fold(inf, f64::min);
-            }
-        }
-        let bound = best[s - 1][n];
-        // Stage times are recomputed from the same prefix sums, so only
-        // rounding in the comparison itself needs slack.
-        let limit = bound * (1.0 + 1e-12) + f64::MIN_POSITIVE;
+/// Which cut the latency pass of [`two_pass`] keeps among cuts that give
+/// the same least latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tie {
+    /// The earliest such cut (the earlier stage takes fewer units).
+    Earliest,
+    /// The latest such cut.
+    Latest,
+}
 
-        // Pass 2: least total time with every stage within the bound.
-        let mut sum = vec![vec![inf; n + 1]; s];
-        let mut from = vec![vec![0usize; n + 1]; s];
-        for (i, total) in sum[0].iter_mut().enumerate().skip(1) {
-            let t = time(0, 0, i);
-            if t <= limit {
-                *total = t;
-            }
-        }
-        for k in 1..s {
-            for i in k + 1..=n {
-                for j in k..i {
+/// The two-pass interval DP (see the module docs): `units` units in order
+/// cut into `stages` contiguous ranges, each of at least `min_len` units
+/// (0 allows empty stages), stage `k` on units `j..i` taking `time(k, j,
+/// i)`, which must not fall as `j` falls (more units never take less).
+/// Returns the `stages - 1` cuts with the least bottleneck and, among
+/// those, the least sum of stage times, ties broken by `tie`. Pass 1 finds
+/// the least bottleneck B*; pass 2 the least sum with every stage within
+/// B*. O(S N^2).
+///
+/// # Panics
+/// If `stages` is 0 or `units < stages * min_len`.
+pub fn two_pass(
+    units: usize,
+    stages: usize,
+    min_len: usize,
+    time: impl Fn(usize, usize, usize) -> f64,
+    tie: Tie,
+) -> Vec<usize> {
+    assert!(stages > 0 && units >= stages * min_len, "no feasible cut");
+    let (n, m) = (units, min_len);
+    let inf = f64::INFINITY;
+    // Pass 1: least bottleneck of units 0..i on stages 0..=k, rolling rows.
+    let mut prev: Vec<f64> = (0..=n)
+        .map(|i| if i >= m { time(0, 0, i) } else { inf })
+        .collect();
+    let mut cur = vec![inf; n + 1];
+    for k in 1..stages {
+        for (i, c) in cur.iter_mut().enumerate() {
+            let mut b = inf;
+            if i >= (k + 1) * m {
+                // Stage times only grow as the stage starts earlier: stop
+                // once the stage alone is no better than the best so far.
+                for j in (k * m..=i - m).rev() {
                     let t = time(k, j, i);
-                    if t <= limit && sum[k - 1][j] + t < sum[k][i] {
-                        sum[k][i] = sum[k - 1][j] + t;
-                        from[k][i] = j;
+                    if t >= b {
+                        break;
                     }
+                    b = b.min(prev[j].max(t));
+                }
+            }
+            *c = b;
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    // Stage times are recomputed the same way, so only rounding in the
+    // comparison itself needs slack.
+    let limit = prev[n] * (1.0 + 1e-12) + f64::MIN_POSITIVE;
+    // Pass 2: least sum of stage times with every stage within the bound.
+    let mut sum = vec![vec![inf; n + 1]; stages];
+    let mut from = vec![vec![0usize; n + 1]; stages];
+    for (i, total) in sum[0].iter_mut().enumerate().skip(m) {
+        let t = time(0, 0, i);
+        if t <= limit {
+            *total = t;
+        }
+    }
+    for k in 1..stages {
+        for i in (k + 1) * m..=n {
+            for j in (k * m..=i - m).rev() {
+                let t = time(k, j, i);
+                if t > limit {
+                    break;
+                }
+                let v = sum[k - 1][j] + t;
+                let cur = sum[k][i];
+                if v < cur || (tie == Tie::Earliest && v == cur && v.is_finite()) {
+                    sum[k][i] = v;
+                    from[k][i] = j;
                 }
             }
         }
-        debug_assert!(
-            sum[s - 1][n].is_finite(),
-            "pass 1's optimum is feasible in pass 2"
-        );
-        let mut cuts = vec![0; s - 1];
-        let mut i = n;
-        for k in (1..s).rev() {
-            i = from[k][i];
-            cuts[k - 1] = i;
-        }
-        Self::new(n, cuts)
     }
+    debug_assert!(
+        sum[stages - 1][n].is_finite(),
+        "pass 1's optimum is feasible in pass 2"
+    );
+    let mut cuts = vec![0; stages - 1];
+    let mut i = n;
+    for k in (1..stages).rev() {
+        i = from[k][i];
+        cuts[k - 1] = i;
+    }
+    cuts
 }
 
 impl fmt::Display for Partition {

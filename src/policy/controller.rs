@@ -51,9 +51,10 @@ impl Controller {
         &self.detector
     }
 
-    /// The detector, to change its parameters on a reload.
-    pub fn detector_mut(&mut self) -> &mut Detector {
-        &mut self.detector
+    /// Whether the policy is measuring a placement it applied (see
+    /// [`Policy::exploring`]).
+    pub fn exploring(&self) -> bool {
+        self.policy.exploring()
     }
 
     /// The policy's name.

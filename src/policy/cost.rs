@@ -112,31 +112,54 @@ pub fn measured_times(obs: &Observation) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// Per PE: measured service over expected time of the non-empty stages on
-/// it, with our own time-sharing taken out; `None` where no stage on the PE
-/// has been measured.
-pub fn measured_slowdown(obs: &Observation) -> Vec<Option<f64>> {
-    let pes = obs.pe_speed.len();
-    let shared = sharing(&obs.placement, pes);
+/// The slowdown model. Per PE: the summed measured service time of our
+/// stages on it over their summed idle-PE time, with our own time-sharing
+/// (`k` non-empty stages of `p` on the PE) taken out; `None` where no
+/// idle-PE time was summed. `samples` are `(pe, service_ms, idle_ms)`, one
+/// per measured stage; PEs out of range are skipped.
+pub fn pe_slowdown(
+    p: &Placement,
+    pes: usize,
+    samples: impl IntoIterator<Item = (usize, f64, f64)>,
+) -> Vec<Option<f64>> {
+    let shared = sharing(p, pes);
     let mut service = vec![0.0; pes];
-    let mut expected = vec![0.0; pes];
-    for (s, sig) in obs.stages.iter().enumerate() {
-        if s >= obs.placement.stages() || obs.placement.range(s).is_empty() || sig.pe >= pes {
-            continue;
-        }
-        if let Some(ms) = sig.service_ms
-            && ms.is_finite()
-            && sig.expected_ms > 0.0
-        {
-            service[sig.pe] += ms;
-            expected[sig.pe] += sig.expected_ms;
+    let mut idle = vec![0.0; pes];
+    for (pe, ms, idle_ms) in samples {
+        if pe < pes {
+            service[pe] += ms;
+            idle[pe] += idle_ms;
         }
     }
     (0..pes)
-        .map(|p| {
-            (expected[p] > 0.0)
-                .then(|| (service[p] / (expected[p] * shared[p].max(1) as f64)).max(1e-6))
-        })
+        .map(|pe| (idle[pe] > 0.0).then(|| service[pe] / (idle[pe] * shared[pe].max(1) as f64)))
+        .collect()
+}
+
+/// The slowdown model on a PE none of our stages runs on: `1 + foreign /
+/// speed`, from the foreign CPU use seen there; `None` when that use or
+/// the PE's speed is unknown or out of range.
+pub fn foreign_slowdown(obs: &Observation, pe: usize) -> Option<f64> {
+    let x = obs.pes.get(pe)?.foreign_cpu_share?;
+    let v = *obs.pe_speed.get(pe)?;
+    (v > 0.0 && x.is_finite() && x >= 0.0).then(|| 1.0 + x / v)
+}
+
+/// Per PE: [`pe_slowdown`] of the non-empty stages' smoothed service over
+/// expected times; `None` where no stage on the PE has been measured.
+pub fn measured_slowdown(obs: &Observation) -> Vec<Option<f64>> {
+    let p = &obs.placement;
+    let samples = obs.stages.iter().enumerate().filter_map(|(s, sig)| {
+        if s >= p.stages() || p.range(s).is_empty() {
+            return None;
+        }
+        sig.service_ms
+            .filter(|ms| ms.is_finite() && sig.expected_ms > 0.0)
+            .map(|ms| (sig.pe, ms, sig.expected_ms))
+    });
+    pe_slowdown(p, obs.pe_speed.len(), samples)
+        .into_iter()
+        .map(|s| s.map(|s| s.max(1e-6)))
         .collect()
 }
 

@@ -81,13 +81,8 @@ impl Guided {
         let pes = obs.pe_speed.len();
         self.slowdown.resize(pes, None);
         for (p, m) in cost::measured_slowdown(obs).into_iter().enumerate() {
-            if let Some(s) = m {
+            if let Some(s) = m.or_else(|| cost::foreign_slowdown(obs, p)) {
                 self.slowdown[p] = Some(s);
-            } else if let Some(x) = obs.pes.get(p).and_then(|s| s.foreign_cpu_share) {
-                let v = obs.pe_speed[p];
-                if v > 0.0 && x.is_finite() && x >= 0.0 {
-                    self.slowdown[p] = Some(1.0 + x / v);
-                }
             }
         }
     }
@@ -123,6 +118,10 @@ impl Guided {
 impl Policy for Guided {
     fn name(&self) -> &'static str {
         "guided"
+    }
+
+    fn exploring(&self) -> bool {
+        self.is_measuring()
     }
 
     fn decide(&mut self, obs: &Observation) -> Action {

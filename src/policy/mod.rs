@@ -16,7 +16,6 @@ pub(crate) mod testutil;
 
 use serde::Serialize;
 
-use crate::pipeline::Partition;
 use config::PolicyConfig;
 use detector::Event;
 
@@ -99,7 +98,7 @@ pub struct Slo {
 
 /// Where the units run: the cut points and, for each stage, its PE.
 ///
-/// Unlike a pipeline [`Partition`] on its own, a placement may leave a
+/// Unlike a pipeline [`Partition`](crate::pipeline::Partition) on its own, a placement may leave a
 /// stage empty (two equal cuts): its PE then runs nothing, which is how a
 /// policy leaves a crippled PE unused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -113,15 +112,6 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Stage `s` on PE `s`, cut as `p`.
-    pub fn identity(p: &Partition) -> Self {
-        Self {
-            units: p.units(),
-            cuts: p.cuts().to_vec(),
-            mapping: (0..p.stages()).collect(),
-        }
-    }
-
     /// Number of stages.
     pub fn stages(&self) -> usize {
         self.cuts.len() + 1
@@ -199,4 +189,10 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// One decision per tick.
     fn decide(&mut self, obs: &Observation) -> Action;
+    /// Whether a placement the policy applied is in force and being
+    /// measured to decide whether to keep it (what the simulator marks as
+    /// exploring). Policies that do not measure their moves never are.
+    fn exploring(&self) -> bool {
+        false
+    }
 }

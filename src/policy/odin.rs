@@ -76,7 +76,9 @@
 //! Pure: no OS calls.
 
 use super::config::PolicyConfig;
-use super::cost::{CostModel, measured_bottleneck, measured_times, sharing};
+use super::cost::{
+    CostModel, foreign_slowdown, measured_bottleneck, measured_times, pe_slowdown, sharing,
+};
 use super::detector::{Event, Kind};
 use super::{Action, Observation, Placement, Policy};
 
@@ -496,32 +498,21 @@ impl Slowdowns {
             return None;
         }
         let cost = CostModel::new(&obs.unit_ms);
-        let shared = sharing(p, pes);
-        let mut service = vec![0.0; pes];
-        let mut idle = vec![0.0; pes];
-        for (s, &t) in times.iter().enumerate() {
+        let samples = times.iter().enumerate().map(|(s, &t)| {
             let pe = p.mapping[s];
-            idle[pe] += cost.range_ms(p.range(s)) / obs.pe_speed[pe];
-            service[pe] += t;
-        }
+            (pe, t, cost.range_ms(p.range(s)) / obs.pe_speed[pe])
+        });
         let mut slow = Vec::with_capacity(pes);
         let mut measured = Vec::with_capacity(pes);
-        for pe in 0..pes {
-            if idle[pe] > 0.0 {
-                let f = service[pe] / (idle[pe] * shared[pe].max(1) as f64);
+        for (pe, f) in pe_slowdown(p, pes, samples).into_iter().enumerate() {
+            if let Some(f) = f {
                 if !(f.is_finite() && f > 0.0) {
                     return None;
                 }
                 slow.push(f);
                 measured.push(true);
             } else {
-                let foreign = obs
-                    .pes
-                    .get(pe)
-                    .and_then(|g| g.foreign_cpu_share)
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .unwrap_or(0.0);
-                let seen = 1.0 + foreign / obs.pe_speed[pe];
+                let seen = foreign_slowdown(obs, pe).unwrap_or(1.0);
                 slow.push(memory.get(pe).copied().flatten().unwrap_or(1.0).max(seen));
                 measured.push(false);
             }
@@ -876,6 +867,10 @@ impl Odin {
 impl Policy for Odin {
     fn name(&self) -> &'static str {
         "odin"
+    }
+
+    fn exploring(&self) -> bool {
+        self.search.is_measuring()
     }
 
     fn decide(&mut self, obs: &Observation) -> Action {

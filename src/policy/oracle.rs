@@ -12,8 +12,8 @@
 //!   PEs     p2      p0    p3           p1 unused (an empty stage)
 //! ```
 //!
-//! Approach: two passes of dynamic programming, as in
-//! [`Partition::optimal`](crate::pipeline::Partition::optimal): the first
+//! Approach: two passes of dynamic programming, the
+//! [`two_pass`] of [`Partition::optimal`](crate::pipeline::Partition::optimal): the first
 //! finds the least bottleneck B*, the second the least latency among
 //! mappings whose every stage is within B* (one lexicographic pass is not
 //! exact: a prefix with a smaller maximum can carry a larger sum).
@@ -46,6 +46,7 @@
 
 use super::cost::CostModel;
 use super::{Action, Observation, Placement, Policy};
+use crate::pipeline::partition::{Tie, two_pass};
 
 /// Largest `states x classes` for which [`optimal`] enumerates PE orders.
 pub const ORDER_BUDGET: usize = 2048;
@@ -145,56 +146,7 @@ fn order_fixed(model: &CostModel, speed: &[f64]) -> Placement {
             inf
         }
     };
-    // Pass 1: least bottleneck, rolling rows.
-    let mut prev: Vec<f64> = (0..=n).map(|i| time(0, 0, i)).collect();
-    let mut cur = vec![inf; n + 1];
-    for k in 1..pes {
-        for (i, c) in cur.iter_mut().enumerate() {
-            // Stage times only grow as the stage starts earlier: stop once
-            // the stage alone is no better than the best so far.
-            let mut b = inf;
-            for j in (0..=i).rev() {
-                let t = time(k, j, i);
-                if t >= b {
-                    break;
-                }
-                b = b.min(prev[j].max(t));
-            }
-            *c = b;
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    let lim = limit(prev[n]);
-    // Pass 2: least latency within the bound.
-    let mut sum = vec![vec![inf; n + 1]; pes];
-    let mut from = vec![vec![0usize; n + 1]; pes];
-    for (i, s) in sum[0].iter_mut().enumerate() {
-        let t = time(0, 0, i);
-        if t <= lim {
-            *s = t;
-        }
-    }
-    for k in 1..pes {
-        for i in 0..=n {
-            for j in (0..=i).rev() {
-                let t = time(k, j, i);
-                if t > lim {
-                    break;
-                }
-                if sum[k - 1][j] + t < sum[k][i] {
-                    sum[k][i] = sum[k - 1][j] + t;
-                    from[k][i] = j;
-                }
-            }
-        }
-    }
-    debug_assert!(sum[pes - 1][n].is_finite(), "pass 1's optimum is feasible");
-    let mut cuts = vec![0; pes - 1];
-    let mut i = n;
-    for k in (1..pes).rev() {
-        i = from[k][i];
-        cuts[k - 1] = i;
-    }
+    let cuts = two_pass(n, pes, 0, time, Tie::Latest);
     Placement {
         units: n,
         cuts,

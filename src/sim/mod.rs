@@ -28,14 +28,10 @@ pub mod report;
 pub mod scenario;
 pub mod world;
 
-use std::sync::{Arc, Mutex};
-
 use crate::engine::profile::CostProfile;
 use crate::policy::config::PolicyConfig;
 use crate::policy::controller::Controller;
-use crate::policy::guided::Guided;
-use crate::policy::odin::{Odin, Phase};
-use crate::policy::{self, Action, Observation, Policy, Slo, oracle};
+use crate::policy::{self, Action, Observation, Slo, oracle};
 use report::{PolicyRun, Report};
 use scenario::{Named, ScenarioError};
 pub use world::{Driver, Load, RunResult, World, WorldConfig};
@@ -108,51 +104,15 @@ pub fn intensity(profile: &CostProfile) -> Vec<f64> {
         .collect()
 }
 
-/// A policy shared between the controller (which owns a `Box<dyn Policy>`)
-/// and the driver, which asks the concrete policy whether it is measuring a
-/// candidate.
-struct Shared<P>(Arc<Mutex<P>>);
-
-impl<P: Policy> Policy for Shared<P> {
-    fn name(&self) -> &'static str {
-        self.0.lock().expect("policy lock").name()
-    }
-
-    fn decide(&mut self, obs: &Observation) -> Action {
-        self.0.lock().expect("policy lock").decide(obs)
-    }
-}
-
-/// How to tell whether a policy is measuring a candidate.
-enum Probe {
-    None,
-    Odin(Arc<Mutex<Odin>>),
-    Guided(Arc<Mutex<Guided>>),
-}
-
 /// The real controller (detector + policy) as a world driver.
 struct ControllerDriver {
     controller: Controller,
-    probe: Probe,
 }
 
 impl ControllerDriver {
     fn build(name: &str, cfg: &PolicyConfig) -> Result<Self, String> {
-        cfg.validate()?;
-        let (policy, probe): (Box<dyn Policy>, Probe) = match name {
-            "odin" => {
-                let p = Arc::new(Mutex::new(Odin::new(cfg)));
-                (Box::new(Shared(p.clone())), Probe::Odin(p))
-            }
-            "guided" => {
-                let p = Arc::new(Mutex::new(Guided::new(cfg)));
-                (Box::new(Shared(p.clone())), Probe::Guided(p))
-            }
-            _ => (policy::build(name, cfg)?, Probe::None),
-        };
         Ok(Self {
-            controller: Controller::new(policy, cfg.detector.clone()),
-            probe,
+            controller: Controller::build(name, cfg)?,
         })
     }
 }
@@ -163,21 +123,9 @@ impl Driver for ControllerDriver {
     }
 
     /// odin: its local search is measuring a candidate. guided: the same,
-    /// or its one-step jump is being measured (guided keeps that phase
-    /// private; its `Debug` form is the only window on it).
+    /// or its one-step jump is being measured.
     fn exploring(&self) -> bool {
-        match &self.probe {
-            Probe::None => false,
-            Probe::Odin(p) => matches!(
-                p.lock().expect("policy lock").search().phase(),
-                Phase::Measuring { .. }
-            ),
-            Probe::Guided(p) => {
-                let g = p.lock().expect("policy lock");
-                matches!(g.search().phase(), Phase::Measuring { .. })
-                    || format!("{g:?}").contains("phase: Jumped")
-            }
-        }
+        self.controller.exploring()
     }
 }
 
