@@ -289,10 +289,11 @@ fn reload_applies_a_valid_config_keeps_running_on_a_broken_one_and_stop_drains()
 }
 
 #[test]
-fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame() {
+fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame_and_ends_on_the_last_config() {
     let cpus: Vec<usize> = online().iter().take(2).collect();
-    // Two valid configurations that need different pipelines: two PEs and
-    // one (or, on one CPU, two seeds), and different policies.
+    // Configurations that need different pipelines: two PEs and one (or,
+    // on one CPU, two seeds), different policies, and each its own open-loop
+    // rate, which the reload's log names.
     let (a, b) = if cpus.len() == 2 {
         (
             format!("{BASE}pes: [\"{}\", \"{}\"]\n", cpus[0], cpus[1]),
@@ -308,18 +309,62 @@ fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame() {
                 + "policy:\n  name: static\n",
         )
     };
+    let config = |i: usize| {
+        let base = if i.is_multiple_of(2) { &b } else { &a };
+        (
+            format!("{base}load:\n  mode: open\n  rate: {}\n", 100 + i),
+            format!("open loop at {} frames/s", 100 + i),
+        )
+    };
     let mut agent = Agent::start(&a);
     agent.wait_status_line();
-    for i in 0..20 {
-        write_config(&agent.config, if i % 2 == 0 { &b } else { &a });
+    let sighups = 20;
+    for i in 0..sighups {
+        write_config(&agent.config, &config(i).0);
         agent.signal(Signal::SIGHUP);
     }
-    // The burst is handled (the kernel may merge some), then frames flow on.
-    agent.wait_notify("RELOADING=1");
-    agent.wait_notify("READY=1");
+    // The burst is handled (the kernel may merge some): the last reload
+    // that rebuilds the pipeline is the one that read the last file.
+    let last = config(sighups - 1).1;
+    let mut rebuilds = Vec::new();
+    loop {
+        let l = agent.wait_stderr(|l| l.contains("reload"));
+        assert!(!l.contains("reload rejected"), "{l}");
+        if l.contains("pipeline rebuilt") {
+            rebuilds.push(l.clone());
+            if l.contains(&last) {
+                break;
+            }
+        }
+    }
     let before = sample(&agent.scrape(), "odin_frames_total").unwrap();
     agent.frames_above(before);
     assert!(agent.child.try_wait().unwrap().is_none(), "still running");
+    let body = agent.scrape();
+    let applied = sample(&body, "odin_config_reloads_total{outcome=\"applied\"}").unwrap();
+    assert!(
+        applied > 0.0 && applied <= sighups as f64,
+        "{applied} reloads"
+    );
+    assert!(
+        applied >= rebuilds.len() as f64,
+        "{applied} for {rebuilds:?}"
+    );
+    assert_eq!(
+        sample(&body, "odin_config_reloads_total{outcome=\"rejected\"}"),
+        Some(0.0)
+    );
+    // The last file's policy and PEs are the ones running.
+    assert!(
+        body.contains("odin_pipeline_info{model=\"mobilenet_v2\",policy=\"odin\"} 1"),
+        "{body}"
+    );
+    let later: Vec<String> = agent
+        .stderr
+        .try_iter()
+        .filter(|l| l.contains("pipeline rebuilt"))
+        .collect();
+    assert!(later.is_empty(), "rebuilt after the last file: {later:?}");
     let v = agent.stop();
     let frames = v["frames"].as_u64().unwrap();
     assert!(frames > 0);
@@ -328,7 +373,19 @@ fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame() {
         frames,
         "frames in = frames out across rebuilds: {v}"
     );
-    assert!(v["reloads"].as_u64().unwrap() >= 1);
+    assert!(v["reloads"].as_f64().unwrap() >= applied, "{v}");
+    let pes: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pe"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = if cpus.len() == 2 {
+        cpus.iter().map(|c| c.to_string()).collect()
+    } else {
+        vec![cpus[0].to_string()]
+    };
+    assert_eq!(pes, want, "the last file's PEs");
 }
 
 #[test]

@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -195,7 +194,6 @@ fn bad_arguments_exit_2_naming_the_flag() {
         ),
         (vec!["--bogus"], "--bogus"),
     ] {
-        let started = Instant::now();
         let out = odin().arg("experiment").args(&args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
@@ -205,7 +203,6 @@ fn bad_arguments_exit_2_naming_the_flag() {
             "{args:?} should name {flag}: {stderr}"
         );
         assert!(out.stdout.is_empty(), "{args:?}");
-        assert!(started.elapsed() < Duration::from_secs(20), "{args:?} ran");
     }
 }
 
