@@ -107,6 +107,34 @@ fn same_seed_same_report() {
 }
 
 #[test]
+fn the_old_flag_spellings_still_work() {
+    let args = |pes: &'static str, policies: &'static str| {
+        [
+            "--model",
+            "alexnet",
+            pes,
+            "2",
+            "--scenario",
+            "long-lived",
+            policies,
+            "static,odin",
+            "--frames",
+            "200",
+        ]
+    };
+    let new = deterministic(simulate(&args("--pe-count", "--policies")));
+    let old = deterministic(simulate(&args("--pes", "--policy")));
+    assert_eq!(new, old);
+    let names: Vec<&str> = new["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["static", "odin"]);
+}
+
+#[test]
 fn no_interference_runs_at_the_bottleneck_and_no_policy_loses() {
     for model in ["resnet50", "vgg16"] {
         let v = simulate(&[
@@ -178,7 +206,7 @@ fn table_csv_and_plot() {
         "periodic",
         "--frames",
         "400",
-        "--policy",
+        "--policies",
         "static,odin",
         "--csv",
         csv.to_str().unwrap(),
@@ -278,7 +306,7 @@ fn usage_errors_exit_2_and_list_the_choices() {
         "4",
         "--scenario",
         "none",
-        "--policy",
+        "--policies",
         "x",
     ]);
     assert_eq!(o.status.code(), Some(2));

@@ -36,8 +36,8 @@ pub struct Args {
     scenario: String,
     /// Policies to compare: `all`, or a comma-separated list of static,
     /// lls, odin, guided, oracle. The oracle always runs, for the ratio.
-    #[arg(long, value_name = "all|LIST", default_value = "all")]
-    policy: String,
+    #[arg(long, value_name = "all|LIST", default_value = "all", alias = "policy")]
+    policies: String,
     /// Frames per policy run, 2 to 10000000.
     #[arg(long, value_name = "K", default_value_t = 2000)]
     frames: u64,
@@ -88,7 +88,7 @@ fn policies(text: &str) -> Result<Vec<String>> {
     for p in text.split(',').map(str::trim) {
         if !policy::NAMES.contains(&p) {
             return Err(usage(format!(
-                "--policy {p:?}: unknown policy; valid: all, {}",
+                "--policies {p:?}: unknown policy; valid: all, {}",
                 policy::NAMES.join(", ")
             )));
         }
@@ -100,7 +100,7 @@ fn policies(text: &str) -> Result<Vec<String>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let policies = policies(&args.policy)?;
+    let policies = policies(&args.policies)?;
     super::check_count("pe-count", args.pe_count as u64, 1, MAX_PES as u64, "PEs")?;
     super::check_count("frames", args.frames, 2, MAX_FRAMES, "frames")?;
     super::check_number("gflops", args.gflops, 0.001, 1e6, "GFLOP/s")?;
