@@ -91,7 +91,7 @@ impl Plan {
             return Err(usage("--policies: at least one policy".into()));
         }
         let pes = match &args.pes {
-            Some(text) => parse_pes(text, &online)?,
+            Some(text) => crate::cli::parse_pes(text, &online)?,
             None => Vec::new(),
         };
         // Every agent's configuration is checked now, not after minutes.
@@ -214,23 +214,4 @@ impl Plan {
 fn kind_name(kind: Kind) -> String {
     kind.to_possible_value()
         .map_or_else(|| "cpu".into(), |v| v.get_name().to_string())
-}
-
-/// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
-fn parse_pes(text: &str, online: &CpuSet) -> Result<Vec<CpuSet>> {
-    text.split(';')
-        .enumerate()
-        .map(|(i, part)| {
-            let set: CpuSet = part
-                .parse()
-                .map_err(|e| usage(format!("--pes: PE {i} ({part:?}): {e}")))?;
-            let offline = set.difference(online);
-            if !offline.is_empty() {
-                return Err(usage(format!(
-                    "--pes: PE {i}: CPU {offline} not online (online: {online})"
-                )));
-            }
-            Ok(set)
-        })
-        .collect()
 }
