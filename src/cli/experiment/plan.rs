@@ -13,10 +13,12 @@ use odin::agent::daemon::{self, Overrides};
 use odin::cpulist::CpuSet;
 use odin::topology;
 
-/// The antagonist to start.
+/// The program started as the antagonist.
 #[derive(Clone, Debug)]
-pub enum Antagonist {
+pub enum AntagonistProgram {
+    /// `odin stress` doing this kind of work.
     Builtin(Kind),
+    /// An external command line.
     External(Vec<String>),
 }
 
@@ -32,7 +34,7 @@ pub struct Plan {
     pub during: f64,
     pub after: f64,
     pub margin: f64,
-    pub antagonist: Antagonist,
+    pub antagonist: AntagonistProgram,
     pub antagonist_cpus: CpuSet,
     /// The PEs the antagonist shares CPUs with.
     pub targets: Vec<usize>,
@@ -139,7 +141,7 @@ impl Plan {
             .filter(|&i| !pes[i].intersection(&antagonist_cpus).is_empty())
             .collect();
         let antagonist = if args.antagonist.is_empty() {
-            Antagonist::Builtin(args.antagonist_kind)
+            AntagonistProgram::Builtin(args.antagonist_kind)
         } else {
             let program = &args.antagonist[0];
             if !on_path(program) {
@@ -147,7 +149,7 @@ impl Plan {
                     "--antagonist: {program}: no such executable (PATH searched)"
                 )));
             }
-            Antagonist::External(args.antagonist.clone())
+            AntagonistProgram::External(args.antagonist.clone())
         };
         let slo = match (args.slo_latency, config_slo) {
             (Some(s), _) => Some((s, "--slo-latency")),
@@ -183,7 +185,7 @@ impl Plan {
     /// The antagonist's command line for a window of `during` seconds.
     pub fn antagonist_argv(&self) -> Vec<String> {
         match &self.antagonist {
-            Antagonist::Builtin(kind) => vec![
+            AntagonistProgram::Builtin(kind) => vec![
                 self.exe.display().to_string(),
                 "stress".into(),
                 "--kind".into(),
@@ -194,19 +196,19 @@ impl Plan {
                 "--duration".into(),
                 format!("{}", self.during + 60.0),
             ],
-            Antagonist::External(argv) => argv.clone(),
+            AntagonistProgram::External(argv) => argv.clone(),
         }
     }
 
     /// "odin stress --kind cpu --cpus 1", for people.
     pub fn antagonist_text(&self) -> String {
         match &self.antagonist {
-            Antagonist::Builtin(kind) => format!(
+            AntagonistProgram::Builtin(kind) => format!(
                 "odin stress --kind {} --cpus {}",
                 kind_name(*kind),
                 self.antagonist_cpus
             ),
-            Antagonist::External(argv) => argv.join(" "),
+            AntagonistProgram::External(argv) => argv.join(" "),
         }
     }
 }

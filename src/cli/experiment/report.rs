@@ -50,8 +50,10 @@ struct Windows {
     margin: f64,
 }
 
+/// Where and how the antagonist ran: its command, its CPUs and the PEs
+/// that share them.
 #[derive(Debug, Serialize)]
-struct AntagonistInfo {
+struct AntagonistSetup {
     command: String,
     cpus: String,
     pes: Vec<usize>,
@@ -62,7 +64,7 @@ struct AntagonistInfo {
 pub struct Report {
     model: String,
     pes: Vec<String>,
-    antagonist: AntagonistInfo,
+    antagonist: AntagonistSetup,
     windows_s: Windows,
     slo_latency_ms: Option<f64>,
     slo_source: String,
@@ -138,7 +140,7 @@ impl Report {
         Report {
             model: plan.model.clone(),
             pes: plan.pes.iter().map(CpuSet::to_string).collect(),
-            antagonist: AntagonistInfo {
+            antagonist: AntagonistSetup {
                 command: plan.antagonist_text(),
                 cpus: plan.antagonist_cpus.to_string(),
                 pes: plan.targets.clone(),

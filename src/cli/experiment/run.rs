@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use super::Interrupted;
 use super::analysis::{AgentSummary, Schedule};
 use super::child::{self, Child, Spawn};
-use super::plan::{Antagonist, Plan};
+use super::plan::{AntagonistProgram, Plan};
 
 /// How long the agent may take to build its model and send READY=1.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -219,7 +219,7 @@ pub fn run_policy(
         &mut [&mut agent],
     )?;
     let argv = plan.antagonist_argv();
-    let builtin = matches!(plan.antagonist, Antagonist::Builtin(_));
+    let builtin = matches!(plan.antagonist, AntagonistProgram::Builtin(_));
     let out = dir.file(&format!("{policy}.antagonist.out"));
     let mut antagonist = Child::spawn(Spawn {
         label: format!("the antagonist for policy {policy}"),
