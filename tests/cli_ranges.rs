@@ -29,7 +29,7 @@ fn flags_out_of_range_are_usage_errors_naming_the_flag_and_range() {
     // A small simulation, with `extra` flags given instead of its own.
     let sim = |extra: &[&'static str]| {
         let mut v = vec!["simulate", "--model", "alexnet", "--scenario", "none"];
-        for (flag, value) in [("--pes", "2"), ("--frames", "20")] {
+        for (flag, value) in [("--pe-count", "2"), ("--frames", "20")] {
             if !extra.contains(&flag) {
                 v.extend([flag, value]);
             }
@@ -39,8 +39,8 @@ fn flags_out_of_range_are_usage_errors_naming_the_flag_and_range() {
     };
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
-            sim(&["--pes", "1000000"]),
-            vec!["--pes 1000000", "1 to 4096"],
+            sim(&["--pe-count", "1000000"]),
+            vec!["--pe-count 1000000", "1 to 4096"],
         ),
         (
             sim(&["--frames", "18446744073709551615"]),
@@ -118,7 +118,7 @@ fn config_and_scenario_numbers_out_of_range_are_usage_errors() {
             "simulate",
             "--model",
             "alexnet",
-            "--pes",
+            "--pe-count",
             "2",
             "--scenario",
             scenario.to_str().unwrap(),

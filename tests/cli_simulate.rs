@@ -50,7 +50,7 @@ fn json_has_the_documented_fields() {
     let v = simulate(&[
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "long-lived",
@@ -85,7 +85,7 @@ fn same_seed_same_report() {
     let args = [
         "--model",
         "resnet50",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "multi-pe",
@@ -107,12 +107,40 @@ fn same_seed_same_report() {
 }
 
 #[test]
+fn the_old_flag_spellings_still_work() {
+    let args = |pes: &'static str, policies: &'static str| {
+        [
+            "--model",
+            "alexnet",
+            pes,
+            "2",
+            "--scenario",
+            "long-lived",
+            policies,
+            "static,odin",
+            "--frames",
+            "200",
+        ]
+    };
+    let new = deterministic(simulate(&args("--pe-count", "--policies")));
+    let old = deterministic(simulate(&args("--pes", "--policy")));
+    assert_eq!(new, old);
+    let names: Vec<&str> = new["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["static", "odin"]);
+}
+
+#[test]
 fn no_interference_runs_at_the_bottleneck_and_no_policy_loses() {
     for model in ["resnet50", "vgg16"] {
         let v = simulate(&[
             "--model",
             model,
-            "--pes",
+            "--pe-count",
             "4",
             "--scenario",
             "none",
@@ -141,7 +169,7 @@ fn oracle_bounds_the_others_and_odin_beats_static_under_long_lived_interference(
         let v = simulate(&[
             "--model",
             model,
-            "--pes",
+            "--pe-count",
             "4",
             "--scenario",
             "long-lived",
@@ -172,13 +200,13 @@ fn table_csv_and_plot() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "periodic",
         "--frames",
         "400",
-        "--policy",
+        "--policies",
         "static,odin",
         "--csv",
         csv.to_str().unwrap(),
@@ -217,7 +245,7 @@ fn bad_scenario_file_names_field_and_line() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         f.to_str().unwrap(),
@@ -235,7 +263,7 @@ fn bad_scenario_file_names_field_and_line() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         f.to_str().unwrap(),
@@ -250,7 +278,7 @@ fn usage_errors_exit_2_and_list_the_choices() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "nope",
@@ -261,7 +289,7 @@ fn usage_errors_exit_2_and_list_the_choices() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "none",
@@ -274,11 +302,11 @@ fn usage_errors_exit_2_and_list_the_choices() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "4",
         "--scenario",
         "none",
-        "--policy",
+        "--policies",
         "x",
     ]);
     assert_eq!(o.status.code(), Some(2));
@@ -288,7 +316,7 @@ fn usage_errors_exit_2_and_list_the_choices() {
         "simulate",
         "--model",
         "resnet18",
-        "--pes",
+        "--pe-count",
         "1",
         "--scenario",
         "long-lived",
@@ -303,7 +331,7 @@ fn large_networks_on_many_pes() {
     let v = simulate(&[
         "--model",
         "resnet152",
-        "--pes",
+        "--pe-count",
         "64",
         "--scenario",
         "multi-pe",

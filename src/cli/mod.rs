@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
+use odin::cpulist::CpuSet;
 
 /// odin keeps a CNN inference pipeline fast while other programs share its
 /// machine: it runs the network as pinned pipeline stages, watches for
@@ -59,6 +60,26 @@ pub(crate) fn parse_input_shape(text: &str) -> Result<Dims, String> {
     let dims = odin::engine::open::parse_shape(text)?;
     odin::agent::config::check_input_shape(&dims).map_err(|e| format!("{text:?}: {e}"))?;
     Ok(Dims(dims))
+}
+
+/// Parses a `--pes` value ("0;1", "0-1;2-3"): one CPU set per PE, each
+/// CPU online.
+pub(crate) fn parse_pes(text: &str, online: &CpuSet) -> Result<Vec<CpuSet>, UsageError> {
+    text.split(';')
+        .enumerate()
+        .map(|(i, part)| {
+            let set: CpuSet = part
+                .parse()
+                .map_err(|e| UsageError(format!("--pes: PE {i} ({part:?}): {e}")))?;
+            let offline = set.difference(online);
+            if !offline.is_empty() {
+                return Err(UsageError(format!(
+                    "--pes: PE {i}: CPU {offline} not online (online: {online})"
+                )));
+            }
+            Ok(set)
+        })
+        .collect()
 }
 
 /// Opens the model a `--model` value names (a built-in name or an ONNX

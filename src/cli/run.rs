@@ -85,32 +85,14 @@ pub struct Args {
     follow_symlinks: bool,
 }
 
-/// Parses `--pes` ("0;1", "0-1;2-3") and checks every CPU is online.
-fn parse_pes(text: &str, online: &CpuSet) -> Result<Vec<String>, UsageError> {
-    text.split(';')
-        .enumerate()
-        .map(|(i, part)| {
-            let set: CpuSet = part
-                .parse()
-                .map_err(|e| UsageError(format!("--pes: PE {i} ({part:?}): {e}")))?;
-            let offline = set.difference(online);
-            if !offline.is_empty() {
-                return Err(UsageError(format!(
-                    "--pes: PE {i}: CPU {offline} not online (online: {online})"
-                )));
-            }
-            Ok(set.to_string())
-        })
-        .collect()
-}
-
 pub fn run(args: Args) -> Result<()> {
     let online = topology::online_cpus(Path::new("/"))?;
     let pes = args
         .pes
         .as_deref()
-        .map(|t| parse_pes(t, &online))
-        .transpose()?;
+        .map(|t| super::parse_pes(t, &online))
+        .transpose()?
+        .map(|sets| sets.iter().map(CpuSet::to_string).collect());
     if let Some(d) = args.duration {
         super::check_seconds("duration", d, false)?;
     }

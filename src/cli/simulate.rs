@@ -27,17 +27,17 @@ pub struct Args {
     /// Dimensions of an ONNX model's input, e.g. 1,3,224,224.
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
     input_shape: Option<super::Dims>,
-    /// Number of PEs (one pipeline stage each), 1 to 4096.
-    #[arg(long, value_name = "N")]
-    pes: usize,
+    /// Number of simulated PEs (one pipeline stage each), 1 to 4096.
+    #[arg(long, value_name = "N", alias = "pes")]
+    pe_count: usize,
     /// A shipped scenario (none, long-lived, short-bursts, periodic,
     /// multi-pe, heterogeneous) or a YAML file.
     #[arg(long, value_name = "NAME|FILE")]
     scenario: String,
     /// Policies to compare: `all`, or a comma-separated list of static,
     /// lls, odin, guided, oracle. The oracle always runs, for the ratio.
-    #[arg(long, value_name = "all|LIST", default_value = "all")]
-    policy: String,
+    #[arg(long, value_name = "all|LIST", default_value = "all", alias = "policy")]
+    policies: String,
     /// Frames per policy run, 2 to 10000000.
     #[arg(long, value_name = "K", default_value_t = 2000)]
     frames: u64,
@@ -88,7 +88,7 @@ fn policies(text: &str) -> Result<Vec<String>> {
     for p in text.split(',').map(str::trim) {
         if !policy::NAMES.contains(&p) {
             return Err(usage(format!(
-                "--policy {p:?}: unknown policy; valid: all, {}",
+                "--policies {p:?}: unknown policy; valid: all, {}",
                 policy::NAMES.join(", ")
             )));
         }
@@ -100,8 +100,8 @@ fn policies(text: &str) -> Result<Vec<String>> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let policies = policies(&args.policy)?;
-    super::check_count("pes", args.pes as u64, 1, MAX_PES as u64, "PEs")?;
+    let policies = policies(&args.policies)?;
+    super::check_count("pe-count", args.pe_count as u64, 1, MAX_PES as u64, "PEs")?;
     super::check_count("frames", args.frames, 2, MAX_FRAMES, "frames")?;
     super::check_number("gflops", args.gflops, 0.001, 1e6, "GFLOP/s")?;
     super::check_number("tick-ms", args.tick_ms, 0.1, 60_000.0, "milliseconds")?;
@@ -145,7 +145,7 @@ pub fn run(args: Args) -> Result<()> {
         model: args.model.clone(),
         unit_ms: profile.unit_ms(),
         intensity: sim::intensity(&profile),
-        pes: args.pes,
+        pes: args.pe_count,
         scenario,
         policies,
         frames: args.frames,

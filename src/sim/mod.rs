@@ -141,7 +141,7 @@ pub fn initial_placement(
 fn check(spec: &Spec) -> Result<(), SimError> {
     let bad = |m: String| Err(SimError::Invalid(m));
     if spec.pes == 0 {
-        return bad("--pes: at least 1 PE".into());
+        return bad("--pe-count: at least 1 PE".into());
     }
     if spec.frames < 2 {
         return bad("--frames: at least 2 frames".into());
