@@ -23,7 +23,7 @@
 //! failure while creating odin's cgroups (after undoing what was done).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,8 @@ use super::enforce::{self, EnforceSettings, Enforcer, Target};
 use super::escalation::{Escalation, Input, SloStatus, Step, Timing};
 use super::journal::UndoReport;
 use super::systemd::UnitManager;
-use super::{CgroupFs, Hierarchy, Layout, ProcessInfo, is_within};
+use super::vet::{Refused, Verdict, Vetter, ancestors};
+use super::{CgroupFs, Hierarchy, Layout};
 use crate::cpulist::CpuSet;
 use crate::policy::Antagonist;
 
@@ -82,69 +83,6 @@ pub struct Settings {
     pub allow: Vec<String>,
 }
 
-/// Why a process is not a candidate.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Refusal {
-    /// PID 1.
-    Init,
-    /// A kernel thread.
-    KernelThread,
-    /// odin itself.
-    Odin,
-    /// A process odin runs under (its parent, its parent's parent...):
-    /// the shell, runtime or supervisor that started it.
-    Supervisor,
-    /// It used too little of the pipeline's CPUs to be worth capping.
-    Light(f64),
-    /// In a protected cgroup (the protect entry).
-    Protected(String),
-    /// Not in an allowed cgroup.
-    NotAllowed,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Init => f.write_str("PID 1"),
-            Refusal::KernelThread => f.write_str("kernel thread"),
-            Refusal::Odin => f.write_str("odin itself"),
-            Refusal::Supervisor => f.write_str("a process odin runs under"),
-            Refusal::Light(share) => write!(
-                f,
-                "{share:.2} CPU on the pipeline's CPUs, below the {MIN_CAP_SHARE} worth capping"
-            ),
-            Refusal::Protected(p) => write!(f, "protected cgroup {p}"),
-            Refusal::NotAllowed => f.write_str("not in an allowed cgroup"),
-        }
-    }
-}
-
-/// The safety filter: whether process `p`, in `cgroup`, may be capped.
-pub fn vet(
-    p: &ProcessInfo,
-    cgroup: &str,
-    own_pid: i32,
-    protect: &[String],
-    allow: &[String],
-) -> Result<(), Refusal> {
-    if p.pid == 1 {
-        return Err(Refusal::Init);
-    }
-    if p.is_kernel_thread() {
-        return Err(Refusal::KernelThread);
-    }
-    if p.pid == own_pid {
-        return Err(Refusal::Odin);
-    }
-    if let Some(entry) = protect.iter().find(|e| is_within(cgroup, e)) {
-        return Err(Refusal::Protected(entry.clone()));
-    }
-    if !allow.is_empty() && !allow.iter().any(|e| is_within(cgroup, e)) {
-        return Err(Refusal::NotAllowed);
-    }
-    Ok(())
-}
-
 /// One process the hint names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HintTask {
@@ -174,7 +112,7 @@ pub struct Hint {
     /// The processes to cap.
     pub tasks: Vec<HintTask>,
     /// Named antagonists that are not candidates, with the reason.
-    pub refused: Vec<(i32, String, Refusal)>,
+    pub refused: Vec<Refused>,
     /// CPU time the pipeline's CPUs should get back, in CPUs (from the
     /// tasks that can be capped).
     pub expected_gain_cpus: f64,
@@ -212,25 +150,6 @@ pub struct Tick<'a> {
     pub antagonists: &'a [Antagonist],
     /// The pipeline's CPUs.
     pub pipeline_cpus: &'a CpuSet,
-}
-
-/// Least CPU (in CPUs) a process must take from the pipeline's CPUs to
-/// be hinted or capped: below it a cap cannot give much back.
-pub const MIN_CAP_SHARE: f64 = 0.1;
-
-/// The processes `pid` runs under: its parent, that one's parent, and so
-/// on up to (not including) PID 1, read under `proc`.
-fn ancestors(proc: &Path, pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let mut cur = pid;
-    while let Ok(Some(p)) = ProcessInfo::read(proc, cur) {
-        if p.ppid <= 1 || out.contains(&p.ppid) {
-            break;
-        }
-        out.push(p.ppid);
-        cur = p.ppid;
-    }
-    out
 }
 
 /// Advise and enforce, over the agent's life.
@@ -382,46 +301,32 @@ impl Hinter {
     fn hint(&self) -> Hint {
         let mut hint = Hint::default();
         let mut named = Vec::new();
+        let vetter = Vetter {
+            proc: &self.proc,
+            cpu: self.cpu.as_ref(),
+            own_pid: self.own_pid,
+            supervisors: &self.supervisors,
+            protect: &self.settings.protect,
+            allow: &self.settings.allow,
+        };
         for (&pid, seen) in &self.seen {
-            let comm = &seen.comm;
-            let Ok(Some(p)) = ProcessInfo::read(&self.proc, pid) else {
-                continue;
-            };
-            // The pid names another process now: the one seen has gone.
-            if p.start != seen.start {
-                continue;
-            }
-            if self.supervisors.contains(&pid) {
-                hint.refused.push((pid, comm.clone(), Refusal::Supervisor));
-                continue;
-            }
-            if seen.share < MIN_CAP_SHARE {
-                hint.refused
-                    .push((pid, comm.clone(), Refusal::Light(seen.share)));
-                continue;
-            }
-            let cgroup = self
-                .cpu
-                .as_ref()
-                .and_then(|h| h.cgroup_of(&self.proc, pid).ok().flatten())
-                .unwrap_or_else(|| "/".into());
-            match vet(
-                &p,
-                &cgroup,
-                self.own_pid,
-                &self.settings.protect,
-                &self.settings.allow,
-            ) {
-                Ok(()) => {
+            match vetter.candidate(pid, seen.start, seen.share) {
+                Verdict::Gone => {}
+                Verdict::Refused(reason) => hint.refused.push(Refused {
+                    pid,
+                    comm: seen.comm.clone(),
+                    reason,
+                }),
+                Verdict::Candidate { info, cgroup } => {
                     named.push(Target {
                         pid,
                         start: seen.start,
-                        comm: p.comm.clone(),
+                        comm: info.comm.clone(),
                     });
                     hint.tasks.push(HintTask {
                         pid,
                         start: seen.start,
-                        comm: p.comm,
+                        comm: info.comm,
                         cgroup,
                         cpu_share: seen.share,
                         target: String::new(),
@@ -429,7 +334,6 @@ impl Hinter {
                         advise_only: None,
                     });
                 }
-                Err(r) => hint.refused.push((pid, comm.clone(), r)),
             }
         }
         let enforce = &self.settings.enforce;
@@ -543,7 +447,7 @@ impl Hinter {
         let refused = hint
             .refused
             .iter()
-            .map(|(pid, comm, r)| format!("{pid} {comm}: {r}"))
+            .map(|r| format!("{} {}: {}", r.pid, r.comm, r.reason))
             .collect::<Vec<_>>()
             .join("; ");
         let advise_only = hint
@@ -729,92 +633,6 @@ mod tests {
 
     const ODIN: i32 = 100;
 
-    fn info(pid: i32, ppid: i32, flags: u64) -> ProcessInfo {
-        ProcessInfo {
-            pid,
-            comm: "x".into(),
-            ppid,
-            flags,
-            start: 1,
-        }
-    }
-
-    #[test]
-    fn the_safety_filter_refuses_init_kthreads_odin_and_protected_cgroups() {
-        let protect = vec![
-            "init.scope".to_string(),
-            "system.slice/systemd-journald.service".to_string(),
-        ];
-        let none: Vec<String> = Vec::new();
-        let batch = vec!["/batch.slice".to_string()];
-        type Case<'a> = (ProcessInfo, &'a str, &'a [String], Result<(), Refusal>);
-        let cases: &[Case] = &[
-            (info(1, 0, 0), "/init.scope", &none, Err(Refusal::Init)),
-            (info(1, 0, 0), "/", &none, Err(Refusal::Init)),
-            (
-                info(2, 0, PF_KTHREAD),
-                "/",
-                &none,
-                Err(Refusal::KernelThread),
-            ),
-            (
-                info(57, 2, PF_KTHREAD),
-                "/",
-                &none,
-                Err(Refusal::KernelThread),
-            ),
-            // A kthreadd child without the flag (older kernels) is one too.
-            (info(58, 2, 0), "/", &none, Err(Refusal::KernelThread)),
-            (info(ODIN, 1, 0), "/", &none, Err(Refusal::Odin)),
-            (
-                info(400, 1, 0),
-                "/init.scope",
-                &none,
-                Err(Refusal::Protected("init.scope".into())),
-            ),
-            (
-                info(401, 1, 0),
-                "/system.slice/systemd-journald.service",
-                &none,
-                Err(Refusal::Protected(
-                    "system.slice/systemd-journald.service".into(),
-                )),
-            ),
-            (
-                info(402, 1, 0),
-                "/system.slice/systemd-journald.service/sub",
-                &none,
-                Err(Refusal::Protected(
-                    "system.slice/systemd-journald.service".into(),
-                )),
-            ),
-            // A prefix that is not a path component is not protected.
-            (info(403, 1, 0), "/init.scope2", &none, Ok(())),
-            (
-                info(404, 1, 0),
-                "/system.slice/other.service",
-                &none,
-                Ok(()),
-            ),
-            (info(405, 1, 0), "/", &none, Ok(())),
-            (
-                info(406, 1, 0),
-                "/user.slice",
-                &batch,
-                Err(Refusal::NotAllowed),
-            ),
-            (info(407, 1, 0), "/batch.slice/job-1.scope", &batch, Ok(())),
-        ];
-        for (p, cgroup, allow, want) in cases {
-            assert_eq!(
-                &vet(p, cgroup, ODIN, &protect, allow),
-                want,
-                "pid {} in {cgroup}",
-                p.pid
-            );
-        }
-    }
-
     fn settings(t: &FakeTree, mode: Mode) -> Settings {
         Settings {
             mode,
@@ -922,7 +740,7 @@ mod tests {
         let refused: Vec<(i32, String)> = hint
             .refused
             .iter()
-            .map(|(p, _, r)| (*p, r.to_string()))
+            .map(|r| (r.pid, r.reason.to_string()))
             .collect();
         assert_eq!(
             refused,

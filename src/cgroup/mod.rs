@@ -29,6 +29,7 @@ pub mod journal;
 pub mod systemd;
 pub mod v1;
 pub mod v2;
+pub mod vet;
 
 #[cfg(test)]
 pub(crate) mod testutil;
