@@ -23,6 +23,9 @@
 //! delay or foreign CPU use says CPU time-sharing; an IPC drop or an LLC MPKI
 //! rise with little run delay says cache/memory; otherwise unknown. IPC and
 //! MPKI baselines are learnt per PE while none of its stages is slow.
+//! [`DetectorConfig::verdict`] applies the same thresholds to one tick's
+//! signals of one PE, with no streaks: whether it is clear of interference
+//! right now.
 //!
 //! Pure: no OS calls; the simulator runs this same code.
 
@@ -96,6 +99,52 @@ impl DetectorConfig {
         }
         Ok(())
     }
+
+    /// Whether `now` is slower than `reference` by more than `threshold`
+    /// (a stage's slowdown against 1 for an onset, or a bottleneck against
+    /// the level it settled at).
+    pub fn exceeds(&self, now: f64, reference: f64) -> bool {
+        now > reference * (1.0 + self.threshold)
+    }
+
+    /// The instantaneous verdict on one PE from its signals `pe` of one
+    /// tick, its nominal `speed`, and the IPC and LLC MPKI it reads
+    /// undisturbed (`ipc_ref`, `mpki_ref`): no smoothing, no streaks.
+    pub fn verdict(
+        &self,
+        pe: &PeSignals,
+        speed: Option<f64>,
+        ipc_ref: Option<f64>,
+        mpki_ref: Option<f64>,
+    ) -> PeVerdict {
+        PeVerdict {
+            cpu_clear: pe
+                .foreign_cpu_share
+                .zip(speed.filter(|v| *v > 0.0))
+                .map(|(x, v)| x / v < self.cpu_share),
+            ipc_clear: pe
+                .ipc
+                .zip(ipc_ref)
+                .map(|(i, b)| i >= b * (1.0 - self.ipc_drop)),
+            mpki_clear: pe
+                .llc_mpki
+                .zip(mpki_ref)
+                .map(|(m, b)| m <= b * (1.0 + self.mpki_rise).max(b + 1e-9)),
+        }
+    }
+}
+
+/// What one tick's signals say about one PE right now: for each sign of
+/// interference, whether the PE is clear of it (`Some(true)`), shows it
+/// (`Some(false)`), or the signals to tell are missing (`None`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeVerdict {
+    /// Foreign CPU use per unit of the PE's speed below `cpu_share`.
+    pub cpu_clear: Option<bool>,
+    /// IPC no more than `ipc_drop` below the reference.
+    pub ipc_clear: Option<bool>,
+    /// LLC MPKI no more than `mpki_rise` above the reference.
+    pub mpki_clear: Option<bool>,
 }
 
 /// What kind of interference a PE suffers.
@@ -273,7 +322,7 @@ impl Detector {
             }
             match st.interfered {
                 None => {
-                    st.slow = if slowdown > 1.0 + cfg.threshold {
+                    st.slow = if cfg.exceeds(slowdown, 1.0) {
                         st.slow + 1
                     } else {
                         0

@@ -79,7 +79,7 @@ use super::config::PolicyConfig;
 use super::cost::{
     CostModel, foreign_slowdown, measured_bottleneck, measured_times, pe_slowdown, sharing,
 };
-use super::detector::{Event, Kind};
+use super::detector::{DetectorConfig, Event, Kind};
 use super::{Action, Observation, Placement, Policy};
 
 /// Parameters of the local search.
@@ -754,12 +754,9 @@ pub struct Odin {
     /// Between searches: the settled bottleneck level and the ticks it
     /// has been exceeded by the threshold in a row.
     watch: Option<(f64, u32)>,
-    /// The detector's thresholds, reused for the instantaneous signals.
-    cpu_share: f64,
-    ipc_drop: f64,
-    mpki_rise: f64,
-    threshold: f64,
-    onset_ticks: u32,
+    /// The detector's parameters, for its instantaneous verdict on the PE
+    /// signals and its onset rule on the bottleneck.
+    detector: DetectorConfig,
 }
 
 /// Weight of a new measurement in the settled bottleneck level.
@@ -776,11 +773,7 @@ impl Odin {
             best_ipc: Vec::new(),
             best_mpki: Vec::new(),
             watch: None,
-            cpu_share: cfg.detector.cpu_share,
-            ipc_drop: cfg.detector.ipc_drop,
-            mpki_rise: cfg.detector.mpki_rise,
-            threshold: cfg.detector.threshold,
-            onset_ticks: cfg.detector.onset_ticks,
+            detector: cfg.detector.clone(),
         }
     }
 
@@ -814,19 +807,16 @@ impl Odin {
         let Some(g) = obs.pes.get(pe) else {
             return false;
         };
-        let speed = obs.pe_speed.get(pe).copied().filter(|v| *v > 0.0);
-        let cpu_quiet = match (g.foreign_cpu_share, speed) {
-            (Some(x), Some(v)) => x / v < self.cpu_share,
-            _ => return false,
+        let v = self.detector.verdict(
+            g,
+            obs.pe_speed.get(pe).copied(),
+            self.best_ipc[pe],
+            self.best_mpki[pe],
+        );
+        let Some(cpu_quiet) = v.cpu_clear else {
+            return false;
         };
-        let ipc = g
-            .ipc
-            .zip(self.best_ipc[pe])
-            .map(|(i, b)| i >= b * (1.0 - self.ipc_drop));
-        let mpki = g
-            .llc_mpki
-            .zip(self.best_mpki[pe])
-            .map(|(m, b)| m <= b * (1.0 + self.mpki_rise).max(b + 1e-9));
+        let (ipc, mpki) = (v.ipc_clear, v.mpki_clear);
         let used = sharing(&obs.placement, obs.pe_speed.len())
             .get(pe)
             .is_some_and(|&k| k > 0);
@@ -849,8 +839,8 @@ impl Odin {
             return false;
         };
         let (level, over) = self.watch.unwrap_or((now, 0));
-        if now > level * (1.0 + self.threshold) {
-            if over + 1 >= self.onset_ticks {
+        if self.detector.exceeds(now, level) {
+            if over + 1 >= self.detector.onset_ticks {
                 self.watch = None;
                 return true;
             }
