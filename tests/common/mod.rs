@@ -92,7 +92,7 @@ pub fn in_ci() -> bool {
 /// the terminal (past the harness's capture, so a skip shows in a plain
 /// `cargo test` run instead of passing silently), and panics under CI
 /// ([`in_ci`]), so a CI run fails instead of passing a test that did not
-/// run. The caller returns right after.
+/// run. The caller then returns, or leaves out the part that needed it.
 pub fn skip(reason: impl std::fmt::Display) {
     use std::io::Write;
     // Not eprintln!: the harness captures that for a test that passes.
