@@ -3,6 +3,8 @@
 //! wait is on an output line or a datagram, never on a sleep; the read
 //! timeouts are only there to fail instead of hanging.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -392,7 +394,7 @@ fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame_and_ends_on_the_las
 fn a_stage_thread_moved_by_someone_else_is_pinned_back() {
     let cpus: Vec<usize> = online().iter().take(2).collect();
     if cpus.len() < 2 {
-        eprintln!("skipped: needs two online CPUs");
+        common::skip("needs two online CPUs");
         return;
     }
     let agent = Agent::start(&format!(
@@ -504,7 +506,7 @@ fn check_config_prints_the_effective_yaml_or_names_field_and_line() {
     }
 
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped the mode 0666 case: not running as root");
+        common::skip("the mode 0666 case needs root");
         return;
     }
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -616,12 +618,12 @@ impl Drop for CpusetGroup {
 fn a_narrowed_cpuset_moves_the_pipeline_onto_what_is_left_and_back() {
     let cpus: Vec<usize> = online().iter().take(2).collect();
     if cpus.len() < 2 {
-        eprintln!("skipped: needs two online CPUs");
+        common::skip("needs two online CPUs");
         return;
     }
     let (a, b) = (cpus[0], cpus[1]);
     let Some(group) = CpusetGroup::create(&format!("{a},{b}")) else {
-        eprintln!("skipped: needs root and a writable cpuset controller");
+        common::skip("needs root and a writable cpuset controller");
         return;
     };
     let agent = Agent::start_in(

@@ -9,6 +9,8 @@
 //! Every wait polls a condition with a deadline. Needs root, two online
 //! CPUs and a writable `cpu` controller; skips with the reason otherwise.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,24 +31,24 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// The cpu hierarchy, if this machine lets the tests use it.
 fn cpu_hierarchy() -> Option<Hierarchy> {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to change cgroups");
+        common::skip("needs root to change cgroups");
         return None;
     }
     let online = odin::topology::online_cpus(Path::new("/")).unwrap();
     if !(online.contains(0) && online.contains(1)) {
-        eprintln!("skipped: needs CPUs 0 and 1 online ({online})");
+        common::skip(format!("needs CPUs 0 and 1 online ({online})"));
         return None;
     }
     let Some(h) = Layout::detect(Path::new("/")).unwrap().hierarchy("cpu") else {
-        eprintln!("skipped: no cpu controller");
+        common::skip("no cpu controller");
         return None;
     };
     if let Err(e) = h.writable() {
-        eprintln!("skipped: {e}");
+        common::skip(e);
         return None;
     }
     if h.v2 && !odin::cgroup::v2::subtree_has(&h.mount, "cpu").unwrap_or(false) {
-        eprintln!("skipped: the cgroup2 root does not enable cpu for its children");
+        common::skip("the cgroup2 root does not enable cpu for its children");
         return None;
     }
     Some(h)

@@ -9,6 +9,8 @@
 //! reason otherwise. Every cgroup it creates is removed, also when it
 //! fails (the guard kills the child and undoes from the journal).
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -66,7 +68,7 @@ fn cpu_share(pid: u32) -> (f64, f64) {
 #[test]
 fn a_real_busy_child_is_capped_to_the_quota_and_released() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to change cgroups");
+        common::skip("needs root to change cgroups");
         return;
     }
     let state = tempfile::tempdir().unwrap();
@@ -93,7 +95,7 @@ fn a_real_busy_child_is_capped_to_the_quota_and_released() {
     {
         Ok(e) => e,
         Err(reason) => {
-            eprintln!("skipped: no writable cpu controller: {reason}");
+            common::skip(format!("no writable cpu controller: {reason}"));
             return;
         }
     };
@@ -103,7 +105,7 @@ fn a_real_busy_child_is_capped_to_the_quota_and_released() {
         // parent that enables cpu: give it one.
         let subtree = std::fs::read_to_string(cpu.mount.join("cgroup.subtree_control")).unwrap();
         if !subtree.split_whitespace().any(|c| c == "cpu") {
-            eprintln!("skipped: the cgroup2 root does not enable cpu for its children");
+            common::skip("the cgroup2 root does not enable cpu for its children");
             return;
         }
         let leaf = cpu.dir(&format!("/{name}-leaf"));
@@ -234,12 +236,12 @@ fn on_the_real_cgroup2_mount_odin_caps_nothing_it_may_not_and_trusts_no_journal_
     use odin::cgroup::journal::{Entry, Journal};
     use odin::cgroup::{Hierarchy, Layout};
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to create a cgroup");
+        common::skip("needs root to create a cgroup");
         return;
     }
     let layout = Layout::detect(Path::new("/")).unwrap();
     let Some((mount, controllers)) = layout.v2.clone() else {
-        eprintln!("skipped: no cgroup2 mount");
+        common::skip("no cgroup2 mount");
         return;
     };
     eprintln!(
@@ -327,14 +329,14 @@ fn on_the_real_cgroup2_mount_odin_caps_nothing_it_may_not_and_trusts_no_journal_
     // A journal naming the test cgroup, a directory outside the mount and
     // a path that climbs out of it: only the cgroup is removed.
     let Some(hierarchy) = controllers.first().and_then(|c| layout.hierarchy(c)) else {
-        eprintln!("journal part skipped: the cgroup2 mount has no controller to name");
+        common::skip("the journal part: the cgroup2 mount has no controller to name");
         return;
     };
     if !hierarchy.v2 {
-        eprintln!(
-            "journal part skipped: {} is bound to v1",
+        common::skip(format!(
+            "the journal part: {} is bound to v1",
             hierarchy.controller
-        );
+        ));
         return;
     }
     let victim = tempfile::tempdir().unwrap();

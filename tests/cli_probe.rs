@@ -1,5 +1,7 @@
 //! `odin probe` as a user runs it: the real binary on this machine.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -103,7 +105,7 @@ fn json_report_agrees_with_this_machine() {
             checks["sw_counters"]
         );
     } else {
-        println!("skip: sw_counters is only sure to be ok as root");
+        common::skip("sw_counters is only sure to be ok as root");
     }
     assert_eq!(status(&checks, "affinity"), "ok", "{}", checks["affinity"]);
 

@@ -1,6 +1,8 @@
 //! Real interference detection: a 2-stage pipeline on CPUs 0 and 1, a real
 //! busy-loop process put on CPU 1, the real monitor and the detector.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -83,7 +85,7 @@ fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
     let _cpu1 = CPU1.lock().unwrap_or_else(|e| e.into_inner());
     let online = odin::topology::online_cpus(Path::new("/")).unwrap();
     if !(online.contains(0) && online.contains(1)) {
-        eprintln!("skipped: needs CPUs 0 and 1 online, have {online}");
+        common::skip(format!("needs CPUs 0 and 1 online, have {online}"));
         return;
     }
     let model = Arc::new(zoo::build("resnet18", 1).unwrap());

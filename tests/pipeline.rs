@@ -42,10 +42,10 @@ fn cpus_allowed(tid: i32) -> CpuSet {
 fn stages_are_pinned_to_their_pes_and_follow_remaps() {
     let cpus = online();
     if cpus.len() < 2 {
-        eprintln!(
-            "SKIP: a remap between two CPUs needs 2 online CPUs, have {}",
+        common::skip(format!(
+            "a remap between two CPUs needs 2 online CPUs, have {}",
             cpus.len()
-        );
+        ));
         return;
     }
     let model = common::tiny_model();
@@ -439,7 +439,7 @@ fn partitions_that_do_not_fit_are_refused() {
 fn a_multi_cpu_pe_uses_every_cpu() {
     let cpus = online();
     if cpus.len() < 2 {
-        eprintln!("skipped: needs 2 online CPUs, have {}", cpus.len());
+        common::skip(format!("needs 2 online CPUs, have {}", cpus.len()));
         return;
     }
     let model = common::tiny_model();

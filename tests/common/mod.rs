@@ -80,3 +80,22 @@ pub fn reference_outputs(model: &Model, inputs: &[Tensor]) -> Vec<Tensor> {
     let mut ws = Workspace::new();
     inputs.iter().map(|x| model.forward(x, &mut ws)).collect()
 }
+
+/// Whether the tests run under CI (`CI` set, and not empty or `false`),
+/// where the machine is prepared for every test and `.ci/run` runs them
+/// as root.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Reports that a test cannot run here and why: writes `SKIP: reason` to
+/// the terminal (past the harness's capture, so a skip shows in a plain
+/// `cargo test` run instead of passing silently), and panics under CI
+/// ([`in_ci`]), so a CI run fails instead of passing a test that did not
+/// run. The caller then returns, or leaves out the part that needed it.
+pub fn skip(reason: impl std::fmt::Display) {
+    use std::io::Write;
+    // Not eprintln!: the harness captures that for a test that passes.
+    let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
+    assert!(!in_ci(), "skipped under CI: {reason}");
+}
