@@ -4,8 +4,15 @@
 pub mod config;
 pub mod cpuset;
 pub mod daemon;
+mod engine;
 pub mod http;
 pub mod lock;
+mod logging;
 pub mod metrics;
 pub mod notify;
+mod options;
+mod reload;
+mod report;
+mod serving;
 pub mod signals;
+mod tick;

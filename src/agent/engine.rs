@@ -1,0 +1,338 @@
+//! The engine: a running pipeline with its frame source and observer,
+//! and the plan it is started from.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
+
+use super::config::{Config, LoadMode};
+use super::cpuset;
+use super::options::Refused;
+use super::serving::served_model;
+use crate::cpulist::CpuSet;
+use crate::engine::open::{ModelIo, ModelSource};
+use crate::engine::profile::CostProfile;
+use crate::engine::{Model, Tensor};
+use crate::monitor::observer::{Observer, StageView};
+use crate::monitor::perf::{CounterSupport, PerfCounters};
+use crate::monitor::procfs::ProcReader;
+use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
+use crate::pipeline::frame::Completed;
+use crate::pipeline::source::{Load, Source};
+use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use crate::server::admission::{Admission, Feeder, Router};
+use crate::server::service::ServedModel;
+
+/// FLOP rate assumed for the initial partition when no profile is given.
+const NOMINAL_GFLOPS: f64 = 50.0;
+
+/// Everything needed to start a pipeline, built before anything running
+/// is touched.
+pub(super) struct Plan {
+    pub(super) model: Arc<Model>,
+    /// Names and dimensions of its input and output.
+    pub(super) io: ModelIo,
+    /// The model as the server presents it, when serving.
+    pub(super) served: Option<ServedModel>,
+    /// The model file as it was when read.
+    pub(super) stamp: Option<FileStamp>,
+    pub(super) unit_ms: Vec<f64>,
+    pub(super) pes: Vec<CpuSet>,
+    pub(super) partition: Partition,
+    pub(super) load: Load,
+    pub(super) seed: u64,
+}
+
+impl Plan {
+    /// The configured PEs (one per online CPU by default), narrowed to the
+    /// CPUs odin's cgroup allows when that is known.
+    pub(super) fn new(
+        cfg: &Config,
+        online: &CpuSet,
+        allowed: Option<&CpuSet>,
+        follow: bool,
+    ) -> Result<Self> {
+        let mut pes = cfg
+            .pe_sets()
+            .unwrap_or_else(|| online.iter().map(CpuSet::single).collect());
+        if let Some(allowed) = allowed {
+            pes = cpuset::usable_pes(&pes, allowed);
+        }
+        let source = cfg.model.source();
+        let stamp = model_stamp(&source);
+        let (model, io) = source
+            .open_with_io(cfg.model.seed, cfg.model.input_shape.as_deref())
+            .map_err(|e| Refused(format!("model: {e}")))?;
+        let model = Arc::new(model);
+        let served = cfg
+            .server
+            .enabled
+            .then(|| served_model(cfg, &source, &model, &io))
+            .transpose()?;
+        let profile = match &cfg.model.profile {
+            Some(path) => {
+                let p = CostProfile::load(path, follow)?;
+                p.check_fits(&model)
+                    .with_context(|| format!("profile {}", path.display()))?;
+                p
+            }
+            None => CostProfile::nominal(&model, NOMINAL_GFLOPS),
+        };
+        if pes.len() > model.len() {
+            return Err(Refused(format!(
+                "pes: {} stages but {} has only {} units",
+                pes.len(),
+                model.name(),
+                model.len()
+            ))
+            .into());
+        }
+        // A PE with more CPUs is proportionally faster.
+        let speeds: Vec<f64> = pes.iter().map(|p| p.len() as f64).collect();
+        let unit_ms = profile.unit_ms();
+        let partition = Partition::optimal(&unit_ms, &speeds)?;
+        let load = match (cfg.load.mode, cfg.load.rate) {
+            (LoadMode::Open, Some(rate)) => Load::Open { rate },
+            _ => Load::Closed,
+        };
+        Ok(Self {
+            model,
+            io,
+            served,
+            stamp,
+            unit_ms,
+            pes,
+            partition,
+            load,
+            seed: cfg.model.seed,
+        })
+    }
+}
+
+/// A load in words.
+pub(super) fn describe_load(load: Load) -> String {
+    match load {
+        Load::Closed => "closed loop".to_string(),
+        Load::Open { rate } => format!("open loop at {rate} frames/s"),
+    }
+}
+
+/// What identifies a model file's contents without reading it: a reload
+/// re-imports a file replaced under the same path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct FileStamp {
+    pub(super) modified: Option<std::time::SystemTime>,
+    pub(super) len: u64,
+    pub(super) inode: u64,
+}
+
+pub(super) fn model_stamp(source: &ModelSource) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let ModelSource::File(path) = source else {
+        return None;
+    };
+    let m = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        inode: m.ino(),
+    })
+}
+
+/// A running pipeline with its source and observer.
+pub(super) struct Engine {
+    pub(super) model: Arc<Model>,
+    pub(super) io: ModelIo,
+    /// The model file as it was when read.
+    pub(super) stamp: Option<FileStamp>,
+    pub(super) pes: Vec<CpuSet>,
+    pub(super) pe_speed: Vec<f64>,
+    pub(super) load: Load,
+    pub(super) pipeline: Pipeline,
+    /// The synthetic frames, when not serving.
+    pub(super) source: Option<Source>,
+    /// Requests into the pipeline, when serving.
+    pub(super) feeder: Option<Feeder>,
+    /// Completed frames back to their requests, when serving.
+    pub(super) router: Option<Arc<Router>>,
+    pub(super) observer: Observer,
+    pub(super) started: Instant,
+    /// Per stage: a re-pin after drift, until the stage applies it.
+    pub(super) repin: Vec<Option<Receiver<Result<(), AffinityError>>>>,
+}
+
+/// What a drained engine leaves behind.
+pub(super) struct Drained {
+    pub(super) rest: Vec<Completed>,
+    pub(super) admitted: u64,
+    pub(super) rejected: u64,
+    pub(super) stats: Vec<StageStats>,
+}
+
+impl Engine {
+    /// Starts `plan`'s pipeline, fed by `admission`'s requests when
+    /// serving, else by the synthetic source.
+    pub(super) fn start(
+        plan: Plan,
+        support: &CounterSupport,
+        name_antagonists: bool,
+        admission: Option<&Arc<Admission>>,
+    ) -> Result<Self> {
+        let pipeline = Pipeline::start(
+            plan.model.clone(),
+            PipelineConfig::new(plan.pes.clone(), plan.partition.clone()),
+            Arc::new(SchedAffinity),
+        )?;
+        for s in pipeline.stage_stats() {
+            if let Some(e) = &s.pin_error {
+                tracing::warn!(stage = s.stage, "stage runs unpinned: {e}");
+            }
+        }
+        let (source, feeder, router) = match admission {
+            Some(admission) => {
+                let router = Router::new();
+                let feeder = Feeder::spawn(
+                    admission.clone(),
+                    pipeline.admitter(),
+                    plan.model.input(),
+                    router.clone(),
+                )?;
+                (None, Some(feeder), Some(router))
+            }
+            None => {
+                let inputs: Vec<Tensor> = (0..4)
+                    .map(|i| Tensor::random(plan.model.input(), 100 + i))
+                    .collect();
+                let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
+                (Some(source), None, None)
+            }
+        };
+        let mut observer = Observer::new(
+            ProcReader::new(),
+            Box::new(PerfCounters::new()),
+            support,
+            plan.pes.clone(),
+            plan.unit_ms,
+        );
+        observer.set_naming(name_antagonists);
+        Ok(Self {
+            pe_speed: plan.pes.iter().map(|p| p.len() as f64).collect(),
+            repin: (0..plan.pes.len()).map(|_| None).collect(),
+            stamp: plan.stamp,
+            io: plan.io,
+            model: plan.model,
+            pes: plan.pes,
+            load: plan.load,
+            pipeline,
+            source,
+            feeder,
+            router,
+            observer,
+            started: Instant::now(),
+        })
+    }
+
+    /// Stops the source (or the feeder: queued requests stay queued) and
+    /// lets every admitted frame finish; the requests they belong to are
+    /// answered.
+    pub(super) fn drain(mut self) -> Drained {
+        if let Some(s) = self.source.take() {
+            s.stop();
+        }
+        if let Some(f) = self.feeder.take() {
+            f.stop();
+        }
+        let stats = self.pipeline.stage_stats();
+        let rejected = self.pipeline.rejected();
+        let admitted_before = self.pipeline.admitted();
+        let rest = self.pipeline.shutdown();
+        if let Some(r) = &self.router {
+            for c in &rest {
+                r.complete(c);
+            }
+        }
+        Drained {
+            rest,
+            admitted: admitted_before,
+            rejected,
+            stats,
+        }
+    }
+
+    /// The stages as the observer sees them; a stage's PE is the
+    /// configured PE it is pinned to.
+    pub(super) fn views(&self) -> Vec<StageView> {
+        let part = self.pipeline.partition();
+        self.pipeline
+            .stage_stats()
+            .iter()
+            .map(|s| StageView {
+                tid: s.tid,
+                pe: self
+                    .pes
+                    .iter()
+                    .position(|pe| pe.to_string() == s.pe)
+                    .unwrap_or(s.stage),
+                units: part.range(s.stage),
+                service_ms: (s.frames > 0).then_some(s.service_ms),
+            })
+            .collect()
+    }
+
+    pub(super) fn describe_load(&self) -> String {
+        if self.feeder.is_some() {
+            "requests as the load".to_string()
+        } else {
+            describe_load(self.load)
+        }
+    }
+
+    /// Compares each stage thread's affinity with its PE and re-pins a
+    /// stage whose affinity someone else changed.
+    pub(super) fn check_pinning(&mut self) {
+        for s in self.pipeline.stage_stats() {
+            if s.pin_error.is_some() || s.tid <= 0 {
+                continue;
+            }
+            if let Some(rx) = &self.repin[s.stage] {
+                match rx.try_recv() {
+                    Err(crossbeam_channel::TryRecvError::Empty) => continue,
+                    Ok(Err(e)) => tracing::warn!(stage = s.stage, "re-pinning failed: {e}"),
+                    _ => {}
+                }
+                self.repin[s.stage] = None;
+            }
+            let Ok(want) = s.pe.parse::<CpuSet>() else {
+                continue;
+            };
+            let Ok(actual) = SchedAffinity.get(s.tid) else {
+                continue;
+            };
+            if actual != want {
+                tracing::warn!(
+                    stage = s.stage,
+                    tid = s.tid,
+                    "pinning drift: stage thread may run on CPUs {actual}, its PE is {want}; re-pinning"
+                );
+                match self.pipeline.remap(s.stage, want) {
+                    Ok(rx) => self.repin[s.stage] = Some(rx),
+                    Err(e) => tracing::warn!(stage = s.stage, "re-pinning: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// The probe's verdict, or less when the configuration turns counters off.
+pub(super) fn counter_support(cfg: &Config, probed: &CounterSupport) -> CounterSupport {
+    if cfg.monitor.counters || !probed.has_hardware() {
+        probed.clone()
+    } else {
+        CounterSupport::SoftwareOnly {
+            reason: "monitor.counters is false in the configuration".into(),
+            fix: "set monitor.counters: true".into(),
+        }
+    }
+}
