@@ -50,7 +50,7 @@ use crate::monitor::procfs::ProcReader;
 use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
 use crate::pipeline::frame::Completed;
 use crate::pipeline::recorder::{Recent, Recorder, Summary, TimelineEntry};
-use crate::pipeline::source::{Load, Source};
+use crate::pipeline::source::{Arrivals, Source};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
 use crate::policy::controller::Controller;
 use crate::policy::cost::{self, CostModel};
@@ -281,7 +281,7 @@ struct Plan {
     unit_ms: Vec<f64>,
     pes: Vec<CpuSet>,
     partition: Partition,
-    load: Load,
+    load: Arrivals,
     seed: u64,
 }
 
@@ -329,8 +329,8 @@ impl Plan {
         let unit_ms = profile.unit_ms();
         let partition = Partition::optimal(&unit_ms, &speeds)?;
         let load = match (cfg.load.mode, cfg.load.rate) {
-            (LoadMode::Open, Some(rate)) => Load::Open { rate },
-            _ => Load::Closed,
+            (LoadMode::Open, Some(rate)) => Arrivals::Open { rate },
+            _ => Arrivals::Closed,
         };
         Ok(Self {
             model,
@@ -394,10 +394,10 @@ fn server_settings(s: &ServerConfig) -> Settings {
 }
 
 /// A load in words.
-fn describe_load(load: Load) -> String {
+fn describe_load(load: Arrivals) -> String {
     match load {
-        Load::Closed => "closed loop".to_string(),
-        Load::Open { rate } => format!("open loop at {rate} frames/s"),
+        Arrivals::Closed => "closed loop".to_string(),
+        Arrivals::Open { rate } => format!("open loop at {rate} frames/s"),
     }
 }
 
@@ -436,7 +436,7 @@ struct Engine {
     stamp: Option<FileStamp>,
     pes: Vec<CpuSet>,
     pe_speed: Vec<f64>,
-    load: Load,
+    load: Arrivals,
     pipeline: Pipeline,
     /// The synthetic frames, when not serving.
     source: Option<Source>,

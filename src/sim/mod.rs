@@ -31,6 +31,7 @@ pub mod world;
 use std::sync::{Arc, Mutex};
 
 use crate::engine::profile::CostProfile;
+use crate::pipeline::source::Arrivals;
 use crate::policy::config::PolicyConfig;
 use crate::policy::controller::Controller;
 use crate::policy::guided::Guided;
@@ -38,7 +39,7 @@ use crate::policy::odin::{Odin, Phase};
 use crate::policy::{self, Action, Observation, Policy, Slo, oracle};
 use report::{PolicyRun, Report};
 use scenario::{Named, ScenarioError};
-pub use world::{Driver, Load, RunResult, World, WorldConfig};
+pub use world::{Driver, RunResult, World, WorldConfig};
 
 /// Default SLO: this many times the no-interference p99 latency.
 pub const SLO_FACTOR: f64 = 1.5;
@@ -80,7 +81,7 @@ pub struct Spec {
     /// Seed of random episodes and arrivals.
     pub seed: u64,
     /// Closed or open loop.
-    pub load: Load,
+    pub load: Arrivals,
     /// Policy tick, seconds of virtual time.
     pub tick_s: f64,
     /// Policy and detector parameters.
@@ -327,7 +328,7 @@ mod tests {
             frames,
             slo_latency_ms: None,
             seed: 1,
-            load: Load::Closed,
+            load: Arrivals::Closed,
             tick_s: 0.1,
             policy: PolicyConfig::default(),
         }
