@@ -10,9 +10,10 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use odin::engine::profile::CostProfile;
 use odin::engine::zoo;
+use odin::pipeline::source::Arrivals;
 use odin::policy::{self, config::PolicyConfig};
 use odin::sim::scenario::Scenario;
-use odin::sim::{self, Load, Spec};
+use odin::sim::{self, Spec};
 
 fn bench(c: &mut Criterion) {
     let model = zoo::build("resnet152", 1).expect("resnet152");
@@ -29,7 +30,7 @@ fn bench(c: &mut Criterion) {
         frames: 1000,
         slo_latency_ms: None,
         seed: 1,
-        load: Load::Closed,
+        load: Arrivals::Closed,
         tick_s: 0.1,
         policy: PolicyConfig::default(),
     };

@@ -18,7 +18,7 @@ use odin::monitor::observer::{Observer, StageView};
 use odin::monitor::perf::{self, PerfCounters};
 use odin::monitor::procfs::ProcReader;
 use odin::pipeline::affinity::SchedAffinity;
-use odin::pipeline::source::{Load, Source};
+use odin::pipeline::source::{Arrivals, Source};
 use odin::pipeline::{Partition, Pipeline, PipelineConfig};
 use odin::policy::detector::{Detector, DetectorConfig, Event, Kind};
 
@@ -99,7 +99,7 @@ fn a_busy_neighbour_on_cpu_1_is_detected_named_and_its_departure_seen() {
     )
     .unwrap();
     let inputs = vec![Tensor::random(model.input(), 3)];
-    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs, 1).unwrap();
+    let source = Source::spawn(pipe.admitter(), Arrivals::Closed, inputs, 1).unwrap();
 
     let mut counters = PerfCounters::new();
     let support = perf::probe(&mut counters, Path::new("/"));

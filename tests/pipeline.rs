@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::Receiver;
 use odin::cpulist::CpuSet;
 use odin::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
-use odin::pipeline::source::{Load, Source, synthetic_input};
+use odin::pipeline::source::{Arrivals, Source, synthetic_input};
 use odin::pipeline::{Partition, Pipeline, PipelineConfig, Rejected};
 use odin::topology::online_cpus;
 use rand::{RngExt, SeedableRng};
@@ -201,7 +201,7 @@ fn repartitions_and_remaps_under_load_lose_nothing() {
     let stages = 3;
     let cfg = PipelineConfig::new(pes(stages), Partition::even(model.len(), stages).unwrap());
     let pipe = Pipeline::start(model.clone(), cfg, Arc::new(SchedAffinity)).unwrap();
-    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs.clone(), 1).unwrap();
+    let source = Source::spawn(pipe.admitter(), Arrivals::Closed, inputs.clone(), 1).unwrap();
 
     let mut churn = Churn::new(model.len(), stages, 42);
     let mut next_id = 0u64;
@@ -335,7 +335,7 @@ fn service_times_and_frames_are_readable_while_running() {
     let inputs = common::inputs(&model, 2);
     let cfg = PipelineConfig::new(pes(2), Partition::even(model.len(), 2).unwrap());
     let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
-    let source = Source::spawn(pipe.admitter(), Load::Closed, inputs, 1).unwrap();
+    let source = Source::spawn(pipe.admitter(), Arrivals::Closed, inputs, 1).unwrap();
     let mut last = None;
     for _ in 0..50 {
         last = Some(pipe.completed().recv().unwrap());
@@ -367,7 +367,7 @@ fn open_loop_overload_rejects_and_counts_never_loses() {
     cfg.admission_capacity = 1;
     let pipe = Pipeline::start(model, cfg, Arc::new(SchedAffinity)).unwrap();
     // Far more arrivals than one stage can serve.
-    let source = Source::spawn(pipe.admitter(), Load::Open { rate: 1e6 }, inputs, 7).unwrap();
+    let source = Source::spawn(pipe.admitter(), Arrivals::Open { rate: 1e6 }, inputs, 7).unwrap();
     let mut received = 0u64;
     while pipe.rejected() < 100 {
         pipe.completed().recv().unwrap();

@@ -20,7 +20,7 @@ use crate::monitor::perf::{CounterSupport, PerfCounters};
 use crate::monitor::procfs::ProcReader;
 use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
 use crate::pipeline::frame::Completed;
-use crate::pipeline::source::{Load, Source};
+use crate::pipeline::source::{Arrivals, Source};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
 use crate::server::admission::{Admission, Feeder, Router};
 use crate::server::service::ServedModel;
@@ -41,7 +41,7 @@ pub(super) struct Plan {
     pub(super) unit_ms: Vec<f64>,
     pub(super) pes: Vec<CpuSet>,
     pub(super) partition: Partition,
-    pub(super) load: Load,
+    pub(super) load: Arrivals,
     pub(super) seed: u64,
 }
 
@@ -94,8 +94,8 @@ impl Plan {
         let unit_ms = profile.unit_ms();
         let partition = Partition::optimal(&unit_ms, &speeds)?;
         let load = match (cfg.load.mode, cfg.load.rate) {
-            (LoadMode::Open, Some(rate)) => Load::Open { rate },
-            _ => Load::Closed,
+            (LoadMode::Open, Some(rate)) => Arrivals::Open { rate },
+            _ => Arrivals::Closed,
         };
         Ok(Self {
             model,
@@ -112,10 +112,10 @@ impl Plan {
 }
 
 /// A load in words.
-pub(super) fn describe_load(load: Load) -> String {
+pub(super) fn describe_load(load: Arrivals) -> String {
     match load {
-        Load::Closed => "closed loop".to_string(),
-        Load::Open { rate } => format!("open loop at {rate} frames/s"),
+        Arrivals::Closed => "closed loop".to_string(),
+        Arrivals::Open { rate } => format!("open loop at {rate} frames/s"),
     }
 }
 
@@ -149,7 +149,7 @@ pub(super) struct Engine {
     pub(super) stamp: Option<FileStamp>,
     pub(super) pes: Vec<CpuSet>,
     pub(super) pe_speed: Vec<f64>,
-    pub(super) load: Load,
+    pub(super) load: Arrivals,
     pub(super) pipeline: Pipeline,
     /// The synthetic frames, when not serving.
     pub(super) source: Option<Source>,

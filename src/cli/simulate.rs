@@ -7,9 +7,10 @@ use anyhow::{Context, Result};
 use super::UsageError;
 use odin::agent::config::RATES;
 use odin::engine::profile::CostProfile;
+use odin::pipeline::source::Arrivals;
 use odin::policy::{self, config::PolicyConfig};
 use odin::sim::scenario::{MAX_PES, Scenario, ScenarioError};
-use odin::sim::{self, Load, SimError, Spec};
+use odin::sim::{self, SimError, Spec};
 
 /// Simulates the model as a pipeline on N PEs under an interference
 /// scenario, once per policy (same frames, same interference), and prints
@@ -116,10 +117,10 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let load = match args.rate {
-        None => Load::Closed,
+        None => Arrivals::Closed,
         Some(r) => {
             super::check_number("rate", r, *RATES.start(), *RATES.end(), "frames per second")?;
-            Load::Open { rate: r }
+            Arrivals::Open { rate: r }
         }
     };
     let scenario =

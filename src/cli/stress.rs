@@ -123,14 +123,14 @@ fn worker(
     ready: crossbeam_channel::Sender<()>,
 ) -> Result<()> {
     pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
-    let mut load = Load::new(kind, bytes, cpu as u64);
+    let mut work = Work::new(kind, bytes, cpu as u64);
     let _ = ready.send(());
     drop(ready);
     let active = PERIOD.mul_f64(duty);
     loop {
         let period_start = Instant::now();
         while period_start.elapsed() < active {
-            load.step();
+            work.step();
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
@@ -143,7 +143,7 @@ fn worker(
 }
 
 /// One kind of work, in small steps.
-enum Load {
+enum Work {
     Cpu(u64),
     /// A single random cycle through the slots (Sattolo's algorithm), so
     /// every load depends on the previous one and prefetchers cannot help.
@@ -157,10 +157,10 @@ enum Load {
     },
 }
 
-impl Load {
+impl Work {
     fn new(kind: Kind, bytes: usize, seed: u64) -> Self {
         match kind {
-            Kind::Cpu => Load::Cpu(seed),
+            Kind::Cpu => Work::Cpu(seed),
             Kind::Cache => {
                 // One slot per 64-byte line, so every step touches a new line.
                 let slots = (bytes / 64).max(2);
@@ -178,14 +178,14 @@ impl Load {
                 for (i, &n) in next.iter().enumerate() {
                     spread[i * 16] = n * 16;
                 }
-                Load::Cache {
+                Work::Cache {
                     next: spread,
                     at: 0,
                 }
             }
             Kind::Membw => {
                 let words = bytes / 2 / 8;
-                Load::Membw {
+                Work::Membw {
                     src: vec![1; words],
                     dst: vec![0; words],
                 }
@@ -195,7 +195,7 @@ impl Load {
 
     fn step(&mut self) {
         match self {
-            Load::Cpu(x) => {
+            Work::Cpu(x) => {
                 for _ in 0..10_000 {
                     *x = x
                         .wrapping_mul(6364136223846793005)
@@ -203,13 +203,13 @@ impl Load {
                 }
                 std::hint::black_box(*x);
             }
-            Load::Cache { next, at } => {
+            Work::Cache { next, at } => {
                 for _ in 0..10_000 {
                     *at = next[*at as usize];
                 }
                 std::hint::black_box(*at);
             }
-            Load::Membw { src, dst } => {
+            Work::Membw { src, dst } => {
                 // A few MiB per step keeps the duty-cycle check frequent.
                 let chunk = (1 << 19).min(src.len());
                 let start = (dst[0] as usize % (src.len() / chunk).max(1)) * chunk;
@@ -227,7 +227,7 @@ mod tests {
 
     #[test]
     fn cache_walk_is_one_cycle_over_every_line() {
-        let Load::Cache { next, .. } = Load::new(Kind::Cache, 64 * 1000, 7) else {
+        let Work::Cache { next, .. } = Work::new(Kind::Cache, 64 * 1000, 7) else {
             panic!("cache load");
         };
         let (mut at, mut seen) = (0usize, 0);

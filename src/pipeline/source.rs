@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 use super::runtime::{Admitter, Rejected};
 use crate::engine::Tensor;
 
 /// How frames arrive.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Load {
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Arrivals {
     /// A new frame as soon as there is room: maximum throughput.
     Closed,
     /// Poisson arrivals at `rate` frames per second; arrivals that find the
@@ -40,7 +41,7 @@ impl Source {
     /// Starts feeding `admitter` with `inputs` (cycled by frame id).
     pub fn spawn(
         admitter: Admitter,
-        load: Load,
+        load: Arrivals,
         inputs: Vec<Tensor>,
         seed: u64,
     ) -> std::io::Result<Self> {
@@ -54,7 +55,7 @@ impl Source {
                 let mut next = Instant::now();
                 loop {
                     match load {
-                        Load::Closed => {
+                        Arrivals::Closed => {
                             if stopped.try_recv().is_ok() || admitter.is_closing() {
                                 break;
                             }
@@ -65,7 +66,7 @@ impl Source {
                                 break;
                             }
                         }
-                        Load::Open { rate } => {
+                        Arrivals::Open { rate } => {
                             // Exponential inter-arrival times; the stop channel doubles as the pacer.
                             let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
                             next += Duration::from_secs_f64(gap);

@@ -29,12 +29,13 @@ pub mod scenario;
 pub mod world;
 
 use crate::engine::profile::CostProfile;
+use crate::pipeline::source::Arrivals;
 use crate::policy::config::PolicyConfig;
 use crate::policy::controller::Controller;
 use crate::policy::{self, Action, Observation, Slo, oracle};
 use report::{PolicyRun, Report};
 use scenario::{Named, ScenarioError};
-pub use world::{Driver, Load, RunResult, World, WorldConfig};
+pub use world::{Driver, RunResult, World, WorldConfig};
 
 /// Default SLO: this many times the no-interference p99 latency.
 pub const SLO_FACTOR: f64 = 1.5;
@@ -76,7 +77,7 @@ pub struct Spec {
     /// Seed of random episodes and arrivals.
     pub seed: u64,
     /// Closed or open loop.
-    pub load: Load,
+    pub load: Arrivals,
     /// Policy tick, seconds of virtual time.
     pub tick_s: f64,
     /// Policy and detector parameters.
@@ -275,7 +276,7 @@ mod tests {
             frames,
             slo_latency_ms: None,
             seed: 1,
-            load: Load::Closed,
+            load: Arrivals::Closed,
             tick_s: 0.1,
             policy: PolicyConfig::default(),
         }

@@ -55,6 +55,7 @@ use serde::Serialize;
 
 use super::des::Des;
 use super::scenario::{Interval, Timeline};
+use crate::pipeline::source::Arrivals;
 use crate::policy::{Action, Antagonist, Observation, PeSignals, Placement, Slo, StageSignals};
 use crate::stats::percentile;
 
@@ -65,18 +66,6 @@ const BASE_MPKI: f64 = 1.0;
 /// Work (ms at speed 1) below which a unit counts as finished: absorbs
 /// rounding of the virtual clock.
 const DONE_EPS_MS: f64 = 1e-9;
-
-/// How frames arrive.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub enum Load {
-    /// Keep the admission queue full.
-    Closed,
-    /// Poisson arrivals at `rate` frames per second.
-    Open {
-        /// Frames per second.
-        rate: f64,
-    },
-}
 
 /// What drives the placement: the controller (detector + policy) in the
 /// real runs, anything in tests.
@@ -112,7 +101,7 @@ pub struct WorldConfig {
     /// Where the run starts.
     pub initial: Placement,
     /// Arrivals.
-    pub load: Load,
+    pub load: Arrivals,
     /// Frames to run (closed loop: admitted; open loop: arrivals).
     pub frames: u64,
     /// Policy tick, seconds of virtual time.
@@ -139,7 +128,7 @@ impl WorldConfig {
             intensity: vec![0.0; n],
             timeline,
             initial,
-            load: Load::Closed,
+            load: Arrivals::Closed,
             frames,
             tick_s: 0.1,
             slo: Slo::default(),
@@ -345,7 +334,7 @@ impl World {
             );
         }
         self.des.at(self.cfg.tick_s, Ev::Tick);
-        if let Load::Open { rate } = self.cfg.load {
+        if let Arrivals::Open { rate } = self.cfg.load {
             let gap = self.exp_gap(rate);
             self.des.at(gap, Ev::Arrival);
         }
@@ -374,7 +363,7 @@ impl World {
                         self.out.rejected += 1;
                     }
                     if self.arrivals < self.cfg.frames
-                        && let Load::Open { rate } = self.cfg.load
+                        && let Arrivals::Open { rate } = self.cfg.load
                     {
                         let at = self.des.now() + self.exp_gap(rate);
                         self.des.at(at, Ev::Arrival);
@@ -394,8 +383,8 @@ impl World {
 
     fn finished(&self) -> bool {
         let arrived = match self.cfg.load {
-            Load::Closed => self.out.admitted >= self.cfg.frames,
-            Load::Open { .. } => self.arrivals >= self.cfg.frames,
+            Arrivals::Closed => self.out.admitted >= self.cfg.frames,
+            Arrivals::Open { .. } => self.arrivals >= self.cfg.frames,
         };
         arrived && self.out.completions.len() as u64 == self.out.admitted
     }
@@ -446,7 +435,7 @@ impl World {
                     self.begin(s, f);
                 }
             }
-            if self.cfg.load == Load::Closed {
+            if self.cfg.load == Arrivals::Closed {
                 while self.out.admitted < self.cfg.frames
                     && self.stages[0].queue.len() < self.capacity(0)
                 {
@@ -808,7 +797,7 @@ mod tests {
                 mapping: vec![1, 1, 2, 2],
             },
         ];
-        for load in [Load::Closed, Load::Open { rate: 50.0 }] {
+        for load in [Arrivals::Closed, Arrivals::Open { rate: 50.0 }] {
             let mut cfg = WorldConfig::new(
                 unit_ms.clone(),
                 timeline(
@@ -835,7 +824,7 @@ mod tests {
             assert_eq!(r.units_run, r.admitted * units as u64, "{load:?}");
             assert!(r.reconfigurations > 50, "{}", r.reconfigurations);
             assert_eq!(r.invalid_actions, 0);
-            if load == Load::Closed {
+            if load == Arrivals::Closed {
                 assert_eq!(r.admitted, 400);
             } else {
                 assert_eq!(r.admitted + r.rejected, 400);
