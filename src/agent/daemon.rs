@@ -52,6 +52,7 @@ use crate::cgroup::hint::Hinter;
 use crate::cgroup::systemd::{Systemd, UnitManager};
 use crate::cpulist::CpuSet;
 use crate::monitor::perf::{self, CounterSupport, PerfCounters};
+use crate::pipeline::affinity::SchedAffinity;
 use crate::pipeline::frame::Completed;
 use crate::pipeline::recorder::{Recent, Recorder};
 use crate::policy::controller::Controller;
@@ -171,7 +172,13 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         tracing::warn!("load.mode open is ignored while serving: requests are the load");
     }
     let admission = serving.as_ref().map(|s| s.service.admission().clone());
-    let engine = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
+    let engine = Engine::start(
+        plan,
+        &support,
+        cfg.monitor.antagonists,
+        admission.as_ref(),
+        Arc::new(SchedAffinity),
+    )?;
     if let Some(s) = &serving {
         s.service.set_ready(true);
     }
