@@ -550,7 +550,7 @@ impl Daemon {
             stages: stats
                 .iter()
                 .map(|s| StageMetric {
-                    pe: s.pe.clone(),
+                    pe: s.pe.to_string(),
                     units: s.units,
                     service_seconds: s.service_ms / 1e3,
                 })

@@ -278,7 +278,7 @@ impl Engine {
                 pe: self
                     .pes
                     .iter()
-                    .position(|pe| pe.to_string() == s.pe)
+                    .position(|pe| *pe == s.pe)
                     .unwrap_or(s.stage),
                 units: part.range(s.stage),
                 service_ms: (s.frames > 0).then_some(s.service_ms),
@@ -310,9 +310,7 @@ impl Engine {
                 }
                 self.repin[s.stage] = None;
             }
-            let Ok(want) = s.pe.parse::<CpuSet>() else {
-                continue;
-            };
+            let want = s.pe;
             let Ok(actual) = self.affinity.get(s.tid) else {
                 continue;
             };
