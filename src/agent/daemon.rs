@@ -55,8 +55,8 @@ use crate::monitor::perf::{self, CounterSupport, PerfCounters};
 use crate::pipeline::affinity::SchedAffinity;
 use crate::pipeline::frame::Completed;
 use crate::pipeline::recorder::{Recent, Recorder};
+use crate::policy::PeSignals;
 use crate::policy::controller::Controller;
-use crate::policy::{PeSignals, Placement};
 use crate::server::admission::Refusal;
 use crate::server::service::Answered;
 
@@ -334,20 +334,11 @@ impl Daemon {
         let status = format!(
             "{:.1} frames/s, partition {}, policy {}",
             self.last_fps,
-            describe(&self.placement(), &self.engine.pes),
+            describe(&self.engine.placement(), &self.engine.pes),
             self.controller.policy_name()
         );
         if let Err(e) = f(&self.notifier, &status) {
             tracing::debug!("sd_notify: {e}");
-        }
-    }
-
-    pub(super) fn placement(&self) -> Placement {
-        let p = self.engine.pipeline.partition();
-        Placement {
-            units: p.units(),
-            cuts: p.cuts().to_vec(),
-            mapping: self.engine.views().iter().map(|v| v.pe).collect(),
         }
     }
 
@@ -567,7 +558,7 @@ impl Daemon {
         tracing::info!(
             config = serde_json::to_string(&*self.cfg).unwrap_or_default(),
             partition = %self.engine.pipeline.partition(),
-            placement = describe(&self.placement(), &self.engine.pes),
+            placement = describe(&self.engine.placement(), &self.engine.pes),
             stages = ?stats,
             controller = ?self.controller,
             unit_ms = ?self.engine.observer.unit_ms(),

@@ -22,6 +22,7 @@ use crate::pipeline::affinity::{Affinity, AffinityError};
 use crate::pipeline::frame::Completed;
 use crate::pipeline::source::{Load, Source};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use crate::policy::Placement;
 use crate::server::admission::{Admission, Feeder, Router};
 use crate::server::service::ServedModel;
 
@@ -284,6 +285,23 @@ impl Engine {
                 service_ms: (s.frames > 0).then_some(s.service_ms),
             })
             .collect()
+    }
+
+    /// The policy's view of the running pipeline: its cuts, and each
+    /// stage's PE.
+    pub(super) fn placement(&self) -> Placement {
+        self.placement_of(&self.views())
+    }
+
+    /// [`Engine::placement`] with the stages' PEs from `views`, read once
+    /// for the whole tick.
+    pub(super) fn placement_of(&self, views: &[StageView]) -> Placement {
+        let p = self.pipeline.partition();
+        Placement {
+            units: p.units(),
+            cuts: p.cuts().to_vec(),
+            mapping: views.iter().map(|v| v.pe).collect(),
+        }
     }
 
     pub(super) fn describe_load(&self) -> String {

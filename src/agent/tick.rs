@@ -55,17 +55,12 @@ impl Daemon {
             self.publish_with(throughput);
             return;
         }
-        let partition = self.engine.pipeline.partition();
         let t = now.saturating_duration_since(self.start);
         let mut obs = Observation {
             t: t.as_secs_f64(),
             unit_ms: self.engine.observer.unit_ms(),
             pe_speed: self.engine.pe_speed.clone(),
-            placement: Placement {
-                units: partition.units(),
-                cuts: partition.cuts().to_vec(),
-                mapping: views.iter().map(|v| v.pe).collect(),
-            },
+            placement: self.engine.placement_of(&views),
             stages,
             pes: pe_signals,
             events: Vec::new(),
