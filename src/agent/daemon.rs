@@ -48,6 +48,7 @@ use super::serving::Serving;
 use super::signals::{self, Control};
 use super::tick::PendingEffect;
 use crate::agent::logging::say;
+use crate::cgroup::escalation;
 use crate::cgroup::hint::Hinter;
 use crate::cgroup::systemd::{Systemd, UnitManager};
 use crate::cpulist::CpuSet;
@@ -528,12 +529,8 @@ impl Daemon {
         if let Some(reason) = self.cgroup.degraded() {
             unavailable.push(("cgroup_enforce".to_string(), reason.to_string()));
         }
-        let slo_attainment = self.cfg.slo.latency_ms.and_then(|slo| {
-            (!self.recent_ms.is_empty()).then(|| {
-                self.recent_ms.iter().filter(|&&ms| ms <= slo).count() as f64
-                    / self.recent_ms.len() as f64
-            })
-        });
+        let slo_attainment =
+            escalation::attainment(self.cfg.slo.latency_ms, self.recent_ms.iter().copied());
         self.metrics.publish(Snapshot {
             model: e.model.name().to_string(),
             policy: self.controller.policy_name().to_string(),
