@@ -87,7 +87,7 @@ fn stages_are_pinned_to_their_pes_and_follow_remaps() {
     let st = &pipe.stage_stats()[0];
     assert_eq!(SchedAffinity.get(st.tid).unwrap(), target);
     assert_eq!(cpus_allowed(st.tid), target);
-    assert_eq!(st.pe, target.to_string());
+    assert_eq!(st.pe, target);
     // A CPU the kernel refuses: the error comes back, the old pinning stays.
     let bad = CpuSet::single(4000);
     assert!(pipe.remap(0, bad).unwrap().recv().unwrap().is_err());

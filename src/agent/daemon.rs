@@ -48,14 +48,16 @@ use super::serving::Serving;
 use super::signals::{self, Control};
 use super::tick::PendingEffect;
 use crate::agent::logging::say;
+use crate::cgroup::escalation;
 use crate::cgroup::hint::Hinter;
 use crate::cgroup::systemd::{Systemd, UnitManager};
 use crate::cpulist::CpuSet;
 use crate::monitor::perf::{self, CounterSupport, PerfCounters};
+use crate::pipeline::affinity::SchedAffinity;
 use crate::pipeline::frame::Completed;
 use crate::pipeline::recorder::{Recent, Recorder};
+use crate::policy::PeSignals;
 use crate::policy::controller::Controller;
-use crate::policy::{PeSignals, Placement};
 use crate::server::admission::Refusal;
 use crate::server::service::Answered;
 
@@ -171,7 +173,13 @@ pub fn run(cfg: Config, opts: Options, online: CpuSet) -> Result<()> {
         tracing::warn!("load.mode open is ignored while serving: requests are the load");
     }
     let admission = serving.as_ref().map(|s| s.service.admission().clone());
-    let engine = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
+    let engine = Engine::start(
+        plan,
+        &support,
+        cfg.monitor.antagonists,
+        admission.as_ref(),
+        Arc::new(SchedAffinity),
+    )?;
     if let Some(s) = &serving {
         s.service.set_ready(true);
     }
@@ -327,20 +335,11 @@ impl Daemon {
         let status = format!(
             "{:.1} frames/s, partition {}, policy {}",
             self.last_fps,
-            describe(&self.placement(), &self.engine.pes),
+            describe(&self.engine.placement(), &self.engine.pes),
             self.controller.policy_name()
         );
         if let Err(e) = f(&self.notifier, &status) {
             tracing::debug!("sd_notify: {e}");
-        }
-    }
-
-    pub(super) fn placement(&self) -> Placement {
-        let p = self.engine.pipeline.partition();
-        Placement {
-            units: p.units(),
-            cuts: p.cuts().to_vec(),
-            mapping: self.engine.views().iter().map(|v| v.pe).collect(),
         }
     }
 
@@ -530,12 +529,8 @@ impl Daemon {
         if let Some(reason) = self.cgroup.degraded() {
             unavailable.push(("cgroup_enforce".to_string(), reason.to_string()));
         }
-        let slo_attainment = self.cfg.slo.latency_ms.and_then(|slo| {
-            (!self.recent_ms.is_empty()).then(|| {
-                self.recent_ms.iter().filter(|&&ms| ms <= slo).count() as f64
-                    / self.recent_ms.len() as f64
-            })
-        });
+        let slo_attainment =
+            escalation::attainment(self.cfg.slo.latency_ms, self.recent_ms.iter().copied());
         self.metrics.publish(Snapshot {
             model: e.model.name().to_string(),
             policy: self.controller.policy_name().to_string(),
@@ -543,7 +538,7 @@ impl Daemon {
             stages: stats
                 .iter()
                 .map(|s| StageMetric {
-                    pe: s.pe.clone(),
+                    pe: s.pe.to_string(),
                     units: s.units,
                     service_seconds: s.service_ms / 1e3,
                 })
@@ -560,7 +555,7 @@ impl Daemon {
         tracing::info!(
             config = serde_json::to_string(&*self.cfg).unwrap_or_default(),
             partition = %self.engine.pipeline.partition(),
-            placement = describe(&self.placement(), &self.engine.pes),
+            placement = describe(&self.engine.placement(), &self.engine.pes),
             stages = ?stats,
             controller = ?self.controller,
             unit_ms = ?self.engine.observer.unit_ms(),

@@ -18,10 +18,11 @@ use crate::engine::{Model, Tensor};
 use crate::monitor::observer::{Observer, StageView};
 use crate::monitor::perf::{CounterSupport, PerfCounters};
 use crate::monitor::procfs::ProcReader;
-use crate::pipeline::affinity::{Affinity, AffinityError, SchedAffinity};
+use crate::pipeline::affinity::{Affinity, AffinityError};
 use crate::pipeline::frame::Completed;
 use crate::pipeline::source::{Arrivals, Source};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
+use crate::policy::Placement;
 use crate::server::admission::{Admission, Feeder, Router};
 use crate::server::service::ServedModel;
 
@@ -158,6 +159,8 @@ pub(super) struct Engine {
     /// Completed frames back to their requests, when serving.
     pub(super) router: Option<Arc<Router>>,
     pub(super) observer: Observer,
+    /// Pins the stage threads, and reads their affinity back.
+    pub(super) affinity: Arc<dyn Affinity>,
     pub(super) started: Instant,
     /// Per stage: a re-pin after drift, until the stage applies it.
     pub(super) repin: Vec<Option<Receiver<Result<(), AffinityError>>>>,
@@ -172,18 +175,20 @@ pub(super) struct Drained {
 }
 
 impl Engine {
-    /// Starts `plan`'s pipeline, fed by `admission`'s requests when
-    /// serving, else by the synthetic source.
+    /// Starts `plan`'s pipeline, its stages pinned through `affinity`,
+    /// fed by `admission`'s requests when serving, else by the synthetic
+    /// source.
     pub(super) fn start(
         plan: Plan,
         support: &CounterSupport,
         name_antagonists: bool,
         admission: Option<&Arc<Admission>>,
+        affinity: Arc<dyn Affinity>,
     ) -> Result<Self> {
         let pipeline = Pipeline::start(
             plan.model.clone(),
             PipelineConfig::new(plan.pes.clone(), plan.partition.clone()),
-            Arc::new(SchedAffinity),
+            affinity.clone(),
         )?;
         for s in pipeline.stage_stats() {
             if let Some(e) = &s.pin_error {
@@ -230,6 +235,7 @@ impl Engine {
             feeder,
             router,
             observer,
+            affinity,
             started: Instant::now(),
         })
     }
@@ -273,12 +279,29 @@ impl Engine {
                 pe: self
                     .pes
                     .iter()
-                    .position(|pe| pe.to_string() == s.pe)
+                    .position(|pe| *pe == s.pe)
                     .unwrap_or(s.stage),
                 units: part.range(s.stage),
                 service_ms: (s.frames > 0).then_some(s.service_ms),
             })
             .collect()
+    }
+
+    /// The policy's view of the running pipeline: its cuts, and each
+    /// stage's PE.
+    pub(super) fn placement(&self) -> Placement {
+        self.placement_of(&self.views())
+    }
+
+    /// [`Engine::placement`] with the stages' PEs from `views`, read once
+    /// for the whole tick.
+    pub(super) fn placement_of(&self, views: &[StageView]) -> Placement {
+        let p = self.pipeline.partition();
+        Placement {
+            units: p.units(),
+            cuts: p.cuts().to_vec(),
+            mapping: views.iter().map(|v| v.pe).collect(),
+        }
     }
 
     pub(super) fn describe_load(&self) -> String {
@@ -289,8 +312,9 @@ impl Engine {
         }
     }
 
-    /// Compares each stage thread's affinity with its PE and re-pins a
-    /// stage whose affinity someone else changed.
+    /// Compares each stage thread's affinity (read through the engine's
+    /// [`Affinity`]) with its PE and re-pins a stage whose affinity someone
+    /// else changed.
     pub(super) fn check_pinning(&mut self) {
         for s in self.pipeline.stage_stats() {
             if s.pin_error.is_some() || s.tid <= 0 {
@@ -304,10 +328,8 @@ impl Engine {
                 }
                 self.repin[s.stage] = None;
             }
-            let Ok(want) = s.pe.parse::<CpuSet>() else {
-                continue;
-            };
-            let Ok(actual) = SchedAffinity.get(s.tid) else {
+            let want = s.pe;
+            let Ok(actual) = self.affinity.get(s.tid) else {
                 continue;
             };
             if actual != want {
@@ -334,5 +356,73 @@ pub(super) fn counter_support(cfg: &Config, probed: &CounterSupport) -> CounterS
             reason: "monitor.counters is false in the configuration".into(),
             fix: "set monitor.counters: true".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pipeline::affinity::FakeAffinity;
+
+    /// Two single-CPU PEs under an open loop too slow to send a frame: the
+    /// stage threads start and pin, and stay idle.
+    fn idle_config() -> Config {
+        let mut cfg = Config::default();
+        cfg.model.name = "mobilenet_v2".into();
+        cfg.pes = vec!["0".into(), "1".into()];
+        cfg.load.mode = LoadMode::Open;
+        cfg.load.rate = Some(1e-3);
+        cfg
+    }
+
+    fn software() -> CounterSupport {
+        CounterSupport::SoftwareOnly {
+            reason: "a unit test".into(),
+            fix: "none".into(),
+        }
+    }
+
+    fn started(cfg: &Config, affinity: Arc<FakeAffinity>) -> Engine {
+        let online = CpuSet::from_cpus([0, 1]);
+        let plan = Plan::new(cfg, &online, None, false).unwrap();
+        let e = Engine::start(plan, &software(), false, None, affinity.clone()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while affinity.sets().len() < e.pes.len() {
+            assert!(Instant::now() < deadline, "the stages never pinned");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        e
+    }
+
+    #[test]
+    fn check_pinning_repins_a_stage_whose_affinity_someone_else_changed() {
+        let fake = Arc::new(FakeAffinity::new());
+        let mut e = started(&idle_config(), fake.clone());
+        let tids: Vec<i32> = e.pipeline.stage_stats().iter().map(|s| s.tid).collect();
+        let mut pinned = fake.sets();
+        pinned.sort();
+        let mut want = vec![(tids[0], CpuSet::single(0)), (tids[1], CpuSet::single(1))];
+        want.sort();
+        assert_eq!(pinned, want, "each stage pinned once, on its PE");
+        // In place: nothing to do.
+        e.check_pinning();
+        assert!(e.repin.iter().all(Option::is_none));
+        assert_eq!(fake.sets().len(), 2);
+        // Stage 1 moved onto both CPUs behind odin's back: pinned back.
+        fake.force(tids[1], CpuSet::from_cpus([0, 1]));
+        e.check_pinning();
+        let rx = e.repin[1].as_ref().expect("a re-pin of stage 1");
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        assert!(e.repin[0].is_none(), "stage 0 did not drift");
+        assert_eq!(fake.get(tids[1]).unwrap(), CpuSet::single(1));
+        assert_eq!(fake.sets().last(), Some(&(tids[1], CpuSet::single(1))));
+        assert_eq!(fake.sets().len(), 3);
+        // The outcome is taken on the next check, which finds it in place.
+        e.check_pinning();
+        assert!(e.repin[1].is_none());
+        let drained = e.drain();
+        assert!(drained.rest.is_empty());
     }
 }

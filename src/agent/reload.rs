@@ -12,6 +12,7 @@ use super::engine::{Engine, Plan, counter_support, describe_load, model_stamp};
 use super::options::Refused;
 use super::serving::{served_model, server_settings};
 use crate::cpulist::CpuSet;
+use crate::pipeline::affinity::SchedAffinity;
 use crate::policy::controller::Controller;
 
 /// Whether `a` and `b` need different pipelines.
@@ -255,7 +256,13 @@ impl Daemon {
         let support = counter_support(cfg, &self.probed);
         let served = plan.served.take();
         let admission = self.serving.as_ref().map(|s| s.service.admission().clone());
-        let next = Engine::start(plan, &support, cfg.monitor.antagonists, admission.as_ref())?;
+        let next = Engine::start(
+            plan,
+            &support,
+            cfg.monitor.antagonists,
+            admission.as_ref(),
+            Arc::new(SchedAffinity),
+        )?;
         if let (Some(s), Some(m)) = (&self.serving, served) {
             s.service.set_model(m);
         }

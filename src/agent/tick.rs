@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use super::daemon::Daemon;
 use super::report::{TimedEvent, describe, event_line, event_summary};
 use crate::agent::logging::say;
-use crate::cgroup::escalation::slo_status;
+use crate::cgroup::escalation;
 use crate::cgroup::hint;
 use crate::cpulist::CpuSet;
 use crate::monitor::observer::StageView;
 use crate::pipeline::{Partition, Pipeline};
-use crate::policy::cost::{self, CostModel};
+use crate::policy::cost;
 use crate::policy::detector::Event;
 use crate::policy::{Action, Observation, PeSignals, Placement};
 
@@ -55,17 +55,12 @@ impl Daemon {
             self.publish_with(throughput);
             return;
         }
-        let partition = self.engine.pipeline.partition();
         let t = now.saturating_duration_since(self.start);
         let mut obs = Observation {
             t: t.as_secs_f64(),
             unit_ms: self.engine.observer.unit_ms(),
             pe_speed: self.engine.pe_speed.clone(),
-            placement: Placement {
-                units: partition.units(),
-                cuts: partition.cuts().to_vec(),
-                mapping: views.iter().map(|v| v.pe).collect(),
-            },
+            placement: self.engine.placement_of(&views),
             stages,
             pes: pe_signals,
             events: Vec::new(),
@@ -149,16 +144,9 @@ impl Daemon {
                 antagonists.extend(new);
             }
         }
-        let predicted_fps = cost::measured_times(obs)
-            .into_iter()
-            .collect::<Option<Vec<f64>>>()
-            .and_then(|t| t.into_iter().reduce(f64::max))
-            .filter(|&ms| ms > 0.0)
-            .map(|ms| 1e3 / ms);
-        let measured_fps = Some(self.last_fps)
-            .filter(|&f| f > 0.0)
-            .or(obs.throughput_fps);
-        let slo = slo_status(
+        let predicted_fps = escalation::predicted_fps(&cost::measured_times(obs));
+        let measured_fps = escalation::measured_fps(self.last_fps, obs.throughput_fps);
+        let slo = escalation::slo_status(
             &obs.slo,
             measured_fps,
             predicted_fps,
@@ -219,7 +207,7 @@ impl Daemon {
             .iter()
             .map(|t| t.map_or_else(|| "?".into(), |t| format!("{t:.1}")))
             .collect();
-        let predicted = predict(obs, next);
+        let predicted = cost::predict(obs, next);
         let events: Vec<String> = obs.events.iter().map(event_summary).collect();
         match apply(&self.engine.pipeline, &obs.placement, next, pes) {
             Ok(p) => {
@@ -269,16 +257,6 @@ impl Daemon {
             Err(e) => tracing::warn!("{policy} asked for an impossible placement: {e}"),
         }
     }
-}
-
-/// Predicted stage times (ms) of `next` from the calibrated unit costs,
-/// each PE's nominal speed divided by its current slowdown.
-pub(super) fn predict(obs: &Observation, next: &Placement) -> Vec<f64> {
-    let slowdown = cost::slowdown(obs);
-    let speed: Vec<f64> = (0..obs.pe_speed.len())
-        .map(|p| obs.pe_speed[p] / slowdown.get(p).copied().unwrap_or(1.0).max(1e-9))
-        .collect();
-    CostModel::new(&obs.unit_ms).stage_times(next, &speed)
 }
 
 /// Moves the pipeline from placement `from` to `to`: the cuts at once,

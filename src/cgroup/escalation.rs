@@ -38,6 +38,34 @@ pub enum SloStatus {
     Slack,
 }
 
+/// The throughput stage times (ms) allow, one frame per bottleneck time;
+/// `None` while a stage is unmeasured or the bottleneck takes no time.
+pub fn predicted_fps(stage_ms: &[Option<f64>]) -> Option<f64> {
+    stage_ms
+        .iter()
+        .copied()
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|t| t.into_iter().reduce(f64::max))
+        .filter(|&ms| ms > 0.0)
+        .map(|ms| 1e3 / ms)
+}
+
+/// The throughput to judge the objective on: the last closed window's
+/// (`window_fps`, 0 before the first), else the monitor tick's.
+pub fn measured_fps(window_fps: f64, tick_fps: Option<f64>) -> Option<f64> {
+    Some(window_fps).filter(|&f| f > 0.0).or(tick_fps)
+}
+
+/// The share of the `recent_ms` latencies within the latency objective
+/// `slo_ms`; `None` without an objective or a latency.
+pub fn attainment(slo_ms: Option<f64>, recent_ms: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let slo = slo_ms?;
+    let (within, all) = recent_ms.into_iter().fold((0usize, 0usize), |(w, n), ms| {
+        (w + usize::from(ms <= slo), n + 1)
+    });
+    (all > 0).then(|| within as f64 / all as f64)
+}
+
 /// The status of `slo` given the measured throughput and p99 latency and
 /// the throughput predicted from the stage times; `margin` (0..1) is the
 /// fraction by which both must beat the objective to count as slack.
@@ -381,5 +409,35 @@ mod tests {
                 "{slo:?} {measured:?} {predicted:?} {p99:?}"
             );
         }
+    }
+
+    #[test]
+    fn predicted_fps_is_one_frame_per_bottleneck() {
+        assert_eq!(
+            predicted_fps(&[Some(10.0), Some(40.0), Some(20.0)]),
+            Some(25.0)
+        );
+        assert_eq!(
+            predicted_fps(&[Some(10.0), None]),
+            None,
+            "a stage unmeasured"
+        );
+        assert_eq!(predicted_fps(&[Some(0.0), Some(0.0)]), None, "no time");
+        assert_eq!(predicted_fps(&[]), None, "no stage");
+    }
+
+    #[test]
+    fn measured_fps_prefers_the_window() {
+        assert_eq!(measured_fps(12.0, Some(9.0)), Some(12.0));
+        assert_eq!(measured_fps(0.0, Some(9.0)), Some(9.0));
+        assert_eq!(measured_fps(0.0, None), None);
+    }
+
+    #[test]
+    fn attainment_counts_latencies_within_the_objective() {
+        assert_eq!(attainment(None, [1.0, 2.0]), None, "no objective");
+        assert_eq!(attainment(Some(10.0), []), None, "no latency");
+        assert_eq!(attainment(Some(10.0), [5.0, 10.0, 11.0, 20.0]), Some(0.5));
+        assert_eq!(attainment(Some(10.0), [1.0]), Some(1.0));
     }
 }

@@ -71,6 +71,86 @@ impl Affinity for SchedAffinity {
     }
 }
 
+#[cfg(test)]
+/// A recording fake: `set` stores the CPUs per thread and logs the call,
+/// `get` answers what was set (or what [`FakeAffinity::force`] put there),
+/// so a test can play someone else changing a thread's affinity.
+#[derive(Debug, Default)]
+pub(crate) struct FakeAffinity {
+    state: std::sync::Mutex<FakeState>,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default)]
+struct FakeState {
+    pinned: std::collections::HashMap<i32, CpuSet>,
+    sets: Vec<(i32, CpuSet)>,
+}
+
+#[cfg(test)]
+impl FakeAffinity {
+    /// A fake with no thread pinned.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every `set` so far, in order, with tid 0 resolved to the caller's
+    /// thread id.
+    pub(crate) fn sets(&self) -> Vec<(i32, CpuSet)> {
+        self.lock().sets.clone()
+    }
+
+    /// Makes thread `tid` run on `cpus` without recording a `set`, as
+    /// another program's `taskset` would.
+    pub(crate) fn force(&self, tid: i32, cpus: CpuSet) {
+        self.lock().pinned.insert(tid, cpus);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+/// The calling thread's id for tid 0.
+fn resolve(tid: i32) -> i32 {
+    if tid == 0 {
+        nix::unistd::gettid().as_raw()
+    } else {
+        tid
+    }
+}
+
+#[cfg(test)]
+impl Affinity for FakeAffinity {
+    fn set(&self, tid: i32, cpus: &CpuSet) -> Result<(), AffinityError> {
+        if cpus.is_empty() {
+            return Err(AffinityError::Empty);
+        }
+        let tid = resolve(tid);
+        let mut st = self.lock();
+        st.sets.push((tid, cpus.clone()));
+        st.pinned.insert(tid, cpus.clone());
+        Ok(())
+    }
+
+    fn get(&self, tid: i32) -> Result<CpuSet, AffinityError> {
+        let tid = resolve(tid);
+        self.lock()
+            .pinned
+            .get(&tid)
+            .cloned()
+            .ok_or(AffinityError::Sys {
+                op: "get",
+                tid,
+                cpus: String::new(),
+                source: nix::Error::ESRCH,
+            })
+    }
+}
+
 /// The kernel's CPU mask of `cpus` (built ahead, e.g. before a fork, when
 /// the affinity is set where nothing may allocate).
 pub fn mask(cpus: &CpuSet) -> Result<NixCpuSet, AffinityError> {
@@ -118,6 +198,21 @@ mod tests {
             .parse::<CpuSet>()
             .unwrap();
         assert_eq!(listed, want);
+    }
+
+    #[test]
+    fn the_fake_records_sets_and_answers_what_was_forced() {
+        let fake = FakeAffinity::new();
+        assert!(fake.get(7).is_err(), "an unknown thread");
+        fake.set(7, &CpuSet::single(1)).unwrap();
+        assert_eq!(fake.get(7).unwrap(), CpuSet::single(1));
+        fake.force(7, CpuSet::from_cpus([0, 1]));
+        assert_eq!(fake.get(7).unwrap(), CpuSet::from_cpus([0, 1]));
+        assert!(matches!(
+            fake.set(7, &CpuSet::default()),
+            Err(AffinityError::Empty)
+        ));
+        assert_eq!(fake.sets(), vec![(7, CpuSet::single(1))]);
     }
 
     #[test]

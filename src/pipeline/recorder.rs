@@ -277,7 +277,7 @@ impl Recorder {
             stages: stages
                 .iter()
                 .map(|s| StageSummary {
-                    pe: s.pe.clone(),
+                    pe: s.pe.to_string(),
                     units: s.units,
                     service_ms: s.service_ms,
                     frames: s.frames,

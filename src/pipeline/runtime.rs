@@ -94,8 +94,9 @@ pub enum PipelineError {
 pub struct StageStats {
     /// Stage index.
     pub stage: usize,
-    /// The CPUs it is pinned to.
-    pub pe: String,
+    /// The CPUs it is pinned to (a CPU list in JSON).
+    #[serde(serialize_with = "cpu_list")]
+    pub pe: CpuSet,
     /// Units `[start, end)` under the current partition.
     pub units: [usize; 2],
     /// Smoothed per-frame service time, milliseconds (0 before the first frame).
@@ -108,6 +109,11 @@ pub struct StageStats {
     pub tid: i32,
     /// Why the thread could not be pinned, if it could not.
     pub pin_error: Option<String>,
+}
+
+/// Serializes a CPU set as its CPU list, `"0-3,8"`.
+fn cpu_list<S: serde::Serializer>(cpus: &CpuSet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(cpus)
 }
 
 /// Hands frames to a pipeline. Cheap to clone; one per frame source.
@@ -354,7 +360,7 @@ impl Pipeline {
                 };
                 StageStats {
                     stage: s,
-                    pe: st.pe.lock().expect("pe lock").to_string(),
+                    pe: st.pe.lock().expect("pe lock").clone(),
                     units: [r.start, r.end],
                     service_ms: service * 1e3,
                     frames: st.frames.load(Ordering::Acquire),

@@ -181,6 +181,16 @@ pub fn estimated_speed(obs: &Observation) -> Vec<f64> {
         .collect()
 }
 
+/// Predicted stage times (ms) of `next` from the calibrated unit costs,
+/// each PE's nominal speed divided by its current slowdown.
+pub fn predict(obs: &Observation, next: &Placement) -> Vec<f64> {
+    let slowdown = slowdown(obs);
+    let speed: Vec<f64> = (0..obs.pe_speed.len())
+        .map(|p| obs.pe_speed[p] / slowdown.get(p).copied().unwrap_or(1.0).max(1e-9))
+        .collect();
+    CostModel::new(&obs.unit_ms).stage_times(next, &speed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
