@@ -175,7 +175,7 @@ impl Churn {
         for (st, asked) in pipe.stage_stats().iter().zip(&self.asked) {
             let Some(cpu) = asked else { continue };
             let want = CpuSet::single(*cpu);
-            assert_eq!(st.pe, want.to_string(), "stage {} PE", st.stage);
+            assert_eq!(st.pe, want, "stage {} PE", st.stage);
             assert_eq!(
                 SchedAffinity.get(st.tid).unwrap(),
                 want,
