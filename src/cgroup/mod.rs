@@ -41,6 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cpulist::CpuSet;
+use crate::monitor::procfs::CgroupLine;
 
 /// Why a cgroup file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -562,15 +563,14 @@ impl Hierarchy {
     /// hierarchy: `0::/path` on v2, `N:a,b:/path` naming the controller on v1.
     pub fn parse_cgroup(&self, text: &str) -> Option<String> {
         text.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let l = CgroupLine::parse(line)?;
             let mine = if self.v2 {
-                id == "0" && ctrls.is_empty()
+                l.is_v2()
             } else {
-                ctrls.split(',').any(|c| c == self.controller)
+                l.has_controller(&self.controller)
             };
             // A removed v2 cgroup still shows, marked " (deleted)".
-            mine.then(|| path.trim_end_matches(" (deleted)").to_string())
+            mine.then(|| l.path.trim_end_matches(" (deleted)").to_string())
         })
     }
 

@@ -511,6 +511,40 @@ pub fn parse_task_stat(path: &Path, pid: i32, bytes: &[u8]) -> Result<TaskStat, 
     })
 }
 
+/// One line of `/proc/<pid>/cgroup`: `hierarchy-id:controllers:path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupLine<'a> {
+    /// The hierarchy id (`0` for the unified hierarchy).
+    pub id: &'a str,
+    /// The controllers, comma-separated (empty for the unified hierarchy).
+    pub controllers: &'a str,
+    /// The cgroup's path relative to the hierarchy's root, as written.
+    pub path: &'a str,
+}
+
+impl<'a> CgroupLine<'a> {
+    /// Splits `line`; `None` if it has fewer than three fields (the path
+    /// may itself hold `:`).
+    pub fn parse(line: &'a str) -> Option<Self> {
+        let mut parts = line.splitn(3, ':');
+        Some(Self {
+            id: parts.next()?,
+            controllers: parts.next()?,
+            path: parts.next()?,
+        })
+    }
+
+    /// The unified (v2) hierarchy's line: `0::/path`.
+    pub fn is_v2(&self) -> bool {
+        self.id == "0" && self.controllers.is_empty()
+    }
+
+    /// A v1 line whose hierarchy carries `controller`.
+    pub fn has_controller(&self, controller: &str) -> bool {
+        self.controllers.split(',').any(|c| c == controller)
+    }
+}
+
 /// Parses a `/proc/<pid>/cgroup` read from `path`:
 /// `hierarchy-id:controllers:path` lines; the v1 `cpu` hierarchy's line
 /// wins over the v2 one. Errors name `path` and the line.
@@ -520,21 +554,19 @@ pub fn parse_cgroup(path: &Path, text: &str) -> Result<Option<TaskCgroup>, ProcE
         if line.is_empty() {
             continue;
         }
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(cg)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let Some(l) = CgroupLine::parse(line) else {
             return Err(ProcError::parse(
                 path,
                 format!("line {}", i + 1),
                 format!("{line:?} is not \"id:controllers:path\""),
             ));
         };
-        if id == "0" && controllers.is_empty() {
-            v2 = Some(cg);
-        } else if controllers.split(',').any(|c| c == "cpu") {
+        if l.is_v2() {
+            v2 = Some(l.path);
+        } else if l.has_controller("cpu") {
             return Ok(Some(TaskCgroup {
                 version: CgroupVersion::V1Cpu,
-                path: cg.to_string(),
+                path: l.path.to_string(),
             }));
         }
     }
