@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use super::journal::{Entry, Journal, UndoEnv, UndoReport, quota_text};
 use super::systemd::{UnitManager, unit_of};
-use super::{CgroupError, CgroupFs, Files, Hierarchy, Layout, ProcessInfo, v2};
+use super::{CgroupError, CgroupFs, CgroupVersion, Hierarchy, Layout, ProcessInfo, v2};
 use crate::cpulist::CpuSet;
 
 /// The CFS period odin uses for caps, microseconds.
@@ -168,8 +168,8 @@ impl Cap {
     pub fn limit_text(&self, settings: &EnforceSettings) -> String {
         let quota = settings.quota_us();
         match self {
-            Cap::Move { .. } => Files::V1.limit_text(quota, PERIOD_US),
-            Cap::CpuMax { .. } => Files::V2.limit_text(quota, PERIOD_US),
+            Cap::Move { .. } => CgroupVersion::V1.limit_text(quota, PERIOD_US),
+            Cap::CpuMax { .. } => CgroupVersion::V2.limit_text(quota, PERIOD_US),
             Cap::Unit { .. } => format!(
                 "CPUQuota={}",
                 quota_text(Some(settings.quota_usec_per_sec()))
@@ -205,11 +205,11 @@ pub fn plan(
     besteffort: &str,
     systemd: bool,
 ) -> Result<Cap, String> {
-    match h.files() {
-        Files::V1 => Ok(Cap::Move {
+    match h.version() {
+        CgroupVersion::V1 => Ok(Cap::Move {
             to: besteffort.to_string(),
         }),
-        Files::V2 => plan_in_place(h, proc, cgroup, named, systemd),
+        CgroupVersion::V2 => plan_in_place(h, proc, cgroup, named, systemd),
     }
 }
 
@@ -442,8 +442,8 @@ impl Enforcer {
             self.narrow = Some(self.narrowed_cpus(pipeline_cpus, &mut report)?);
         }
         let cpu = self.cpu.clone();
-        match cpu.files() {
-            Files::V1 => {
+        match cpu.version() {
+            CgroupVersion::V1 => {
                 if !self.own_cpu {
                     self.setup_v1_cpu()?;
                     self.own_cpu = true;
@@ -468,7 +468,7 @@ impl Enforcer {
                     report.how.push(how);
                 }
             }
-            Files::V2 => self.cap_in_place(&cpu, targets, &mut report),
+            CgroupVersion::V2 => self.cap_in_place(&cpu, targets, &mut report),
         }
         Ok(report)
     }
@@ -595,7 +595,7 @@ impl Enforcer {
         let Some(h) = &self.cpuset else {
             return Ok(None);
         };
-        let all = h.files().effective_cpus(&h.mount)?;
+        let all = h.version().effective_cpus(&h.mount)?;
         match all.map(|a| a.difference(pipeline_cpus)) {
             Some(rest) if !rest.is_empty() => Ok(Some(rest)),
             _ => {
@@ -615,13 +615,13 @@ impl Enforcer {
         let (Some(h), Some(Some(rest))) = (self.cpuset.clone(), self.narrow.clone()) else {
             return;
         };
-        let result = match h.files() {
-            Files::V1 => self.narrow_v1(&h, &rest, t).map(|moved| {
+        let result = match h.version() {
+            CgroupVersion::V1 => self.narrow_v1(&h, &rest, t).map(|moved| {
                 if !moved {
                     report.dropped.push(t.pid);
                 }
             }),
-            Files::V2 => match h.cgroup_of(&self.proc, t.pid) {
+            CgroupVersion::V2 => match h.cgroup_of(&self.proc, t.pid) {
                 Ok(Some(cgroup)) if !self.narrowed.contains(&cgroup) => {
                     match plan_in_place(&h, &self.proc, &cgroup, named, false) {
                         Ok(_) => self
@@ -654,13 +654,14 @@ impl Enforcer {
         if !self.own_cpuset {
             let base = h.dir(&format!("/{}", self.settings.name));
             let all = h
-                .files()
+                .version()
                 .effective_cpus(&h.mount)?
                 .unwrap_or_else(|| rest.clone());
             self.mkdir(h, &base)?;
-            h.files().set_cpus(fs.as_ref(), &base, &h.mount, &all)?;
+            h.version().set_cpus(fs.as_ref(), &base, &h.mount, &all)?;
             self.mkdir(h, &besteffort)?;
-            h.files().set_cpus(fs.as_ref(), &besteffort, &base, rest)?;
+            h.version()
+                .set_cpus(fs.as_ref(), &besteffort, &base, rest)?;
             self.own_cpuset = true;
         }
         self.move_into(h, t, &self.settings.besteffort())
@@ -696,7 +697,7 @@ impl Enforcer {
         let fs = self.fs.clone();
         let fs = fs.as_ref();
         let cpu = self.cpu.clone();
-        let files = cpu.files();
+        let files = cpu.version();
         let weight = self.settings.weight;
         let base = cpu.dir(&format!("/{}", self.settings.name));
         self.mkdir(&cpu, &base)?;

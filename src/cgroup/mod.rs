@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cpulist::CpuSet;
 use crate::monitor::procfs::CgroupLine;
+pub use crate::monitor::sample::CgroupVersion;
 
 /// Why a cgroup file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -254,10 +255,10 @@ const V1_CONTROLLERS: &[&str] = &[
     "misc",
 ];
 
-/// Which cgroup versions are mounted.
+/// Which cgroup versions a machine has mounted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Version {
+pub enum Mounted {
     /// Only the unified hierarchy.
     V2,
     /// Only per-controller v1 hierarchies.
@@ -327,12 +328,12 @@ impl Layout {
     }
 
     /// Which versions are mounted.
-    pub fn version(&self) -> Version {
+    pub fn mounted(&self) -> Mounted {
         match (self.v2.is_some(), !self.v1.is_empty()) {
-            (true, false) => Version::V2,
-            (false, true) => Version::V1,
-            (true, true) => Version::Hybrid,
-            (false, false) => Version::None,
+            (true, false) => Mounted::V2,
+            (false, true) => Mounted::V1,
+            (true, true) => Mounted::Hybrid,
+            (false, false) => Mounted::None,
         }
     }
 
@@ -352,15 +353,7 @@ impl Layout {
 /// confines a cgroup, and how the value is written. Every version-specific
 /// write goes through here ([`v1`] or [`v2`]), never through a branch on
 /// the version at the caller.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Files {
-    /// Per-controller hierarchies ([`v1`]).
-    V1,
-    /// The unified hierarchy ([`v2`]).
-    V2,
-}
-
-impl Files {
+impl CgroupVersion {
     /// Caps `dir` at `quota_us` of CPU time per `period_us`.
     pub fn set_limit(
         self,
@@ -370,8 +363,8 @@ impl Files {
         period_us: u64,
     ) -> Result<(), CgroupError> {
         match self {
-            Files::V1 => v1::set_limit(fs, dir, quota_us, period_us),
-            Files::V2 => v2::set_limit(fs, dir, quota_us, period_us),
+            CgroupVersion::V1 => v1::set_limit(fs, dir, quota_us, period_us),
+            CgroupVersion::V2 => v2::set_limit(fs, dir, quota_us, period_us),
         }
     }
 
@@ -379,8 +372,8 @@ impl Files {
     /// default).
     pub fn set_weight(self, fs: &dyn CgroupFs, dir: &Path, weight: u32) -> Result<(), CgroupError> {
         match self {
-            Files::V1 => v1::set_weight(fs, dir, weight),
-            Files::V2 => v2::set_weight(fs, dir, weight),
+            CgroupVersion::V1 => v1::set_weight(fs, dir, weight),
+            CgroupVersion::V2 => v2::set_weight(fs, dir, weight),
         }
     }
 
@@ -394,16 +387,16 @@ impl Files {
         cpus: &CpuSet,
     ) -> Result<(), CgroupError> {
         match self {
-            Files::V1 => v1::set_cpus(fs, dir, parent, cpus),
-            Files::V2 => v2::set_cpus(fs, dir, cpus),
+            CgroupVersion::V1 => v1::set_cpus(fs, dir, parent, cpus),
+            CgroupVersion::V2 => v2::set_cpus(fs, dir, cpus),
         }
     }
 
     /// The CPUs `dir`'s tasks may use.
     pub fn effective_cpus(self, dir: &Path) -> Result<Option<CpuSet>, CgroupError> {
         match self {
-            Files::V1 => v1::cpus(dir),
-            Files::V2 => v2::effective_cpus(dir),
+            CgroupVersion::V1 => v1::cpus(dir),
+            CgroupVersion::V2 => v2::effective_cpus(dir),
         }
     }
 
@@ -411,12 +404,12 @@ impl Files {
     /// `cpu.cfs_quota_us=20000 cpu.cfs_period_us=100000` on v1.
     pub fn limit_text(self, quota_us: u64, period_us: u64) -> String {
         match self {
-            Files::V1 => format!(
+            CgroupVersion::V1 => format!(
                 "{}={quota_us} {}={period_us}",
                 v1::CFS_QUOTA,
                 v1::CFS_PERIOD
             ),
-            Files::V2 => format!(
+            CgroupVersion::V2 => format!(
                 "{}=\"{}\"",
                 v2::CPU_MAX,
                 v2::limit_value(quota_us, period_us)
@@ -449,9 +442,13 @@ pub struct Hierarchy {
 }
 
 impl Hierarchy {
-    /// Its control files.
-    pub fn files(&self) -> Files {
-        if self.v2 { Files::V2 } else { Files::V1 }
+    /// Its version, whose methods write its control files.
+    pub fn version(&self) -> CgroupVersion {
+        if self.v2 {
+            CgroupVersion::V2
+        } else {
+            CgroupVersion::V1
+        }
     }
 
     /// The directory of `cgroup` (a path as `/proc/<pid>/cgroup` shows it,
@@ -694,7 +691,7 @@ mod tests {
         )
         .unwrap();
         let l = Layout::detect(d.path()).unwrap();
-        assert_eq!(l.version(), Version::Hybrid);
+        assert_eq!(l.mounted(), Mounted::Hybrid);
         let (cpu, v2) = l.controller("cpu").unwrap();
         assert_eq!(
             (cpu, v2),
@@ -717,14 +714,14 @@ mod tests {
         )
         .unwrap();
         let l = Layout::detect(d.path()).unwrap();
-        assert_eq!(l.version(), Version::V2);
+        assert_eq!(l.mounted(), Mounted::V2);
         assert_eq!(l.controller("cpu"), Some((mount.as_path(), true)));
     }
 
     #[test]
     fn no_cgroups_and_malformed_lines() {
         let d = tree("22 1 8:1 / / rw - ext4 /dev/vda rw\n");
-        assert_eq!(Layout::detect(d.path()).unwrap().version(), Version::None);
+        assert_eq!(Layout::detect(d.path()).unwrap().mounted(), Mounted::None);
         let d = tree("22 1 8:1 / / rw ext4 /dev/vda rw\n");
         let err = Layout::detect(d.path()).unwrap_err().to_string();
         assert!(err.contains("mountinfo:1"), "{err}");
@@ -737,6 +734,6 @@ mod tests {
     #[test]
     fn this_machine_has_a_layout() {
         let l = Layout::detect(Path::new("/")).unwrap();
-        assert_ne!(l.version(), Version::None, "{l:?}");
+        assert_ne!(l.mounted(), Mounted::None, "{l:?}");
     }
 }

@@ -565,7 +565,7 @@ pub fn parse_cgroup(path: &Path, text: &str) -> Result<Option<TaskCgroup>, ProcE
             v2 = Some(l.path);
         } else if l.has_controller("cpu") {
             return Ok(Some(TaskCgroup {
-                version: CgroupVersion::V1Cpu,
+                version: CgroupVersion::V1,
                 path: l.path.to_string(),
             }));
         }
@@ -899,12 +899,12 @@ mod tests {
             ),
             (
                 "12:pids:/user.slice\n4:cpu,cpuacct:/batch/job1\n3:memory:/x\n",
-                Some((CgroupVersion::V1Cpu, "/batch/job1")),
+                Some((CgroupVersion::V1, "/batch/job1")),
             ),
             // Hybrid: the v1 cpu controller governs CPU, not the v2 line.
             (
                 "9:name=systemd:/\n1:cpu:/lim\n0::/\n",
-                Some((CgroupVersion::V1Cpu, "/lim")),
+                Some((CgroupVersion::V1, "/lim")),
             ),
             // A path may itself contain ':'.
             ("0::/weird:name\n", Some((CgroupVersion::V2, "/weird:name"))),
@@ -993,7 +993,7 @@ mod tests {
         assert_eq!(
             w.cgroup,
             Some(TaskCgroup {
-                version: CgroupVersion::V1Cpu,
+                version: CgroupVersion::V1,
                 path: "/batch".into()
             })
         );

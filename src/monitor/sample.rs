@@ -107,13 +107,15 @@ pub struct CpuPressure {
     pub full: Option<PsiLine>,
 }
 
-/// Which cgroup hierarchy a [`TaskCgroup`] path belongs to.
+/// A cgroup version: which hierarchy a [`TaskCgroup`] path belongs to, and
+/// (in `cgroup`) which control files cap, weigh and confine a cgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CgroupVersion {
+    /// Per-controller hierarchies; a task's path is the one in the `cpu`
+    /// controller's hierarchy (`N:cpu,cpuacct:/path`).
+    V1,
     /// The unified hierarchy (`0::/path`).
     V2,
-    /// The v1 hierarchy with the `cpu` controller (`N:cpu,cpuacct:/path`).
-    V1Cpu,
 }
 
 /// The cgroup that governs a task's CPU time, from `/proc/<pid>/cgroup`.

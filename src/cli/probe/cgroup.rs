@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{AccessFlags, access};
 
-use odin::cgroup::{Layout, Version};
+use odin::cgroup::{Layout, Mounted};
 
 use super::{Check, Status};
 
@@ -30,11 +30,11 @@ pub fn check(root: &Path) -> Check {
             );
         }
     };
-    let version = match layout.version() {
-        Version::V2 => "v2",
-        Version::V1 => "v1",
-        Version::Hybrid => "hybrid (v1 controllers and v2)",
-        Version::None => {
+    let version = match layout.mounted() {
+        Mounted::V2 => "v2",
+        Mounted::V1 => "v1",
+        Mounted::Hybrid => "hybrid (v1 controllers and v2)",
+        Mounted::None => {
             return Check::not_ok(
                 "cgroup",
                 Status::Missing,
