@@ -4,6 +4,10 @@
 //! The network runs as a pipeline of stages (contiguous groups of
 //! [`engine::Unit`]s), each stage a thread pinned to a processing element.
 
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::cast_possible_truncation))]
+#![warn(clippy::tests_outside_test_module)]
+
 pub mod agent;
 pub mod cgroup;
 pub mod cpulist;

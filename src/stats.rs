@@ -17,6 +17,10 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The `q` quantile (0..=1) of sorted values by nearest rank; 0 when empty.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "saturating, then clamped to 1..=len"
+)]
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

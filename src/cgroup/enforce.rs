@@ -86,6 +86,10 @@ pub struct EnforceSettings {
 
 impl EnforceSettings {
     /// The quota in microseconds per [`PERIOD_US`].
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a quota share times the period, saturating"
+    )]
     pub fn quota_us(&self) -> u64 {
         ((self.quota * PERIOD_US as f64).round() as u64).max(MIN_QUOTA_US)
     }

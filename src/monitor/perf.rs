@@ -639,6 +639,10 @@ fn open_group(
 }
 
 /// One `perf_event_open` call for a counting (non-sampling) event.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "perf_event_attr is a few hundred bytes"
+)]
 fn open_event(
     type_: u32,
     config: u64,

@@ -158,6 +158,10 @@ impl ProcReader {
     /// between listing and reading are skipped; other per-task failures land
     /// in [`TaskWalk::errors`] and the walk goes on. Cost: one directory read
     /// per process and one file read per thread and per process.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "uptime in clock ticks, saturating"
+    )]
     pub fn walk_tasks(&self) -> Result<TaskWalk, ProcError> {
         let hz = user_hz();
         let mut errors = Vec::new();

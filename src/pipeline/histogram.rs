@@ -50,6 +50,7 @@ pub struct Histogram {
 }
 
 /// The bucket of `v`.
+#[allow(clippy::cast_possible_truncation, reason = "below SUB")]
 fn index(v: u64) -> usize {
     if v < SUB {
         return v as usize;
@@ -59,6 +60,10 @@ fn index(v: u64) -> usize {
 }
 
 /// The smallest value of bucket `i` and its width.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "a bucket index over SUB_BITS is below 64"
+)]
 fn bounds(i: usize) -> (u64, u64) {
     let shift = ((i >> SUB_BITS) as u32).saturating_sub(1);
     let top = i as u64 - (u64::from(shift) << SUB_BITS);
@@ -106,6 +111,10 @@ impl Histogram {
 
     /// The `q` quantile (0..=1) by nearest rank, in nanoseconds, within
     /// half a bucket of the exact one; `None` when empty.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "saturating, then clamped to 1..=total"
+    )]
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
         if self.total == 0 {
             return None;

@@ -44,6 +44,10 @@ impl StageShared {
     }
 
     /// Adds one frame's service time. Only the stage's own thread writes.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a stage service time is far below 2^64 ns (584 years)"
+    )]
     pub fn record(&self, service: Duration, alpha: f64) {
         let s = service.as_secs_f64();
         let old = f64::from_bits(self.ewma_bits.load(Ordering::Acquire));

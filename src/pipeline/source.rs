@@ -27,6 +27,10 @@ pub enum Arrivals {
 
 /// The input of frame `id`: one of a few seeded random images, so a test
 /// can recompute any frame's expected output.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "the remainder is below inputs.len()"
+)]
 pub fn synthetic_input(inputs: &[Tensor], id: u64) -> Tensor {
     inputs[(id % inputs.len() as u64) as usize].clone()
 }

@@ -13,6 +13,10 @@ const BINS: usize = 120;
 const LABELLED: usize = 12;
 
 /// Series of (time, value) per policy, averaged into time bins.
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "saturating, then clamped to the last bin"
+)]
 fn binned(
     report: &Report,
     end: f64,

@@ -577,6 +577,7 @@ impl Scenario {
     }
 
     /// PE speeds for `pes` PEs.
+    #[allow(clippy::cast_possible_truncation, reason = "clamped to the PE count")]
     pub fn speeds(&self, pes: usize) -> Vec<f64> {
         if self.clusters.is_empty() {
             return vec![1.0; pes];
@@ -598,6 +599,10 @@ impl Scenario {
     /// The concrete timeline for `pes` PEs over a nominal run of
     /// `run_s` seconds; random episodes come from `seed` unless the
     /// scenario fixes one.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "an occurrence count and a PE index, both checked above"
+    )]
     pub fn resolve(
         &self,
         origin: &str,

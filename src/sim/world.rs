@@ -617,6 +617,10 @@ impl World {
     ///   LLC, so the PE's CPUs show none).
     /// - frames done, throughput and p99 over the last tick, the SLO, the
     ///   placement, unit costs, nominal and true speeds.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "a synthetic pid per scenario interval, at most 100000 of them"
+    )]
     pub fn observe(&self) -> Observation {
         let now = self.des.now();
         let mut sharing = vec![0usize; self.pes.len()];

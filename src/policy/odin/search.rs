@@ -34,6 +34,7 @@ impl From<&PolicyConfig> for SearchConfig {
 
 impl SearchConfig {
     /// Most candidates per search on a pipeline of `stages` stages.
+    #[allow(clippy::cast_possible_truncation, reason = "clamped to u32::MAX above")]
     pub fn limit(&self, stages: usize) -> u32 {
         let scaled = (self.alpha_per_stage * stages as f64).ceil();
         if scaled.is_finite() && scaled > f64::from(self.alpha) {
