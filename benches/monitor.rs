@@ -26,8 +26,7 @@ fn monitor(c: &mut Criterion) {
         .map(|_| {
             let (stop, tids) = (stop_rx.clone(), tid_tx.clone());
             std::thread::spawn(move || {
-                // SAFETY: gettid has no preconditions.
-                tids.send(unsafe { libc::gettid() }).unwrap();
+                tids.send(odin::thread::gettid()).unwrap();
                 let _ = stop.recv();
             })
         })

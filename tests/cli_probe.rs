@@ -84,8 +84,7 @@ fn json_report_agrees_with_this_machine() {
     let checks = json_checks();
 
     // Hardware counters: ok exactly when the library opens them here.
-    // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
+    let tid = odin::thread::gettid();
     let hw = PerfCounters::new().open(Target::Thread(tid), GroupKind::Hardware);
     let hw_status = status(&checks, "hw_counters");
     match &hw {
