@@ -8,16 +8,74 @@ use anyhow::Result;
 
 use super::config::Config;
 use super::daemon::{Daemon, load_config, lock_state, set_log_level, start_metrics};
-use super::engine::{Engine, Plan, counter_support, describe_load, model_stamp};
+use super::engine::{Engine, FileStamp, Plan, counter_support, describe_load, model_stamp};
 use super::options::Refused;
 use super::serving::{served_model, server_settings};
 use crate::cpulist::CpuSet;
 use crate::pipeline::affinity::SchedAffinity;
 use crate::policy::controller::Controller;
 
-/// Whether `a` and `b` need different pipelines.
-pub(super) fn needs_rebuild(a: &Config, b: &Config) -> bool {
-    a.model != b.model || a.pes != b.pes || a.load != b.load
+/// What a new configuration changes: what is applied in place and what
+/// is rebuilt, decided from the two configurations and the model file's
+/// stamps alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Changes {
+    /// Another state directory: its lock is taken first.
+    pub(super) relock: bool,
+    /// A new pipeline (model, PEs, load, or the model file replaced).
+    pub(super) rebuild: bool,
+    /// A new controller (a new pipeline, or the policy changed).
+    pub(super) controller: bool,
+    /// The objective.
+    pub(super) slo: bool,
+    /// The log level.
+    pub(super) log_level: bool,
+    /// The metrics endpoint, restarted.
+    pub(super) metrics: bool,
+    /// The server's settings, set in place.
+    pub(super) server: bool,
+    /// The served model's name or batch size, set in place (a rebuild sets
+    /// the whole model).
+    pub(super) served_model: bool,
+    /// Naming antagonists.
+    pub(super) naming: bool,
+    /// The monitor tick.
+    pub(super) retick: bool,
+    /// The cgroup hints.
+    pub(super) cgroup: bool,
+}
+
+impl Changes {
+    /// From `old` to `new`; `old_stamp` and `new_stamp` identify the model
+    /// file as running and as it is now.
+    pub(super) fn between(
+        old: &Config,
+        new: &Config,
+        old_stamp: Option<FileStamp>,
+        new_stamp: Option<FileStamp>,
+    ) -> Self {
+        let rebuild = old.model != new.model
+            || old.pes != new.pes
+            || old.load != new.load
+            || old_stamp != new_stamp;
+        let server = old.server != new.server;
+        Self {
+            relock: new.cgroup.state_dir != old.cgroup.state_dir,
+            rebuild,
+            controller: rebuild || old.policy != new.policy,
+            slo: old.slo != new.slo,
+            log_level: old.log.level != new.log.level,
+            metrics: old.metrics != new.metrics,
+            server,
+            served_model: server
+                && !rebuild
+                && (old.server.model_name != new.server.model_name
+                    || old.server.max_batch_size != new.server.max_batch_size),
+            naming: old.monitor.antagonists != new.monitor.antagonists,
+            retick: old.monitor.tick_ms != new.monitor.tick_ms,
+            cgroup: old.cgroup != new.cgroup,
+        }
+    }
 }
 
 impl Daemon {
@@ -132,8 +190,14 @@ impl Daemon {
     pub(super) fn apply_config(&mut self, new: Config) -> Result<(Vec<String>, bool)> {
         let old = self.cfg.clone();
         let mut changes = Vec::new();
+        let c = Changes::between(
+            &old,
+            &new,
+            self.engine.stamp,
+            model_stamp(&new.model.source()),
+        );
         // Another state directory: this agent's before anything changes.
-        let relocked = if new.cgroup.state_dir != old.cgroup.state_dir {
+        let relocked = if c.relock {
             let lock = lock_state(&new.cgroup.state_dir)?;
             changes.push(format!(
                 "state directory {} -> {}",
@@ -144,10 +208,8 @@ impl Daemon {
         } else {
             None
         };
-        let rebuild =
-            needs_rebuild(&old, &new) || self.engine.stamp != model_stamp(&new.model.source());
         // Everything that can fail comes first.
-        let plan = if rebuild {
+        let plan = if c.rebuild {
             Some(Plan::new(
                 &new,
                 &self.online,
@@ -157,7 +219,7 @@ impl Daemon {
         } else {
             None
         };
-        let controller = if rebuild || old.policy != new.policy {
+        let controller = if c.controller {
             Some(Controller::build(&new.policy.name, &new.policy.params).map_err(Refused)?)
         } else {
             None
@@ -172,21 +234,21 @@ impl Daemon {
             ));
             self.rebuild(plan, &new)?;
         }
-        if let Some(c) = controller {
+        if let Some(controller) = controller {
             changes.push(format!(
                 "controller rebuilt ({} -> {})",
                 old.policy.name, new.policy.name
             ));
-            self.controller = c;
+            self.controller = controller;
         }
-        if old.slo != new.slo {
+        if c.slo {
             changes.push("slo".into());
         }
-        if old.log.level != new.log.level {
+        if c.log_level {
             set_log_level(&new.log.level);
             changes.push(format!("log level {} -> {}", old.log.level, new.log.level));
         }
-        if old.metrics != new.metrics {
+        if c.metrics {
             self.server = None;
             self.server = start_metrics(&new.metrics, &self.metrics);
             changes.push(match &self.server {
@@ -194,7 +256,7 @@ impl Daemon {
                 None => "metrics off".into(),
             });
         }
-        if old.server != new.server
+        if c.server
             && let Some(s) = &self.serving
         {
             let restart = old.server.restart_fields(&new.server);
@@ -206,10 +268,7 @@ impl Daemon {
                 );
             }
             s.service.set_settings(server_settings(&new.server));
-            if !rebuild
-                && (old.server.model_name != new.server.model_name
-                    || old.server.max_batch_size != new.server.max_batch_size)
-            {
+            if c.served_model {
                 s.service.set_model(served_model(
                     &new,
                     &new.model.source(),
@@ -219,21 +278,21 @@ impl Daemon {
             }
             changes.push("server".into());
         }
-        if old.monitor.antagonists != new.monitor.antagonists {
+        if c.naming {
             self.engine.observer.set_naming(new.monitor.antagonists);
             changes.push(format!(
                 "naming antagonists {}",
                 if new.monitor.antagonists { "on" } else { "off" }
             ));
         }
-        let retick = old.monitor.tick_ms != new.monitor.tick_ms;
+        let retick = c.retick;
         if retick {
             changes.push(format!(
                 "monitor tick {} -> {} ms",
                 old.monitor.tick_ms, new.monitor.tick_ms
             ));
         }
-        if old.cgroup != new.cgroup {
+        if c.cgroup {
             changes.push(
                 self.cgroup
                     .reconfigure(new.cgroup.settings())
@@ -277,5 +336,142 @@ impl Daemon {
         self.rejected_before += drained.rejected;
         self.recorder.partition_changed(Instant::now(), &partition);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::LoadMode;
+
+    fn stamp(len: u64) -> Option<FileStamp> {
+        Some(FileStamp {
+            modified: None,
+            len,
+            inode: 1,
+        })
+    }
+
+    #[test]
+    fn changes_between_configurations() {
+        type Edit = fn(&mut Config);
+        let none = Changes::default();
+        let cases: [(&str, Edit, Changes); 12] = [
+            ("nothing", |_| {}, none),
+            (
+                "model",
+                |c| c.model.seed += 1,
+                Changes {
+                    rebuild: true,
+                    controller: true,
+                    ..none
+                },
+            ),
+            (
+                "pes",
+                |c| c.pes = vec!["0".into()],
+                Changes {
+                    rebuild: true,
+                    controller: true,
+                    ..none
+                },
+            ),
+            (
+                "load",
+                |c| c.load.mode = LoadMode::Open,
+                Changes {
+                    rebuild: true,
+                    controller: true,
+                    ..none
+                },
+            ),
+            (
+                "policy",
+                |c| c.policy.name = "lls".into(),
+                Changes {
+                    controller: true,
+                    ..none
+                },
+            ),
+            (
+                "slo",
+                |c| c.slo.latency_ms = Some(50.0),
+                Changes { slo: true, ..none },
+            ),
+            (
+                "log level",
+                |c| c.log.level = "debug".into(),
+                Changes {
+                    log_level: true,
+                    ..none
+                },
+            ),
+            (
+                "metrics",
+                |c| c.metrics.enabled = !c.metrics.enabled,
+                Changes {
+                    metrics: true,
+                    ..none
+                },
+            ),
+            (
+                "served model",
+                |c| c.server.model_name = Some("m".into()),
+                Changes {
+                    server: true,
+                    served_model: true,
+                    ..none
+                },
+            ),
+            (
+                "naming",
+                |c| c.monitor.antagonists = !c.monitor.antagonists,
+                Changes {
+                    naming: true,
+                    ..none
+                },
+            ),
+            (
+                "tick",
+                |c| c.monitor.tick_ms += 1,
+                Changes {
+                    retick: true,
+                    ..none
+                },
+            ),
+            (
+                "state directory",
+                |c| c.cgroup.state_dir = "/elsewhere".into(),
+                Changes {
+                    relock: true,
+                    cgroup: true,
+                    ..none
+                },
+            ),
+        ];
+        for (what, edit, want) in cases {
+            let old = Config::default();
+            let mut new = old.clone();
+            edit(&mut new);
+            assert_eq!(Changes::between(&old, &new, None, None), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_model_file_rebuilds_and_a_rebuild_sets_the_whole_served_model() {
+        let old = Config::default();
+        assert_eq!(
+            Changes::between(&old, &old, stamp(1), stamp(2)),
+            Changes {
+                rebuild: true,
+                controller: true,
+                ..Changes::default()
+            }
+        );
+        let mut new = old.clone();
+        new.server.max_batch_size += 1;
+        new.model.seed += 1;
+        let c = Changes::between(&old, &new, None, None);
+        assert!(c.server && c.rebuild && !c.served_model);
     }
 }
