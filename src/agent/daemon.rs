@@ -405,9 +405,7 @@ impl Daemon {
 
     pub(super) fn complete_frame(&mut self, c: &Completed) {
         self.record_frame(c);
-        if let Some(r) = &self.engine.router {
-            r.complete(c);
-        }
+        self.engine.feed.complete(c);
     }
 
     pub(super) fn record_frame(&mut self, c: &Completed) {
@@ -579,17 +577,14 @@ impl Daemon {
         let service = s.service.clone();
         service.set_ready(false);
         service.admission().close();
-        let Some(router) = self.engine.router.clone() else {
-            return;
-        };
         let started = Instant::now();
         let done = self.engine.pipeline.completed().clone();
-        while service.admission().pending() > 0 || router.requests() > 0 {
+        while service.admission().pending() > 0 || self.engine.feed.owed() > 0 {
             if signals::hurried() {
                 tracing::warn!(
                     "stop cut short: {} queued requests refused, {} in the pipeline",
                     service.admission().pending(),
-                    router.requests()
+                    self.engine.feed.owed()
                 );
                 break;
             }
@@ -598,7 +593,7 @@ impl Daemon {
                     "requests still unanswered {} s after the stop: {} queued, {} in the pipeline",
                     SERVE_OUT.as_secs(),
                     service.admission().pending(),
-                    router.requests()
+                    self.engine.feed.owed()
                 );
                 break;
             }

@@ -12,18 +12,18 @@ use super::cpuset;
 use super::options::Refused;
 use super::serving::served_model;
 use crate::cpulist::CpuSet;
+use crate::engine::Model;
 use crate::engine::open::{ModelIo, ModelSource};
 use crate::engine::profile::CostProfile;
-use crate::engine::{Model, Tensor};
 use crate::monitor::observer::{Observer, StageView};
 use crate::monitor::perf::{CounterSupport, PerfCounters};
 use crate::monitor::procfs::ProcReader;
 use crate::pipeline::affinity::{Affinity, AffinityError};
 use crate::pipeline::frame::Completed;
-use crate::pipeline::source::{Arrivals, Source};
+use crate::pipeline::source::{Arrivals, Feed, FrameSource, Synthetic};
 use crate::pipeline::{Partition, Pipeline, PipelineConfig, StageStats};
 use crate::policy::Placement;
-use crate::server::admission::{Admission, Feeder, Router};
+use crate::server::admission::{Admission, Requests};
 use crate::server::service::ServedModel;
 
 /// FLOP rate assumed for the initial partition when no profile is given.
@@ -112,14 +112,6 @@ impl Plan {
     }
 }
 
-/// A load in words.
-pub(super) fn describe_load(load: Arrivals) -> String {
-    match load {
-        Arrivals::Closed => "closed loop".to_string(),
-        Arrivals::Open { rate } => format!("open loop at {rate} frames/s"),
-    }
-}
-
 /// What identifies a model file's contents without reading it: a reload
 /// re-imports a file replaced under the same path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,19 +142,15 @@ pub(super) struct Engine {
     pub(super) stamp: Option<FileStamp>,
     pub(super) pes: Vec<CpuSet>,
     pub(super) pe_speed: Vec<f64>,
-    pub(super) load: Arrivals,
     pub(super) pipeline: Pipeline,
-    /// The synthetic frames, when not serving.
-    pub(super) source: Option<Source>,
-    /// Requests into the pipeline, when serving.
-    pub(super) feeder: Option<Feeder>,
-    /// Completed frames back to their requests, when serving.
-    pub(super) router: Option<Arc<Router>>,
+    /// What feeds the pipeline: synthetic frames, or the server's requests.
+    pub(super) feed: Box<dyn Feed>,
     pub(super) observer: Observer,
     /// Pins the stage threads, and reads their affinity back.
     pub(super) affinity: Arc<dyn Affinity>,
     pub(super) started: Instant,
-    /// Per stage: a re-pin after drift, until the stage applies it.
+    /// Per stage: a remap or a re-pin after drift, until the stage applies
+    /// it.
     pub(super) repin: Vec<Option<Receiver<Result<(), AffinityError>>>>,
 }
 
@@ -195,25 +183,16 @@ impl Engine {
                 tracing::warn!(stage = s.stage, "stage runs unpinned: {e}");
             }
         }
-        let (source, feeder, router) = match admission {
-            Some(admission) => {
-                let router = Router::new();
-                let feeder = Feeder::spawn(
-                    admission.clone(),
-                    pipeline.admitter(),
-                    plan.model.input(),
-                    router.clone(),
-                )?;
-                (None, Some(feeder), Some(router))
-            }
-            None => {
-                let inputs: Vec<Tensor> = (0..4)
-                    .map(|i| Tensor::random(plan.model.input(), 100 + i))
-                    .collect();
-                let source = Source::spawn(pipeline.admitter(), plan.load, inputs, plan.seed)?;
-                (Some(source), None, None)
-            }
+        let source: Box<dyn FrameSource> = match admission {
+            Some(admission) => Box::new(Requests {
+                admission: admission.clone(),
+            }),
+            None => Box::new(Synthetic {
+                arrivals: plan.load,
+                seed: plan.seed,
+            }),
         };
+        let feed = source.start(pipeline.admitter(), plan.model.input())?;
         let mut observer = Observer::new(
             ProcReader::new(),
             Box::new(PerfCounters::new()),
@@ -229,11 +208,8 @@ impl Engine {
             io: plan.io,
             model: plan.model,
             pes: plan.pes,
-            load: plan.load,
             pipeline,
-            source,
-            feeder,
-            router,
+            feed,
             observer,
             affinity,
             started: Instant::now(),
@@ -244,20 +220,13 @@ impl Engine {
     /// lets every admitted frame finish; the requests they belong to are
     /// answered.
     pub(super) fn drain(mut self) -> Drained {
-        if let Some(s) = self.source.take() {
-            s.stop();
-        }
-        if let Some(f) = self.feeder.take() {
-            f.stop();
-        }
+        self.feed.stop();
         let stats = self.pipeline.stage_stats();
         let rejected = self.pipeline.rejected();
         let admitted_before = self.pipeline.admitted();
         let rest = self.pipeline.shutdown();
-        if let Some(r) = &self.router {
-            for c in &rest {
-                r.complete(c);
-            }
+        for c in &rest {
+            self.feed.complete(c);
         }
         Drained {
             rest,
@@ -305,11 +274,7 @@ impl Engine {
     }
 
     pub(super) fn describe_load(&self) -> String {
-        if self.feeder.is_some() {
-            "requests as the load".to_string()
-        } else {
-            describe_load(self.load)
-        }
+        self.feed.describe()
     }
 
     /// Compares each stage thread's affinity (read through the engine's
@@ -323,7 +288,7 @@ impl Engine {
             if let Some(rx) = &self.repin[s.stage] {
                 match rx.try_recv() {
                     Err(crossbeam_channel::TryRecvError::Empty) => continue,
-                    Ok(Err(e)) => tracing::warn!(stage = s.stage, "re-pinning failed: {e}"),
+                    Ok(Err(e)) => tracing::warn!(stage = s.stage, "pinning to its PE failed: {e}"),
                     _ => {}
                 }
                 self.repin[s.stage] = None;
@@ -424,5 +389,113 @@ mod tests {
         assert!(e.repin[1].is_none());
         let drained = e.drain();
         assert!(drained.rest.is_empty());
+    }
+
+    #[test]
+    fn apply_moves_the_cuts_and_remaps_only_the_stages_that_move() {
+        let fake = Arc::new(FakeAffinity::new());
+        let e = started(&idle_config(), fake.clone());
+        let from = e.placement();
+        assert_eq!(from.mapping, vec![0, 1]);
+        let mut to = from.clone();
+        to.cuts[0] += 1;
+        to.mapping = vec![1, 0];
+        let applied = super::super::tick::apply(&e.pipeline, &from, &to, &e.pes).unwrap();
+        assert_eq!(applied.partition.cuts(), to.cuts.as_slice());
+        assert_eq!(e.pipeline.partition().cuts(), to.cuts.as_slice());
+        let moved: Vec<usize> = applied.remaps.iter().map(|(s, _)| *s).collect();
+        assert_eq!(moved, vec![0, 1]);
+        for (_, rx) in applied.remaps {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        }
+        let tids: Vec<i32> = e.pipeline.stage_stats().iter().map(|s| s.tid).collect();
+        assert_eq!(fake.get(tids[0]).unwrap(), CpuSet::single(1));
+        assert_eq!(fake.get(tids[1]).unwrap(), CpuSet::single(0));
+        assert_eq!(e.placement(), to, "the engine reads back what it applied");
+        // The same placement again: nothing moves.
+        let again = super::super::tick::apply(&e.pipeline, &to, &to, &e.pes).unwrap();
+        assert!(again.remaps.is_empty());
+        e.drain();
+    }
+
+    #[test]
+    fn apply_refuses_a_placement_that_cannot_run_before_anything_moves() {
+        let fake = Arc::new(FakeAffinity::new());
+        let e = started(&idle_config(), fake.clone());
+        let from = e.placement();
+        let pinned = fake.sets().len();
+        let mut to = from.clone();
+        to.cuts[0] += 1;
+        to.mapping = vec![0, 5];
+        let err = super::super::tick::apply(&e.pipeline, &from, &to, &e.pes)
+            .err()
+            .expect("PE 5 does not exist");
+        assert!(
+            err.to_string().contains("stage 1: no PE 5 (there are 2)"),
+            "{err}"
+        );
+        assert_eq!(
+            e.pipeline.partition().cuts(),
+            from.cuts.as_slice(),
+            "cuts unmoved"
+        );
+        let mut past_the_end = from.clone();
+        past_the_end.cuts[0] = from.units + 1;
+        assert!(super::super::tick::apply(&e.pipeline, &from, &past_the_end, &e.pes).is_err());
+        assert_eq!(e.pipeline.partition().cuts(), from.cuts.as_slice());
+        assert_eq!(fake.sets().len(), pinned, "no stage remapped");
+        e.drain();
+    }
+
+    #[test]
+    fn a_plan_takes_one_pe_per_cpu_narrowed_to_what_odin_may_use() {
+        let online = CpuSet::from_cpus([0, 1, 2, 3]);
+        let mut cfg = Config::default();
+        cfg.model.name = "mobilenet_v2".into();
+        // Default: one PE per online CPU, closed loop, a stage per PE.
+        let plan = Plan::new(&cfg, &online, None, false).unwrap();
+        assert_eq!(plan.pes, (0..4).map(CpuSet::single).collect::<Vec<_>>());
+        assert_eq!(plan.partition.stages(), 4);
+        assert_eq!(plan.partition.units(), plan.model.len());
+        assert_eq!(plan.unit_ms.len(), plan.model.len());
+        assert_eq!(plan.load, Arrivals::Closed);
+        // Configured PEs narrowed to the CPUs the cgroup allows; a PE left
+        // with none is dropped.
+        cfg.pes = vec!["0-1".into(), "2".into(), "3".into()];
+        let allowed = CpuSet::from_cpus([1, 2]);
+        let plan = Plan::new(&cfg, &online, Some(&allowed), false).unwrap();
+        assert_eq!(plan.pes, vec![CpuSet::single(1), CpuSet::single(2)]);
+        assert_eq!(plan.partition.stages(), 2);
+        // Open loop only with a rate.
+        cfg.load.mode = LoadMode::Open;
+        cfg.load.rate = Some(12.5);
+        let plan = Plan::new(&cfg, &online, None, false).unwrap();
+        assert_eq!(plan.load, Arrivals::Open { rate: 12.5 });
+        // A two-CPU PE is twice as fast: it gets more of the work.
+        cfg.pes = vec!["0-1".into(), "2".into()];
+        let plan = Plan::new(&cfg, &online, None, false).unwrap();
+        let ms = |s: usize| {
+            plan.partition
+                .range(s)
+                .map(|u| plan.unit_ms[u])
+                .sum::<f64>()
+        };
+        assert!(ms(0) > ms(1), "{} vs {}", ms(0), ms(1));
+    }
+
+    #[test]
+    fn a_plan_with_more_pes_than_units_is_refused() {
+        let online = CpuSet::from_cpus(0..200);
+        let mut cfg = Config::default();
+        cfg.model.name = "alexnet".into();
+        cfg.pes = (0..200).map(|c| c.to_string()).collect();
+        let err = Plan::new(&cfg, &online, None, false).err().unwrap();
+        let refused = err.downcast_ref::<Refused>().expect("a Refused");
+        assert!(
+            refused
+                .0
+                .starts_with("pes: 200 stages but alexnet has only"),
+            "{refused}"
+        );
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::config::Config;
 use super::daemon::{Daemon, load_config, lock_state, set_log_level, start_metrics};
-use super::engine::{Engine, FileStamp, Plan, counter_support, describe_load, model_stamp};
+use super::engine::{Engine, FileStamp, Plan, counter_support, model_stamp};
 use super::options::Refused;
 use super::serving::{served_model, server_settings};
 use crate::cpulist::CpuSet;
@@ -230,7 +230,7 @@ impl Daemon {
                 "pipeline rebuilt ({} on {} PEs, {})",
                 plan.model.name(),
                 plan.pes.len(),
-                describe_load(plan.load)
+                plan.load.describe()
             ));
             self.rebuild(plan, &new)?;
         }

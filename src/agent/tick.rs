@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use crossbeam_channel::Receiver;
 
 use super::daemon::Daemon;
 use super::report::{TimedEvent, describe, event_line, event_summary};
@@ -12,6 +13,7 @@ use crate::cgroup::escalation;
 use crate::cgroup::hint;
 use crate::cpulist::CpuSet;
 use crate::monitor::observer::StageView;
+use crate::pipeline::affinity::AffinityError;
 use crate::pipeline::{Partition, Pipeline};
 use crate::policy::cost;
 use crate::policy::detector::Event;
@@ -210,7 +212,15 @@ impl Daemon {
         let predicted = cost::predict(obs, next);
         let events: Vec<String> = obs.events.iter().map(event_summary).collect();
         match apply(&self.engine.pipeline, &obs.placement, next, pes) {
-            Ok(p) => {
+            Ok(Applied {
+                partition: p,
+                remaps,
+            }) => {
+                // A stage on its way to its new PE is not drifting: the
+                // pinning check waits for its outcome.
+                for (stage, rx) in remaps {
+                    self.engine.repin[stage] = Some(rx);
+                }
                 let reason = match obs.events.first() {
                     Some(Event::Onset { .. }) => "onset",
                     Some(Event::Offset { .. }) => "offset",
@@ -259,24 +269,43 @@ impl Daemon {
     }
 }
 
+/// A placement in force: its partition, and the outcome of each stage's
+/// remap, which arrives when the stage reaches a frame boundary (a failure
+/// is also logged by the stage).
+pub(super) struct Applied {
+    pub(super) partition: Partition,
+    pub(super) remaps: Vec<(usize, Receiver<Result<(), AffinityError>>)>,
+}
+
 /// Moves the pipeline from placement `from` to `to`: the cuts at once,
-/// each remapped stage when it reaches a frame boundary.
+/// each remapped stage when it reaches a frame boundary. A placement that
+/// cannot run (bad cuts, a PE that does not exist) is refused before
+/// anything moves.
 pub(super) fn apply(
     p: &Pipeline,
     from: &Placement,
     to: &Placement,
     pes: &[CpuSet],
-) -> Result<Partition> {
+) -> Result<Applied> {
     let partition = Partition::relaxed(to.units, to.cuts.clone())?;
+    let moves: Vec<(usize, &CpuSet)> = from
+        .mapping
+        .iter()
+        .zip(&to.mapping)
+        .enumerate()
+        .filter(|(_, (old, new))| old != new)
+        .map(|(stage, (_, &new))| {
+            pes.get(new)
+                .map(|cpus| (stage, cpus))
+                .with_context(|| format!("stage {stage}: no PE {new} (there are {})", pes.len()))
+        })
+        .collect::<Result<_>>()?;
     if to.cuts != from.cuts {
         p.set_partition(partition.clone())?;
     }
-    for (stage, (&old, &new)) in from.mapping.iter().zip(&to.mapping).enumerate() {
-        if old != new {
-            let cpus = pes.get(new).with_context(|| format!("no PE {new}"))?;
-            // The outcome arrives between frames; a failure is logged by the stage.
-            drop(p.remap(stage, cpus.clone())?);
-        }
+    let mut remaps = Vec::with_capacity(moves.len());
+    for (stage, cpus) in moves {
+        remaps.push((stage, p.remap(stage, cpus.clone())?));
     }
-    Ok(partition)
+    Ok(Applied { partition, remaps })
 }

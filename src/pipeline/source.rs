@@ -9,8 +9,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::Completed;
 use super::runtime::{Admitter, Rejected};
-use crate::engine::Tensor;
+use crate::engine::{Shape, Tensor};
 
 /// How frames arrive.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -95,5 +96,91 @@ impl Source {
     pub fn stop(self) -> u64 {
         let _ = self.stop.try_send(());
         self.handle.join().unwrap_or(0)
+    }
+}
+
+/// What feeds a running pipeline its frames: the synthetic generator
+/// ([`Synthetic`]) or the inference server's requests
+/// (`server::admission::Requests`). The agent starts one per pipeline and
+/// hands every completed frame back to it, never asking which it is.
+pub trait FrameSource {
+    /// Starts feeding frames of shape `input` through `admitter`.
+    fn start(&self, admitter: Admitter, input: Shape) -> std::io::Result<Box<dyn Feed>>;
+}
+
+/// A running [`FrameSource`].
+pub trait Feed: Send {
+    /// Takes a completed frame back: true if someone was waiting for it (a
+    /// request's row, now answered).
+    fn complete(&self, c: &Completed) -> bool;
+    /// Frames admitted that someone still waits for (requests with rows in
+    /// the pipeline); synthetic frames are owed to no one.
+    fn owed(&self) -> usize;
+    /// Stops admitting frames; frames already admitted are not touched and
+    /// can still be completed.
+    fn stop(&mut self);
+    /// The load, for the status lines.
+    fn describe(&self) -> String;
+}
+
+/// Synthetic frames: a few seeded random inputs, arriving as `arrivals`.
+#[derive(Clone, Copy, Debug)]
+pub struct Synthetic {
+    /// How they arrive.
+    pub arrivals: Arrivals,
+    /// Seeds the inputs and the arrival times.
+    pub seed: u64,
+}
+
+impl Arrivals {
+    /// How the status lines name it.
+    pub fn describe(self) -> String {
+        match self {
+            Arrivals::Closed => "closed loop".to_string(),
+            Arrivals::Open { rate } => format!("open loop at {rate} frames/s"),
+        }
+    }
+}
+
+impl FrameSource for Synthetic {
+    fn start(&self, admitter: Admitter, input: Shape) -> std::io::Result<Box<dyn Feed>> {
+        let inputs: Vec<Tensor> = (0..4).map(|i| Tensor::random(input, 100 + i)).collect();
+        let source = Source::spawn(admitter, self.arrivals, inputs, self.seed)?;
+        Ok(Box::new(SyntheticFeed {
+            source: Some(source),
+            arrivals: self.arrivals,
+        }))
+    }
+}
+
+/// [`Synthetic`] running.
+struct SyntheticFeed {
+    source: Option<Source>,
+    arrivals: Arrivals,
+}
+
+impl Feed for SyntheticFeed {
+    fn complete(&self, _: &Completed) -> bool {
+        false
+    }
+
+    fn owed(&self) -> usize {
+        0
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.source.take() {
+            s.stop();
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.arrivals.describe()
+    }
+}
+
+impl Drop for SyntheticFeed {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -32,6 +32,7 @@ use tokio::sync::oneshot;
 use crate::engine::{Shape, Tensor};
 use crate::pipeline::Completed;
 use crate::pipeline::runtime::{Admitter, Rejected};
+use crate::pipeline::source::{Feed, FrameSource};
 
 /// Why a request got no output.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -268,6 +269,52 @@ impl Router {
     /// Requests with rows in the pipeline.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Acquire)
+    }
+}
+
+/// The inference server's requests as a pipeline's frames: a [`Feeder`]
+/// moves them in and a [`Router`] answers each from its completed rows.
+pub struct Requests {
+    /// Where the server queues them.
+    pub admission: Arc<Admission>,
+}
+
+impl FrameSource for Requests {
+    fn start(&self, admitter: Admitter, input: Shape) -> std::io::Result<Box<dyn Feed>> {
+        let router = Router::new();
+        let feeder = Feeder::spawn(self.admission.clone(), admitter, input, router.clone())?;
+        Ok(Box::new(RequestFeed {
+            feeder: Some(feeder),
+            router,
+        }))
+    }
+}
+
+/// [`Requests`] running.
+struct RequestFeed {
+    feeder: Option<Feeder>,
+    router: Arc<Router>,
+}
+
+impl Feed for RequestFeed {
+    fn complete(&self, c: &Completed) -> bool {
+        self.router.complete(c)
+    }
+
+    fn owed(&self) -> usize {
+        self.router.requests()
+    }
+
+    fn stop(&mut self) {
+        // Requests still queued stay queued, for the next pipeline or the
+        // stop's refusal.
+        if let Some(f) = self.feeder.take() {
+            f.stop();
+        }
+    }
+
+    fn describe(&self) -> String {
+        "requests as the load".to_string()
     }
 }
 
