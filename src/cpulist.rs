@@ -22,8 +22,16 @@ pub enum CpuListError {
 }
 
 /// An ordered set of CPU numbers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CpuSet(BTreeSet<usize>);
+
+/// Debug output is the CPU list, quoted (`"0-3,8"`), as state dumps and
+/// test failures read best.
+impl std::fmt::Debug for CpuSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
 
 impl CpuSet {
     /// Highest CPU number accepted (the kernel's NR_CPUS ceiling).
