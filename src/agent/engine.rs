@@ -353,11 +353,11 @@ mod tests {
         let online = CpuSet::from_cpus([0, 1]);
         let plan = Plan::new(cfg, &online, None, false).unwrap();
         let e = Engine::start(plan, &software(), false, None, affinity.clone()).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while affinity.sets().len() < e.pes.len() {
-            assert!(Instant::now() < deadline, "the stages never pinned");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let pinned = affinity.wait_sets(e.pes.len(), Duration::from_secs(10));
+        assert!(
+            pinned.len() >= e.pes.len(),
+            "the stages never pinned: {pinned:?}"
+        );
         e
     }
 

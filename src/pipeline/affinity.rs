@@ -78,6 +78,8 @@ impl Affinity for SchedAffinity {
 #[derive(Debug, Default)]
 pub(crate) struct FakeAffinity {
     state: std::sync::Mutex<FakeState>,
+    /// Signalled on every `set`.
+    changed: std::sync::Condvar,
 }
 
 #[cfg(test)]
@@ -100,6 +102,17 @@ impl FakeAffinity {
         self.lock().sets.clone()
     }
 
+    /// Waits until at least `n` `set`s were made (at most `timeout`) and
+    /// returns them all.
+    pub(crate) fn wait_sets(&self, n: usize, timeout: std::time::Duration) -> Vec<(i32, CpuSet)> {
+        let st = self.lock();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, timeout, |st| st.sets.len() < n)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.sets.clone()
+    }
+
     /// Makes thread `tid` run on `cpus` without recording a `set`, as
     /// another program's `taskset` would.
     pub(crate) fn force(&self, tid: i32, cpus: CpuSet) {
@@ -117,7 +130,7 @@ impl FakeAffinity {
 /// The calling thread's id for tid 0.
 fn resolve(tid: i32) -> i32 {
     if tid == 0 {
-        nix::unistd::gettid().as_raw()
+        crate::thread::gettid()
     } else {
         tid
     }
@@ -133,6 +146,7 @@ impl Affinity for FakeAffinity {
         let mut st = self.lock();
         st.sets.push((tid, cpus.clone()));
         st.pinned.insert(tid, cpus.clone());
+        self.changed.notify_all();
         Ok(())
     }
 
