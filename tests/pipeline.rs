@@ -4,6 +4,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use odin::cpulist::CpuSet;
@@ -370,7 +371,16 @@ fn open_loop_overload_rejects_and_counts_never_loses() {
     let source = Source::spawn(pipe.admitter(), Arrivals::Open { rate: 1e6 }, inputs, 7).unwrap();
     let mut received = 0u64;
     while pipe.rejected() < 100 {
-        pipe.completed().recv().unwrap();
+        // A hang guard only: a frame completes every few milliseconds.
+        pipe.completed()
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no completion in 60 s ({e}): admitted {}, rejected {}",
+                    pipe.admitted(),
+                    pipe.rejected()
+                )
+            });
         received += 1;
     }
     let offered = source.stop();
