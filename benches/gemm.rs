@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array4;
+use odin::engine::ops::conv::gemm_f32;
 use odin::engine::ops::{Conv2dConfig, conv2d};
 use odin::engine::{Layer, Shape, Tensor, Workspace};
 
@@ -32,36 +33,6 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (2048, 512, 49),
     (512, 2048, 49),
 ];
-
-/// `c = a * b` with the `gemm` crate, as odin's im2col path calls it.
-fn gemm_crate(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    // SAFETY: the assert keeps every index the strides reach inside the
-    // three slices; `c` is borrowed mutably so does not alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
 
 /// `c = a * b` with `matrixmultiply`.
 fn matrixmultiply(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -117,7 +88,7 @@ fn bench(c: &mut Criterion) {
         });
         let b = b.into_vec();
         group.bench_function(format!("{m}x{k}x{n}/gemm"), |bench| {
-            bench.iter(|| gemm_crate(m, k, n, &a, black_box(&b), &mut out))
+            bench.iter(|| gemm_f32(m, n, k, &a, black_box(&b), &mut out))
         });
         group.bench_function(format!("{m}x{k}x{n}/matrixmultiply"), |bench| {
             bench.iter(|| matrixmultiply(m, k, n, &a, black_box(&b), &mut out))

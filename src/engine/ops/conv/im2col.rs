@@ -212,7 +212,7 @@ pub(super) fn im2col(
 
 /// `c[m][n] = a[m][k] * b[k][n]`, all row-major and contiguous, with the
 /// `gemm` crate on one thread.
-pub(super) fn gemm_f32(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+pub fn gemm_f32(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     // SAFETY: the asserts above keep every index the strides reach inside
     // the three slices; `c` does not alias `a` or `b` (it is borrowed mutably).

@@ -32,6 +32,8 @@ mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
 
+/// The im2col path's matrix product, public for the kernel benches.
+pub use im2col::gemm_f32;
 use ndarray::Array4;
 
 use super::activation::Activation;
