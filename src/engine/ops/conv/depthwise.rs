@@ -5,6 +5,8 @@
 
 use std::mem::MaybeUninit;
 
+use crate::engine::isa::Isa;
+
 use super::super::activation::Activation;
 use super::im2col::{Phases, phase_split};
 
@@ -46,30 +48,6 @@ impl Depthwise<'_> {
             ph,
             buf,
         );
-    }
-}
-
-/// Instruction sets the kernel can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Isa {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-impl Isa {
-    /// The best the CPU supports.
-    pub(super) fn best() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
     }
 }
 

@@ -118,7 +118,7 @@ pub(super) fn subsample(
 pub(super) fn deinterleave2(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
     assert!(even.len() <= src.len().div_ceil(2) && odd.len() <= src.len() / 2);
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
+    if crate::engine::isa::Isa::active() == crate::engine::isa::Isa::Avx512 {
         // SAFETY: AVX-512F is available; lengths checked above.
         return unsafe { avx512::deinterleave2(src, even, odd) };
     }

@@ -39,6 +39,7 @@ use ndarray::Array4;
 use super::activation::Activation;
 use super::norm::BatchNorm2d;
 use super::window_out;
+use crate::engine::isa::Isa;
 use crate::engine::{
     Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each, with_thread_scratch,
 };
@@ -227,7 +228,7 @@ impl Conv2d {
     fn pack(&mut self) {
         #[cfg(target_arch = "x86_64")]
         {
-            self.avx512 = !self.is_depthwise() && is_x86_feature_detected!("avx512f");
+            self.avx512 = !self.is_depthwise() && Isa::active() == Isa::Avx512;
             self.packed = std::sync::OnceLock::new();
             self.packed_t = std::sync::OnceLock::new();
             self.winograd = std::sync::OnceLock::new();
@@ -307,9 +308,9 @@ impl Conv2d {
                 act: self.act,
             };
             let isa = match path {
-                Path::Fast => depthwise::Isa::best(),
-                Path::Avx2 => depthwise::Isa::Avx2,
-                Path::Portable => depthwise::Isa::Portable,
+                Path::Fast => Isa::active(),
+                Path::Avx2 => Isa::Avx2,
+                Path::Portable => Isa::Portable,
             };
             let mut y = Vec::with_capacity(out.len());
             let pool = ws.pool();
