@@ -193,6 +193,56 @@ pub trait Layer: Send + Sync + fmt::Debug {
     /// definition: a convolution whose batch norm was folded in still counts
     /// the batch norm's scale and shift.
     fn params(&self) -> usize;
+
+    /// Stores this layer's weights in `precision` where the layer has
+    /// kernels for it on this CPU, and returns how many weights it
+    /// converted (0 when it stays as it was). Layers without weights, or
+    /// without reduced-precision kernels, keep the default.
+    fn set_precision(&mut self, precision: Precision) -> usize {
+        let _ = precision;
+        0
+    }
+}
+
+/// What [`Model::set_precision`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrecisionReport {
+    /// The precision asked for.
+    pub asked: Precision,
+    /// The precision the model now runs in (where any layer converted).
+    pub running: Precision,
+    /// Weights stored in the reduced precision.
+    pub converted: usize,
+    /// Why `running` is what it is, for the log.
+    pub reason: String,
+}
+
+/// How a model's convolution and dense weights are stored and multiplied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats throughout (the default; bit-identical on every path
+    /// of one machine).
+    #[default]
+    F32,
+    /// bfloat16 weights (8 bits of mantissa), products accumulated in f32.
+    Bf16,
+}
+
+impl Precision {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Layers run one after another, as one layer.
@@ -247,6 +297,13 @@ impl Layer for Sequential {
 
     fn params(&self) -> usize {
         self.layers.iter().map(|l| l.params()).sum()
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> usize {
+        self.layers
+            .iter_mut()
+            .map(|l| l.set_precision(precision))
+            .sum()
     }
 }
 
@@ -367,6 +424,53 @@ impl Model {
     /// True for a model without units.
     pub fn is_empty(&self) -> bool {
         self.units.is_empty()
+    }
+
+    /// Stores the model's weights in `precision` where this CPU has the
+    /// kernels for it, and says what runs. bf16 needs AVX512-BF16 (and
+    /// `ODIN_ISA` not below avx512); without it the model stays f32 and the
+    /// report gives the reason.
+    pub fn set_precision(&mut self, precision: Precision) -> PrecisionReport {
+        let unchanged = |reason: String| PrecisionReport {
+            asked: precision,
+            running: Precision::F32,
+            converted: 0,
+            reason,
+        };
+        match precision {
+            Precision::F32 => unchanged("f32 as configured".into()),
+            Precision::Bf16 if !isa::bf16_detected() => {
+                unchanged("bf16 asked, but the CPU lacks AVX512-BF16; running f32".into())
+            }
+            Precision::Bf16 if !isa::Isa::bf16() => unchanged(format!(
+                "bf16 asked, but the kernels run {} ({}); running f32",
+                isa::Isa::active(),
+                isa::Isa::active_reason()
+            )),
+            Precision::Bf16 => {
+                let converted: usize = self
+                    .units
+                    .iter_mut()
+                    .map(|u| u.layer.set_precision(precision))
+                    .sum();
+                if converted == 0 {
+                    unchanged(
+                        "bf16 asked, but no layer of this model has bf16 kernels; running f32"
+                            .into(),
+                    )
+                } else {
+                    PrecisionReport {
+                        asked: precision,
+                        running: Precision::Bf16,
+                        converted,
+                        reason: format!(
+                            "bf16: {converted} of {} weights converted (AVX512-BF16)",
+                            self.params()
+                        ),
+                    }
+                }
+            }
+        }
     }
 
     /// Learnable parameters, counted as in the reference definition.

@@ -23,7 +23,7 @@ use ndarray::{ArrayD, IxDyn};
 use super::data::{DType, Data};
 use super::lower::{Arg, Kernel, Lowered, Step, shape4};
 use crate::engine::ops::Activation;
-use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace};
+use crate::engine::{Cost, Layer, Precision, Shape, ShapeError, Tensor, Workspace};
 
 /// The units of `l`: maximal runs of steps between cuts, each with the one
 /// tensor it hands on (the graph's output for the last).
@@ -433,6 +433,16 @@ impl Layer for ImportedUnit {
 
     fn params(&self) -> usize {
         self.params
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> usize {
+        self.steps
+            .iter_mut()
+            .map(|s| match &mut s.kernel {
+                Kernel::Layer(l) => l.set_precision(precision),
+                _ => 0,
+            })
+            .sum()
     }
 }
 

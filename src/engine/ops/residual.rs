@@ -3,7 +3,9 @@
 //! inverted residuals are all this shape.
 
 use super::activation::Activation;
-use crate::engine::{Cost, Layer, Sequential, Shape, ShapeError, Tensor, Workspace, f32_bytes};
+use crate::engine::{
+    Cost, Layer, Precision, Sequential, Shape, ShapeError, Tensor, Workspace, f32_bytes,
+};
 
 /// A residual block, one unit of partitioning.
 #[derive(Debug)]
@@ -91,6 +93,14 @@ impl Layer for Residual {
 
     fn params(&self) -> usize {
         self.body.params() + self.shortcut.as_ref().map_or(0, |s| s.params())
+    }
+
+    fn set_precision(&mut self, precision: Precision) -> usize {
+        self.body.set_precision(precision)
+            + self
+                .shortcut
+                .as_mut()
+                .map_or(0, |s| s.set_precision(precision))
     }
 }
 
