@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use odin::engine::npy;
 
+mod common;
+
 fn odin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_odin"))
         .args(args)
@@ -337,4 +339,59 @@ fn infer_takes_a_picture_through_the_same_path_as_a_tensor() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Every kernel family the CPU has (AVX-512, AVX2+FMA, portable: the last
+/// two as a CPU without AVX-512 runs them, forced by `ODIN_ISA`) computes
+/// what onnxruntime does on the peer graphs, which between them take every
+/// convolution path (Winograd, the packed and the small-N GEMMs, grouped,
+/// depthwise, strided) and both dense kernels.
+#[test]
+fn every_kernel_family_computes_what_onnxruntime_computes() {
+    use odin::engine::isa::Isa;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let families: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.supported()).collect();
+    assert!(families.contains(&Isa::Portable));
+    for name in ["resnet18", "mobilenet_v2", "alexnet"] {
+        let model = root.join(format!(".fixtures/peer/{name}.onnx"));
+        if !model.is_file() {
+            common::skip(format!(
+                "{} is missing (`python3 scripts/fixtures.py peer` makes it; .ci/run does)",
+                model.display()
+            ));
+            return;
+        }
+        let input = root.join(format!(".fixtures/peer/{name}_input.npy"));
+        let want =
+            npy::read(&root.join(format!("tests/fixtures/onnx/peer/{name}_ort.npy"))).unwrap();
+        let max = want.values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for isa in &families {
+            let dir = tempfile::tempdir().unwrap();
+            let outp = dir.path().join("out.npy");
+            let out = Command::new(env!("CARGO_BIN_EXE_odin"))
+                .env("ODIN_ISA", isa.name())
+                .args(["infer", "--model", model.to_str().unwrap()])
+                .args(["--input", input.to_str().unwrap()])
+                .args(["--output", outp.to_str().unwrap()])
+                .output()
+                .expect("odin runs");
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{name} {isa}: {}", text(&out.stderr));
+            assert!(
+                stdout.contains(&format!("({isa} kernels, f32)")),
+                "{name}: ODIN_ISA={isa} not in effect: {stdout}"
+            );
+            let got = npy::read(&outp).unwrap();
+            assert_eq!(got.dims, want.dims, "{name} {isa}");
+            let err = got
+                .values
+                .iter()
+                .zip(&want.values)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(
+                err <= 1e-4 * max,
+                "{name} on {isa} kernels: max abs error {err:e} against onnxruntime (output max {max:e})"
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Precision;
 use crate::engine::open::ModelSource;
 use crate::server::image::PreprocessConfig;
 
@@ -150,6 +151,10 @@ pub struct ModelConfig {
     pub profile: Option<PathBuf>,
     /// Seed of the random weights.
     pub seed: u64,
+    /// How convolution and dense weights are stored: `f32` (default) or
+    /// `bf16` (half the weight bytes, f32 accumulation; needs AVX512-BF16,
+    /// else the model runs f32 and the log says why).
+    pub precision: Precision,
     /// How a picture sent to the server (a BYTES input) becomes the input
     /// (default: torchvision's ImageNet recipe, NCHW or NHWC as the input
     /// is laid out).
@@ -166,6 +171,7 @@ impl Default for ModelConfig {
             input_shape: None,
             profile: None,
             seed: 1,
+            precision: Precision::F32,
             preprocess: None,
             labels: None,
         }
@@ -1007,6 +1013,18 @@ mod tests {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(field) && e.contains(words), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn precision_is_f32_unless_bf16_is_asked() {
+        assert_eq!(Config::default().model.precision, Precision::F32);
+        let c = parse("model:\n  precision: bf16\n").unwrap();
+        assert_eq!(c.model.precision, Precision::Bf16);
+        let e = parse("model:\n  precision: fp8\n").unwrap_err().to_string();
+        assert!(
+            e.contains("precision") && e.contains("fp8") && e.contains("bf16"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -66,6 +66,13 @@ impl Plan {
         let (model, io) = source
             .open_with_io(cfg.model.seed, cfg.model.input_shape.as_deref())
             .map_err(|e| Refused(format!("model: {e}")))?;
+        let mut model = model;
+        let precision = model.set_precision(cfg.model.precision);
+        if precision.running == precision.asked {
+            tracing::info!(precision = %precision.running, "{}", precision.reason);
+        } else {
+            tracing::warn!(precision = %precision.running, "{}", precision.reason);
+        }
         let model = Arc::new(model);
         let served = cfg
             .server

@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 
 use super::UsageError;
 use odin::cpulist::CpuSet;
+use odin::engine::isa::Isa;
 use odin::engine::open::ModelSource;
-use odin::engine::{Shape, Tensor, Workspace, npy, onnx, zoo};
+use odin::engine::{Precision, Shape, Tensor, Workspace, npy, onnx, zoo};
 use odin::pipeline::affinity::pin_current_thread;
 use odin::server::image::{Labels, PreprocessConfig, classify, preprocess};
 use odin::topology;
@@ -47,6 +48,10 @@ pub struct Args {
     /// Seed of a built-in model's random weights.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Weights in f32 or bf16 (bf16 needs AVX512-BF16; without it the run
+    /// is f32 and says why).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: Precision,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -66,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         .map(npy::read)
         .transpose()
         .map_err(|e| usage(format!("--input: {e}")))?;
-    let (model, out_dims) = match &source {
+    let (mut model, out_dims) = match &source {
         ModelSource::Builtin(name) => {
             if let (Some(t), Some(path)) = (&tensor, &args.input)
                 && t.dims != zoo::INPUT.dims()
@@ -102,6 +107,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => return Err(usage("give --input or --image".into())),
     };
+    let report = model.set_precision(args.precision);
+    if report.running != report.asked {
+        eprintln!("odin infer: {}", report.reason);
+    }
     let cpu = pick_cpu(args.cpu)?;
     pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
     let shape: Shape = model.input();
@@ -111,13 +120,15 @@ pub fn run(args: Args) -> Result<()> {
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let values = y.into_vec();
     println!(
-        "{}: output {} on CPU {cpu} in {ms:.2} ms",
+        "{}: output {} on CPU {cpu} in {ms:.2} ms ({} kernels, {})",
         model.name(),
         out_dims
             .iter()
             .map(usize::to_string)
             .collect::<Vec<_>>()
-            .join("x")
+            .join("x"),
+        Isa::active(),
+        model.precision()
     );
     let batch = out_dims.first().copied().unwrap_or(1).max(1);
     for (b, row) in values.chunks(values.len() / batch).enumerate() {

@@ -94,6 +94,15 @@ pub(crate) fn open_model(
         .map_err(|e| UsageError(format!("--model: {e}")))
 }
 
+/// A `--precision` value.
+pub(crate) fn parse_precision(s: &str) -> Result<odin::engine::Precision, String> {
+    use odin::engine::Precision;
+    [Precision::F32, Precision::Bf16]
+        .into_iter()
+        .find(|p| p.name() == s)
+        .ok_or_else(|| format!("{s:?} is not f32 or bf16"))
+}
+
 /// An error in what the user asked for (exit code 2), as opposed to a
 /// failure while doing it (exit code 1).
 #[derive(Debug, thiserror::Error)]

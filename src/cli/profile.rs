@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::UsageError;
-use odin::engine::profile::{CostProfile, measure};
+use std::sync::Arc;
+
+use odin::engine::profile::{CostProfile, measure_in};
+use odin::engine::{Precision, Workspace};
 use odin::pipeline::affinity::pin_current_thread;
 use odin::{cpulist::CpuSet, topology};
 
@@ -22,8 +25,16 @@ pub struct Args {
     #[arg(long, value_name = "DIMS", value_parser = super::parse_input_shape)]
     input_shape: Option<super::Dims>,
     /// CPU to pin to (default: the last online CPU).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cpus")]
     cpu: Option<usize>,
+    /// Run as one PE of several CPUs, e.g. 0-1: the layers split their work
+    /// over one worker pinned to each (intra-op), as a pipeline stage does.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<CpuSet>,
+    /// Weights in f32 or bf16 (bf16 needs AVX512-BF16; without it the run
+    /// is f32 and says why).
+    #[arg(long, default_value = "f32", value_parser = super::parse_precision)]
+    precision: Precision,
     /// Timed forward passes.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     runs: u32,
@@ -54,19 +65,37 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => online.iter().last().context("no online CPU")?,
     };
-    pin_current_thread(&CpuSet::single(cpu)).with_context(|| format!("pinning to CPU {cpu}"))?;
-    let model = super::open_model(
+    let pe = match &args.cpus {
+        Some(set) => {
+            if set.is_empty() || !set.iter().all(|c| online.contains(c)) {
+                return Err(UsageError(format!(
+                    "--cpus {set}: not a set of online CPUs (online: {online})"
+                ))
+                .into());
+            }
+            set.clone()
+        }
+        None => CpuSet::single(cpu),
+    };
+    let cpu = pe.iter().next().unwrap_or(cpu);
+    pin_current_thread(&pe).with_context(|| format!("pinning to CPUs {pe}"))?;
+    let mut model = super::open_model(
         &args.model,
         args.seed,
         args.input_shape.as_ref().map(|d| d.0.as_slice()),
     )?;
+    let report = model.set_precision(args.precision);
+    if report.running != report.asked {
+        eprintln!("odin profile: {}", report.reason);
+    }
     let cpu_name = topology::cpu_model_name(root).unwrap_or_else(|| "unknown".into());
-    let profile = measure(
+    let profile = measure_in(
         &model,
         args.runs as usize,
         args.warmup as usize,
         Some(cpu),
         cpu_name,
+        workspace(&pe)?,
     );
     if let Some(path) = &args.output {
         profile.save(path)?;
@@ -79,13 +108,36 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// One CPU: the calling thread alone. More: a pool of one worker pinned
+/// to each CPU of `pe`, as a pipeline stage on that PE has.
+fn workspace(pe: &CpuSet) -> Result<Workspace> {
+    if pe.len() < 2 {
+        return Ok(Workspace::new());
+    }
+    let cpus: Vec<usize> = pe.iter().collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cpus.len())
+        .thread_name(|i| format!("odin-profile-w{i}"))
+        .build()
+        .context("starting the worker threads")?;
+    let pinned: Vec<_> =
+        pool.broadcast(|ctx| pin_current_thread(&CpuSet::single(cpus[ctx.index()])));
+    for (cpu, r) in cpus.iter().zip(pinned) {
+        r.with_context(|| format!("pinning a worker to CPU {cpu}"))?;
+    }
+    Ok(Workspace::with_pool(Arc::new(pool)))
+}
+
 fn print_table(p: &CostProfile) {
     println!(
-        "{} on CPU {} ({}), median of {} runs",
+        "{} on CPU {} ({}), median of {} runs, {} thread(s), {} kernels, {}",
         p.model,
         p.cpu_index.map_or("-".into(), |c| c.to_string()),
         p.cpu,
-        p.runs
+        p.runs,
+        p.threads,
+        p.isa,
+        p.precision
     );
     println!(
         "{:>4}  {:<14} {:<11} {:<16} {:>9} {:>9} {:>8}",

@@ -359,6 +359,7 @@ pub struct Model {
     name: String,
     input: Shape,
     units: Vec<Unit>,
+    precision: Precision,
 }
 
 impl Model {
@@ -368,6 +369,7 @@ impl Model {
             name: name.into(),
             input,
             units: Vec::new(),
+            precision: Precision::F32,
         }
     }
 
@@ -427,7 +429,8 @@ impl Model {
     }
 
     /// Stores the model's weights in `precision` where this CPU has the
-    /// kernels for it, and says what runs. bf16 needs AVX512-BF16 (and
+    /// kernels for it, and says what runs (meant for a model just opened:
+    /// converted weights are not widened back). bf16 needs AVX512-BF16 (and
     /// `ODIN_ISA` not below avx512); without it the model stays f32 and the
     /// report gives the reason.
     pub fn set_precision(&mut self, precision: Precision) -> PrecisionReport {
@@ -438,6 +441,12 @@ impl Model {
             reason,
         };
         match precision {
+            Precision::F32 if self.precision == Precision::Bf16 => PrecisionReport {
+                asked: precision,
+                running: Precision::Bf16,
+                converted: 0,
+                reason: "f32 asked of a model already in bf16; open it again for f32".into(),
+            },
             Precision::F32 => unchanged("f32 as configured".into()),
             Precision::Bf16 if !isa::bf16_detected() => {
                 unchanged("bf16 asked, but the CPU lacks AVX512-BF16; running f32".into())
@@ -453,7 +462,9 @@ impl Model {
                     .iter_mut()
                     .map(|u| u.layer.set_precision(precision))
                     .sum();
+                self.precision = Precision::Bf16;
                 if converted == 0 {
+                    self.precision = Precision::F32;
                     unchanged(
                         "bf16 asked, but no layer of this model has bf16 kernels; running f32"
                             .into(),
@@ -471,6 +482,11 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// The precision the weights run in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Learnable parameters, counted as in the reference definition.

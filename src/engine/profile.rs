@@ -65,6 +65,20 @@ pub struct CostProfile {
     pub total_ms: f64,
     /// Images per second at `total_ms`.
     pub images_per_s: f64,
+    /// Threads the layers ran on (the PE's CPUs; 1 for one CPU).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// The kernels' instruction set ([`crate::engine::isa::Isa`]), empty
+    /// for a nominal profile.
+    #[serde(default)]
+    pub isa: String,
+    /// The precision the weights ran in.
+    #[serde(default)]
+    pub precision: crate::engine::Precision,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Why a profile could not be read or written, or does not fit a model.
@@ -148,9 +162,21 @@ pub fn measure(
     cpu: Option<usize>,
     cpu_name: String,
 ) -> CostProfile {
+    measure_in(model, runs, warmup, cpu, cpu_name, Workspace::new())
+}
+
+/// [`measure`] with the layers running in `ws` (whose pool, if any, is
+/// the intra-op threads of a PE of several CPUs).
+pub fn measure_in(
+    model: &Model,
+    runs: usize,
+    warmup: usize,
+    cpu: Option<usize>,
+    cpu_name: String,
+    mut ws: Workspace,
+) -> CostProfile {
     assert!(runs > 0, "at least one run");
     let x = Tensor::random(model.input(), 0x0d1);
-    let mut ws = Workspace::new();
     for _ in 0..warmup {
         std::hint::black_box(model.forward(&x, &mut ws));
     }
@@ -179,6 +205,9 @@ pub fn measure(
         units: unit_costs(model, |i| medians[i]),
         total_ms,
         images_per_s: 1e3 / total_ms,
+        threads: ws.threads(),
+        isa: crate::engine::isa::Isa::active().to_string(),
+        precision: model.precision(),
     }
 }
 
@@ -200,6 +229,9 @@ impl CostProfile {
             units,
             total_ms,
             images_per_s: 1e3 / total_ms,
+            threads: 1,
+            isa: String::new(),
+            precision: crate::engine::Precision::F32,
         }
     }
 
