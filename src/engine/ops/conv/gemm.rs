@@ -47,9 +47,9 @@ pub(super) const NR: usize = 32;
 const PF_A: usize = 24;
 const PF_B: usize = 8;
 /// Largest depth block.
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 /// Largest column block (a multiple of NR).
-const NC: usize = 512;
+pub(super) const NC: usize = 512;
 /// f32 elements of the B packing buffer [`gemm_rows`] needs.
 pub(super) const PACK_LEN: usize = KC * NC;
 
@@ -110,7 +110,7 @@ pub(super) fn panel_row_range(m: usize, panels: &Range<usize>) -> Range<usize> {
     panel_rows(m, panels.start).start..panel_rows(m, panels.end - 1).end
 }
 
-fn panel_rows(m: usize, p: usize) -> Range<usize> {
+pub(super) fn panel_rows(m: usize, p: usize) -> Range<usize> {
     let panels = m.div_ceil(MR);
     let (base, extra) = (m / panels.max(1), m % panels.max(1));
     let start = p * base + p.min(extra);
@@ -194,7 +194,7 @@ pub(super) struct Cols<'a> {
 
 impl Cols<'_> {
     /// Panics unless every `B[k][n]` of a `k x n` matrix is inside `x`.
-    fn check(&self, k: usize, n: usize) {
+    pub(super) fn check(&self, k: usize, n: usize) {
         // The farthest element is a tap of the last input channel (the last
         // tap need not be the farthest at stride 2) at the last output.
         if n > 0 && k > 0 {
@@ -219,7 +219,7 @@ impl Cols<'_> {
 }
 
 /// `(fused relu, upper clamp)` of an activation.
-fn clamps(act: Activation) -> (bool, f32) {
+pub(super) fn clamps(act: Activation) -> (bool, f32) {
     match act {
         Activation::Identity => (false, f32::INFINITY),
         Activation::Relu => (true, f32::INFINITY),
@@ -586,7 +586,14 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
     clippy::cast_possible_truncation,
     reason = "a mask of at most 16 lanes"
 )]
-unsafe fn pack_b(cols: &Cols<'_>, k0: usize, kc: usize, n0: usize, nc: usize, dst: &mut [f32]) {
+pub(super) unsafe fn pack_b(
+    cols: &Cols<'_>,
+    k0: usize,
+    kc: usize,
+    n0: usize,
+    nc: usize,
+    dst: &mut [f32],
+) {
     let panels = nc.div_ceil(NR);
     assert!(dst.len() >= panels * kc * NR);
     let x = cols.x.as_ptr();

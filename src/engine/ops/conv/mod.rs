@@ -28,6 +28,8 @@
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_bf16;
 mod im2col;
 #[cfg(target_arch = "x86_64")]
 mod winograd;
@@ -41,7 +43,8 @@ use super::norm::BatchNorm2d;
 use super::window_out;
 use crate::engine::isa::Isa;
 use crate::engine::{
-    Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each, with_thread_scratch,
+    Cost, Layer, Precision, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each,
+    with_thread_scratch,
 };
 use im2col::Phases;
 
@@ -99,6 +102,10 @@ pub struct Conv2d {
     /// first use (only for outputs larger than 7x7).
     #[cfg(target_arch = "x86_64")]
     winograd: std::sync::OnceLock<winograd::WinogradWeights>,
+    /// The weights rounded to bf16 and packed for the bf16 GEMM, set by
+    /// `set_precision(Bf16)`; when present every forward uses them.
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<gemm_bf16::PackedWeightsBf16>,
 }
 
 /// A convolution over `weight` (`[out, in / groups, kh, kw]`) with an optional bias.
@@ -138,6 +145,8 @@ pub fn conv2d(weight: Array4<f32>, bias: Option<Vec<f32>>, cfg: Conv2dConfig) ->
         packed_t: std::sync::OnceLock::new(),
         #[cfg(target_arch = "x86_64")]
         winograd: std::sync::OnceLock::new(),
+        #[cfg(target_arch = "x86_64")]
+        bf16: None,
     };
     conv.pack();
     conv
@@ -232,6 +241,7 @@ impl Conv2d {
             self.packed = std::sync::OnceLock::new();
             self.packed_t = std::sync::OnceLock::new();
             self.winograd = std::sync::OnceLock::new();
+            self.bf16 = None;
         }
     }
 
@@ -249,6 +259,7 @@ impl Conv2d {
             return false;
         };
         self.avx512
+            && self.bf16.is_none()
             && (self.kh, self.kw, self.cfg.stride, self.cfg.groups) == (3, 3, 1, 1)
             && winograd::worth_it(self.cin, self.cout, out.h, out.w)
     }
@@ -397,7 +408,8 @@ impl Conv2d {
         let (cin_g, cout_g) = (self.cin / g, self.cout / g);
         let n = oh * ow;
         let xp_len = self.prepared_len(s, ph, oh, ow);
-        let small_n = gemm::prefer_small_n(cout_g, n);
+        let bf16 = self.bf16.as_ref();
+        let small_n = bf16.is_none() && gemm::prefer_small_n(cout_g, n);
         let ct_len = if small_n { cout_g * n } else { 0 };
         let (buf, pool) = ws.scratch_and_pool(xp_len);
         let threads = pool.map_or(1, |p| p.current_num_threads());
@@ -406,11 +418,21 @@ impl Conv2d {
             self.packed_t
                 .get_or_init(|| gemm::PackedWeightsT::new(&self.weight, g, cout_g, k))
         });
-        let packed = (!small_n).then(|| {
+        let packed = (!small_n && bf16.is_none()).then(|| {
             self.packed
                 .get_or_init(|| gemm::PackedWeights::new(&self.weight, g, cout_g, k))
         });
-        let panels = packed_t.map_or_else(|| packed.map_or(0, |p| p.panels()), |p| p.panels());
+        let panels = match (packed_t, packed, bf16) {
+            (Some(p), _, _) => p.panels(),
+            (_, Some(p), _) => p.panels(),
+            (_, _, Some(p)) => p.panels(),
+            _ => 0,
+        };
+        let pairs_len = if bf16.is_some() {
+            gemm_bf16::PAIRS_LEN + 16
+        } else {
+            0
+        };
         // Output rows (channels) covered by a range of panels.
         let rows_of = |r: &std::ops::Range<usize>| match packed_t {
             Some(_) => (r.start * gemm::NR).min(cout_g)..(r.end * gemm::NR).min(cout_g),
@@ -446,11 +468,39 @@ impl Conv2d {
                     work.push((range, mine));
                 }
                 par_for_each(pool, work, |(range, yr)| {
-                    with_thread_scratch(gemm::PACK_LEN + 16 + ct_len, |tb| {
+                    with_thread_scratch(gemm::PACK_LEN + 16 + ct_len + pairs_len, |tb| {
                         let align = tb.as_ptr().align_offset(64).min(16);
-                        let (head, ct) = tb.split_at_mut(gemm::PACK_LEN + 16);
+                        let (head, rest) = tb.split_at_mut(gemm::PACK_LEN + 16);
+                        let (ct, pairs) = rest.split_at_mut(ct_len);
                         let pack = &mut head[align..align + gemm::PACK_LEN];
-                        if let Some(pt) = packed_t {
+                        if let Some(pb) = bf16 {
+                            let align = pairs.as_ptr().align_offset(64).min(16);
+                            let pairs = &mut pairs[align..align + gemm_bf16::PAIRS_LEN];
+                            // SAFETY: f32 and u32 have one size and alignment,
+                            // and every bit pattern is valid for both.
+                            let pairs: &mut [u32] = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    pairs.as_mut_ptr().cast(),
+                                    pairs.len(),
+                                )
+                            };
+                            // SAFETY: `bf16` is set only when the CPU has
+                            // AVX-512F/BW and AVX512-BF16 (`set_precision`).
+                            unsafe {
+                                gemm_bf16::gemm_rows_bf16(
+                                    pb,
+                                    pb.group(gi),
+                                    &cols,
+                                    n,
+                                    bias,
+                                    self.act,
+                                    range,
+                                    yr,
+                                    pack,
+                                    pairs,
+                                );
+                            }
+                        } else if let Some(pt) = packed_t {
                             // SAFETY: this path runs only when `avx512` is set.
                             unsafe {
                                 gemm::gemm_small_n(
@@ -645,7 +695,31 @@ impl Layer for Conv2d {
     fn params(&self) -> usize {
         self.ref_params
     }
+
+    fn set_precision(&mut self, precision: Precision) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if precision == Precision::Bf16 && self.avx512 && Isa::bf16() && self.bf16.is_none() {
+            let g = self.cfg.groups;
+            let k = self.cin / g * self.kh * self.kw;
+            self.bf16 = Some(gemm_bf16::PackedWeightsBf16::new(
+                &self.weight,
+                g,
+                self.cout / g,
+                k,
+            ));
+            // The f32 packings are no longer used.
+            self.packed = std::sync::OnceLock::new();
+            self.packed_t = std::sync::OnceLock::new();
+            self.winograd = std::sync::OnceLock::new();
+            return self.weight.len();
+        }
+        let _ = precision;
+        0
+    }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[cfg(target_arch = "x86_64")]
+mod tests_bf16;

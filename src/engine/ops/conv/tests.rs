@@ -18,18 +18,18 @@ use crate::engine::{Layer, Shape, Tensor, Workspace, zoo};
 
 /// One test convolution.
 #[derive(Clone, Copy, Debug)]
-struct Case {
-    n: usize,
-    cin: usize,
-    cout: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    groups: usize,
-    bias: bool,
-    act: Activation,
+pub(super) struct Case {
+    pub(super) n: usize,
+    pub(super) cin: usize,
+    pub(super) cout: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) groups: usize,
+    pub(super) bias: bool,
+    pub(super) act: Activation,
 }
 
 impl Case {
@@ -41,7 +41,7 @@ impl Case {
         }
     }
 
-    fn build(&self, seed: u64) -> Conv2d {
+    pub(super) fn build(&self, seed: u64) -> Conv2d {
         let cin_g = self.cin / self.groups;
         let w = Tensor::random(Shape::new(self.cout, cin_g, self.k, self.k), seed);
         let w = w.array().clone();
@@ -51,14 +51,14 @@ impl Case {
         conv2d(w, b, self.cfg()).with_activation(self.act)
     }
 
-    fn input(&self, seed: u64) -> Tensor {
+    pub(super) fn input(&self, seed: u64) -> Tensor {
         Tensor::random(Shape::new(self.n, self.cin, self.h, self.w), seed)
     }
 }
 
 /// Nested-loop convolution in f64: `(output, mag)` with `mag` the sum of
 /// `|w * x|` over each window plus `|bias|` (see the module doc).
-fn reference(conv: &Conv2d, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+pub(super) fn reference(conv: &Conv2d, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
     let s = x.shape();
     let cfg = conv.config();
     let (kh, kw) = conv.kernel();
@@ -110,7 +110,7 @@ fn reference(conv: &Conv2d, x: &Tensor) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Largest `|y - ref| / (tol * mag)`; at most 1 passes.
-fn worst_ratio(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> f64 {
+pub(super) fn worst_ratio(got: &[f32], want: &[f64], mag: &[f64], k: usize) -> f64 {
     assert_eq!(got.len(), want.len());
     let tol = (k + 2) as f64 * f64::from(f32::EPSILON);
     got.iter()
@@ -231,7 +231,7 @@ fn check(case: &Case, seed: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn case(
+pub(super) fn case(
     (n, cin, cout, h, w): (usize, usize, usize, usize, usize),
     (k, stride, pad, groups): (usize, usize, usize, usize),
     bias: bool,
@@ -258,7 +258,7 @@ use Activation::{Identity, Relu, Relu6};
 /// odd sizes, batch 2, and shapes that cross the GEMM's row, column and
 /// depth blocks (M = 37 leaves a 1-row tile, K = 630 three depth blocks,
 /// N = 720 two column blocks, 49 and 13 columns masked tiles).
-fn cases() -> Vec<Case> {
+pub(super) fn cases() -> Vec<Case> {
     vec![
         case((1, 3, 64, 23, 19), (7, 2, 3, 1), false, Relu),
         case((2, 8, 16, 9, 11), (3, 1, 1, 1), true, Relu6),
