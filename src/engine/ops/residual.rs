@@ -2,7 +2,7 @@
 //! default shortcut. ResNet's basic and bottleneck blocks and MobileNetV2's
 //! inverted residuals are all this shape.
 
-use super::activation::Activation;
+use super::activation::{Activation, add_activate};
 use crate::engine::{
     Cost, Layer, Precision, Sequential, Shape, ShapeError, Tensor, Workspace, f32_bytes,
 };
@@ -33,18 +33,6 @@ impl Residual {
     }
 }
 
-/// `y = act(y + side)` in one pass, with the activation chosen outside the
-/// loop so each arm vectorises.
-fn add_activate(y: &mut [f32], side: &[f32], act: Activation) {
-    assert_eq!(y.len(), side.len(), "residual operands of equal length");
-    let pairs = y.iter_mut().zip(side);
-    match act {
-        Activation::Identity => pairs.for_each(|(a, b)| *a += b),
-        Activation::Relu => pairs.for_each(|(a, b)| *a = (*a + b).max(0.0)),
-        Activation::Relu6 => pairs.for_each(|(a, b)| *a = (*a + b).clamp(0.0, 6.0)),
-    }
-}
-
 impl Layer for Residual {
     fn kind(&self) -> &'static str {
         self.kind
@@ -67,6 +55,20 @@ impl Layer for Residual {
     }
 
     fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
+        // A body ending in a convolution takes the join in that
+        // convolution's store: the rest of the body, then the shortcut,
+        // then the last convolution with the shortcut as its side operand.
+        if let Some((last, rest)) = self.body.layers().split_last()
+            && let Some(conv) = last.as_conv()
+        {
+            let mut h = None;
+            for l in rest {
+                h = Some(l.forward(h.as_ref().unwrap_or(x), ws));
+            }
+            let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
+            let side = side.as_ref().unwrap_or(x);
+            return conv.forward_add(h.as_ref().unwrap_or(x), side.as_slice(), self.act, ws);
+        }
         let mut y = self.body.forward(x, ws);
         let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
         let side = side.as_ref().unwrap_or(x);
