@@ -180,6 +180,43 @@ mod tests {
     }
 
     #[test]
+    fn a_body_ending_in_a_conv_joins_in_its_store() {
+        use crate::engine::ops::{Conv2dConfig, conv2d};
+        let conv = |cin: usize, cout: usize, k: usize, stride: usize, act, seed| {
+            let w = Tensor::random(Shape::new(cout, cin, k, k), seed)
+                .array()
+                .clone();
+            let cfg = Conv2dConfig {
+                stride,
+                padding: k / 2,
+                groups: 1,
+            };
+            conv2d(w, Some(vec![0.1; cout]), cfg).with_activation(act)
+        };
+        let mut ws = Workspace::new();
+        let x = Tensor::random(Shape::new(1, 32, 12, 12), 3);
+        for (stride, cout) in [(1, 32), (2, 48)] {
+            let first = conv(32, 16, 1, 1, Activation::Relu, 4);
+            let last = conv(16, cout, 3, stride, Activation::Identity, 5);
+            let short = (stride != 1).then(|| conv(32, cout, 1, stride, Activation::Identity, 6));
+            // The same layers run one by one, joined in a separate pass.
+            let mut want = last.forward(&first.forward(&x, &mut ws), &mut ws);
+            let side = short.as_ref().map(|s| s.forward(&x, &mut ws));
+            let side = side.as_ref().unwrap_or(&x);
+            add_activate(want.as_mut_slice(), side.as_slice(), Activation::Relu);
+            let r = Residual::new(
+                "bottleneck",
+                vec![Box::new(first), Box::new(last)],
+                short.map(|s| Box::new(s) as Box<dyn Layer>),
+                Activation::Relu,
+            );
+            let got = r.forward(&x, &mut ws);
+            let bits = |t: &Tensor| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "stride {stride}");
+        }
+    }
+
+    #[test]
     fn shape_mismatch_is_an_error() {
         let s = Shape::new(1, 2, 6, 6);
         // The body halves the map but the identity shortcut does not.
