@@ -243,9 +243,15 @@ fn fusion_maps_common_patterns_onto_engine_kernels() {
     assert_eq!(kernels("ops/conv_bn_relu.onnx"), map(&[("conv", 1)]));
     // Gemm -> BN -> Relu and MatMul -> Mul -> Add: two dense layers.
     assert_eq!(kernels("ops/gemm_bn_relu.onnx"), map(&[("dense", 2)]));
-    // Residual blocks: convolutions and in-place adds, nothing else.
+    // Residual blocks: convolutions and in-place adds, nothing else; a
+    // join after a convolution rides in its store.
     let k = kernels("ops/residual_block.onnx");
-    assert!(k.keys().all(|k| k == "conv" || k == "add"), "{k:?}");
+    assert!(
+        k.keys()
+            .all(|k| k == "conv" || k == "add" || k == "conv_add"),
+        "{k:?}"
+    );
+    assert!(k.contains_key("conv_add"), "{k:?}");
     // DenseNet: BN after a conv folds into it; BN after a concat (as Mul,
     // Add and Relu) becomes one per-channel pass; nothing runs generically.
     let k = kernels("light/light_densenet121.onnx");

@@ -202,6 +202,11 @@ pub trait Layer: Send + Sync + fmt::Debug {
         let _ = precision;
         0
     }
+    /// This layer as a convolution, for callers that fuse work into a
+    /// convolution's store (a residual join); `None` for other layers.
+    fn as_conv(&self) -> Option<&ops::Conv2d> {
+        None
+    }
 }
 
 /// What [`Model::set_precision`] did.

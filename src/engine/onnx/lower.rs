@@ -9,6 +9,9 @@
 //! Gemm / MatMul by a constant -> (Add bias)? -> (BatchNormalization
 //!      | per-output Mul/Add/Sub/Div)* -> (Relu | Clip(0, 6))?  => engine Dense
 //! Add(a, b) of equal shapes -> Relu?            => in-place add + activation
+//! Conv (identity activation, one reader) -> that Add
+//!                                            => the conv with the add and
+//!                                               activation in its store
 //! MaxPool / AveragePool / GlobalAveragePool     => engine pools (when they fit)
 //! BatchNormalization or Mul/Add by a per-channel constant, alone
 //!      -> (more of those)* -> Relu?            => in-place per-channel affine
@@ -65,6 +68,14 @@ pub enum Kernel {
     ZeroPad([usize; 4]),
     /// `act(a + b)` of two tensors of one shape, in place.
     AddAct(Activation),
+    /// `act(conv(x) + side)` with args `[x, side]`: a convolution (the
+    /// layer is a `Conv2d`) whose store adds `side` and applies `act`.
+    ConvAdd {
+        /// The convolution, identity activation.
+        layer: Box<dyn Layer>,
+        /// The activation after the join.
+        act: Activation,
+    },
     /// An activation in place.
     Act(Activation),
     /// An element-wise function in place.
@@ -338,7 +349,7 @@ impl<'g> Lowerer<'g> {
             })
             .sum();
         let (cost, params) = match &kernel {
-            Kernel::Layer(l) => {
+            Kernel::Layer(l) | Kernel::ConvAdd { layer: l, .. } => {
                 let s = shape4(&in_dims[0]).expect("engine layers take rank <= 4");
                 (l.cost(s), l.params())
             }
@@ -436,7 +447,7 @@ impl<'g> Lowerer<'g> {
         }
         let output = self.resolve(self.g.output);
         Lowered {
-            steps: self.steps,
+            steps: fuse_conv_adds(self.steps, output),
             dims: self.dims,
             dtypes: self.dtypes,
             input: self.g.input,
@@ -977,6 +988,74 @@ fn generic_kind(op_type: &str) -> &'static str {
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Sum" | "Max" | "Min" | "PRelu" => "elementwise",
         _ => "op",
     }
+}
+
+/// Residual joins into the convolutions before them: an `AddAct` one of
+/// whose operands is the only output of a (not depthwise) convolution step
+/// with the identity activation, read by nothing else, becomes one
+/// `ConvAdd` step in the add's place, over the convolution's input and the
+/// other operand. Both were computed before the add, so the order stays
+/// topological; the cost is the two steps' together.
+fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
+    let mut readers: HashMap<TensorId, usize> = HashMap::new();
+    let mut producer: HashMap<TensorId, usize> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        for t in s.args.iter().filter_map(Arg::tensor) {
+            *readers.entry(t).or_default() += 1;
+        }
+        for &o in &s.outputs {
+            producer.insert(o, i);
+        }
+    }
+    let fusable = |s: &Step| {
+        s.outputs.len() == 1
+            && matches!(&s.kernel, Kernel::Layer(l) if l.kind() == "conv"
+                && l.as_conv().is_some_and(|c| c.activation() == Activation::Identity))
+    };
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for j in 0..steps.len() {
+        let Some(Step {
+            kernel: Kernel::AddAct(act),
+            args,
+            ..
+        }) = &steps[j]
+        else {
+            continue;
+        };
+        let act = *act;
+        let (Some(a), Some(b)) = (args[0].tensor(), args[1].tensor()) else {
+            continue;
+        };
+        let pick = [(a, b), (b, a)].into_iter().find(|&(c, side)| {
+            c != side
+                && c != output
+                && readers.get(&c) == Some(&1)
+                && producer
+                    .get(&c)
+                    .is_some_and(|&p| steps[p].as_ref().is_some_and(fusable))
+        });
+        let Some((c, side)) = pick else {
+            continue;
+        };
+        let conv = steps[producer[&c]].take().expect("a producing step");
+        let add = steps[j].take().expect("the add");
+        let Kernel::Layer(layer) = conv.kernel else {
+            unreachable!("fusable steps are layers")
+        };
+        let mut op_types = conv.op_types;
+        op_types.extend(add.op_types);
+        steps[j] = Some(Step {
+            name: format!("{} + {}", conv.name, add.name),
+            op_types,
+            kind: "conv_add",
+            kernel: Kernel::ConvAdd { layer, act },
+            args: vec![conv.args[0].clone(), Arg::Tensor(side)],
+            outputs: add.outputs,
+            cost: conv.cost + add.cost,
+            params: conv.params + add.params,
+        });
+    }
+    steps.into_iter().flatten().collect()
 }
 
 /// Lowers `g` to steps.

@@ -126,15 +126,22 @@ impl ImportedUnit {
         }
         let kind = match steps.as_slice() {
             [one] => one.kind,
-            many if many.iter().any(|s| matches!(s.kernel, Kernel::AddAct(_))) => "residual",
+            many if many
+                .iter()
+                .any(|s| matches!(s.kernel, Kernel::AddAct(_) | Kernel::ConvAdd { .. })) =>
+            {
+                "residual"
+            }
             many if many.iter().any(|s| s.kind == "concat") => "concat_block",
             _ => "block",
         };
         let cost = steps.iter().map(|s| s.cost).sum::<Cost>();
         let params = steps.iter().map(|s| s.params).sum();
         let input_owned = steps.iter().any(|s| {
-            !matches!(s.kernel, Kernel::Layer(_) | Kernel::AddAct(_))
-                && s.args.iter().any(|a| a.tensor() == Some(input))
+            !matches!(
+                s.kernel,
+                Kernel::Layer(_) | Kernel::AddAct(_) | Kernel::ConvAdd { .. }
+            ) && s.args.iter().any(|a| a.tensor() == Some(input))
         });
         let output_slot = slot_of[&output];
         let unit_steps = steps
@@ -315,6 +322,26 @@ impl Layer for ImportedUnit {
                     };
                     vec![from_tensor(y, &s.out_dims[0])]
                 }
+                Kernel::ConvAdd { layer, act } => {
+                    let conv = layer.as_conv().expect("a ConvAdd step holds a convolution");
+                    let (k, side) = (arg_slot(0), arg_slot(1));
+                    let y = if k == 0 && env.slots[0].is_none() {
+                        conv.forward_add(env.input, env.values(side), *act, ws)
+                    } else {
+                        let dims = env.get(k).dims().to_vec();
+                        let t = to_tensor(env.take(k, true, &self.input_dims));
+                        let y = if side == k {
+                            conv.forward_add(&t, t.as_slice(), *act, ws)
+                        } else {
+                            conv.forward_add(&t, env.values(side), *act, ws)
+                        };
+                        if !last(k) {
+                            env.slots[k] = Some(from_tensor(t, &dims));
+                        }
+                        y
+                    };
+                    vec![from_tensor(y, &s.out_dims[0])]
+                }
                 Kernel::ZeroPad([t, l, b, r]) => {
                     let k = arg_slot(0);
                     let src = env.values(k);
@@ -439,7 +466,7 @@ impl Layer for ImportedUnit {
         self.steps
             .iter_mut()
             .map(|s| match &mut s.kernel {
-                Kernel::Layer(l) => l.set_precision(precision),
+                Kernel::Layer(l) | Kernel::ConvAdd { layer: l, .. } => l.set_precision(precision),
                 _ => 0,
             })
             .sum()

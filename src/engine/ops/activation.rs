@@ -45,6 +45,19 @@ impl Activation {
     }
 }
 
+/// `y = act(y + side)` in one pass, with the activation chosen outside the
+/// loop so each arm vectorises: the residual join when the convolution
+/// before it cannot take the side operand in its store.
+pub(crate) fn add_activate(y: &mut [f32], side: &[f32], act: Activation) {
+    assert_eq!(y.len(), side.len(), "residual operands of equal length");
+    let pairs = y.iter_mut().zip(side);
+    match act {
+        Activation::Identity => pairs.for_each(|(a, b)| *a += b),
+        Activation::Relu => pairs.for_each(|(a, b)| *a = (*a + b).max(0.0)),
+        Activation::Relu6 => pairs.for_each(|(a, b)| *a = (*a + b).clamp(0.0, 6.0)),
+    }
+}
+
 /// A standalone activation layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Act(pub Activation);

@@ -2,7 +2,7 @@
 //! default shortcut. ResNet's basic and bottleneck blocks and MobileNetV2's
 //! inverted residuals are all this shape.
 
-use super::activation::Activation;
+use super::activation::{Activation, add_activate};
 use crate::engine::{
     Cost, Layer, Precision, Sequential, Shape, ShapeError, Tensor, Workspace, f32_bytes,
 };
@@ -33,18 +33,6 @@ impl Residual {
     }
 }
 
-/// `y = act(y + side)` in one pass, with the activation chosen outside the
-/// loop so each arm vectorises.
-fn add_activate(y: &mut [f32], side: &[f32], act: Activation) {
-    assert_eq!(y.len(), side.len(), "residual operands of equal length");
-    let pairs = y.iter_mut().zip(side);
-    match act {
-        Activation::Identity => pairs.for_each(|(a, b)| *a += b),
-        Activation::Relu => pairs.for_each(|(a, b)| *a = (*a + b).max(0.0)),
-        Activation::Relu6 => pairs.for_each(|(a, b)| *a = (*a + b).clamp(0.0, 6.0)),
-    }
-}
-
 impl Layer for Residual {
     fn kind(&self) -> &'static str {
         self.kind
@@ -67,6 +55,20 @@ impl Layer for Residual {
     }
 
     fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
+        // A body ending in a convolution takes the join in that
+        // convolution's store: the rest of the body, then the shortcut,
+        // then the last convolution with the shortcut as its side operand.
+        if let Some((last, rest)) = self.body.layers().split_last()
+            && let Some(conv) = last.as_conv()
+        {
+            let mut h = None;
+            for l in rest {
+                h = Some(l.forward(h.as_ref().unwrap_or(x), ws));
+            }
+            let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
+            let side = side.as_ref().unwrap_or(x);
+            return conv.forward_add(h.as_ref().unwrap_or(x), side.as_slice(), self.act, ws);
+        }
         let mut y = self.body.forward(x, ws);
         let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
         let side = side.as_ref().unwrap_or(x);
@@ -174,6 +176,43 @@ mod tests {
             let y = r.forward(&x, &mut ws);
             assert_eq!(y.shape(), Shape::new(1, 2, 3, 3));
             assert_eq!(y.as_slice(), &reference(&want_body, &want_side, act)[..]);
+        }
+    }
+
+    #[test]
+    fn a_body_ending_in_a_conv_joins_in_its_store() {
+        use crate::engine::ops::{Conv2dConfig, conv2d};
+        let conv = |cin: usize, cout: usize, k: usize, stride: usize, act, seed| {
+            let w = Tensor::random(Shape::new(cout, cin, k, k), seed)
+                .array()
+                .clone();
+            let cfg = Conv2dConfig {
+                stride,
+                padding: k / 2,
+                groups: 1,
+            };
+            conv2d(w, Some(vec![0.1; cout]), cfg).with_activation(act)
+        };
+        let mut ws = Workspace::new();
+        let x = Tensor::random(Shape::new(1, 32, 12, 12), 3);
+        for (stride, cout) in [(1, 32), (2, 48)] {
+            let first = conv(32, 16, 1, 1, Activation::Relu, 4);
+            let last = conv(16, cout, 3, stride, Activation::Identity, 5);
+            let short = (stride != 1).then(|| conv(32, cout, 1, stride, Activation::Identity, 6));
+            // The same layers run one by one, joined in a separate pass.
+            let mut want = last.forward(&first.forward(&x, &mut ws), &mut ws);
+            let side = short.as_ref().map(|s| s.forward(&x, &mut ws));
+            let side = side.as_ref().unwrap_or(&x);
+            add_activate(want.as_mut_slice(), side.as_slice(), Activation::Relu);
+            let r = Residual::new(
+                "bottleneck",
+                vec![Box::new(first), Box::new(last)],
+                short.map(|s| Box::new(s) as Box<dyn Layer>),
+                Activation::Relu,
+            );
+            let got = r.forward(&x, &mut ws);
+            let bits = |t: &Tensor| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "stride {stride}");
         }
     }
 

@@ -30,9 +30,9 @@
 
 use std::arch::x86_64::{
     __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-    _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
-    _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32, _mm512_set1_epi32, _mm512_set1_ps,
-    _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_mask_i32gather_ps, _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32,
+    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -230,7 +230,8 @@ pub(super) fn clamps(act: Activation) -> (bool, f32) {
 /// Computes row panels `panels` (of this group's output channels, see
 /// [`PackedWeights`]) of `y = act(bias + A * B)`, `y` holding the rows of
 /// those panels (from the first row of `panels.start`), `n` values each,
-/// row-major. Every element of those rows is written (so `y` may start
+/// row-major. With `side` (laid out as `y`), it is
+/// `y = act((A * B + bias) + side)` instead: a residual join in the store. Every element of those rows is written (so `y` may start
 /// uninitialised), and read back only after it was; disjoint panel ranges
 /// cover disjoint rows, so threads can share one output.
 ///
@@ -248,6 +249,7 @@ pub(super) unsafe fn gemm_rows(
     n: usize,
     bias: &[f32],
     act: Activation,
+    side: Option<&[f32]>,
     panels: Range<usize>,
     y: &mut [MaybeUninit<f32>],
     pack: &mut [f32],
@@ -256,6 +258,10 @@ pub(super) unsafe fn gemm_rows(
     assert!(panels.end <= a.panels(), "panel range");
     let base = panel_row_range(m, &panels);
     assert!(y.len() >= base.len() * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    assert!(
+        side.is_none_or(|s| s.len() >= base.len() * n),
+        "side covers y"
+    );
     assert_eq!(a_group.len(), a.panels() * k * MR, "packed group length");
     cols.check(k, n);
     let (relu, cap) = clamps(act);
@@ -284,13 +290,13 @@ pub(super) unsafe fn gemm_rows(
                     let cw = NR.min(nc - c0);
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
+                    let at = (row - base.start) * n + n0 + c0;
                     let tile = Tile {
                         kc,
                         a: ap,
                         b: pack[(c0 / NR) * kc * NR..].as_ptr(),
-                        c: y[(row - base.start) * n + n0 + c0..]
-                            .as_mut_ptr()
-                            .cast::<f32>(),
+                        c: y[at..].as_mut_ptr().cast::<f32>(),
+                        side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
                         mask: if tail == 16 {
                             u16::MAX
@@ -304,8 +310,8 @@ pub(super) unsafe fn gemm_rows(
                         cap,
                     };
                     // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
-                    // inside `y` (base.start <= row, row + r <= base.end,
-                    // n0 + c0 + cw <= n); its A
+                    // inside `y` and `side` when given (base.start <= row,
+                    // row + r <= base.end, n0 + c0 + cw <= n); its A
                     // panel has `kc` steps of MR values from `k0`, its B
                     // panel `kc` steps of NR values; `bias` has `r` values
                     // from `row`.
@@ -322,7 +328,8 @@ pub(super) unsafe fn gemm_rows(
 /// Small-N variant of [`gemm_rows`]: computes `C^T = B^T A^T`, broadcasting
 /// output positions (row panels of at most `MR` positions) against vectors
 /// of output channels, accumulates in `ct` (`[n][m]`), then writes
-/// `y[m][n] = act(ct[n][m] + bias[m])` for the channels of column panels
+/// `y[m][n] = act(ct[n][m] + bias[m])` (with `side`, laid out as `y`:
+/// `act((ct[n][m] + bias[m]) + side[m][n])`) for the channels of column panels
 /// `panels` (of `NR` channels, see [`PackedWeightsT`]), `y` holding those
 /// channels' rows from channel `panels.start * NR`. Every element of them
 /// is written; disjoint panel ranges cover disjoint rows, so threads can
@@ -342,6 +349,7 @@ pub(super) unsafe fn gemm_small_n(
     n: usize,
     bias: &[f32],
     act: Activation,
+    side: Option<&[f32]>,
     panels: Range<usize>,
     y: &mut [MaybeUninit<f32>],
     pack: &mut [f32],
@@ -351,6 +359,8 @@ pub(super) unsafe fn gemm_small_n(
     assert!(n <= SMALL_N && panels.end <= a.panels(), "panel range");
     let (first, end) = (panels.start * NR, (panels.end * NR).min(m));
     assert!(y.len() >= end.saturating_sub(first) * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    let rows = end.saturating_sub(first) * n;
+    assert!(side.is_none_or(|s| s.len() >= rows), "side covers y");
     assert!(ct.len() >= n * m);
     assert_eq!(a_group.len(), a.panels() * k * NR, "packed group length");
     cols.check(k, n);
@@ -375,6 +385,7 @@ pub(super) unsafe fn gemm_small_n(
                     a: pack[p * kc * MR..].as_ptr(),
                     b: a_group[(j * k + k0) * NR..].as_ptr(),
                     c: ct[rows.start * m + j * NR..].as_mut_ptr(),
+                    side: std::ptr::null(),
                     ldc: m,
                     mask: if tail == 16 {
                         u16::MAX
@@ -396,8 +407,9 @@ pub(super) unsafe fn gemm_small_n(
         }
         k0 += kc;
     }
-    // Transpose 16 channels at a time: a contiguous load from `ct`, bias
-    // and activation, a scatter down the 16 output planes.
+    // Transpose 16 channels at a time: a contiguous load from `ct`, bias,
+    // the side operand gathered down its 16 planes, activation, a scatter
+    // down the 16 output planes.
     let step = _mm512_set1_epi32(i32::try_from(n).expect("n <= SMALL_N"));
     let idx = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
@@ -414,14 +426,19 @@ pub(super) unsafe fn gemm_small_n(
             (1u16 << left) - 1
         };
         // SAFETY: unmasked lanes read `bias[ch..end]` and `ct[pos * m +
-        // ch..]` (pos < n, ch + lane < end <= m), and store to `y[(ch - first
-        // + lane) * n + pos] < (end - first) * n`; `n <= SMALL_N` keeps the
-        // indices in i32.
+        // ch..]` (pos < n, ch + lane < end <= m), and load from `side` and
+        // store to `y` at `(ch - first + lane) * n + pos < (end - first) *
+        // n`; `n <= SMALL_N` keeps the indices in i32.
         unsafe {
             let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(ch));
             for pos in 0..n {
                 let mut v = _mm512_maskz_loadu_ps(mask, ct.as_ptr().add(pos * m + ch));
                 v = _mm512_add_ps(v, bv);
+                if let Some(s) = side {
+                    let sp = s.as_ptr().add((ch - first) * n + pos);
+                    let sv = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, sp);
+                    v = _mm512_add_ps(v, sv);
+                }
                 if relu {
                     v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
                 }
@@ -471,20 +488,23 @@ unsafe fn pack_bt(cols: &Cols<'_>, k0: usize, kc: usize, n: usize, dst: &mut [f3
     }
 }
 
-/// One micro-kernel call.
-struct Tile {
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
+/// One micro-kernel call (the bf16 kernel reads `kc` as pairs of depth
+/// and `a`, `b` as bf16 pairs).
+pub(super) struct Tile {
+    pub(super) kc: usize,
+    pub(super) a: *const f32,
+    pub(super) b: *const f32,
+    pub(super) c: *mut f32,
+    /// Null, or the side operand laid out as C, added after the bias.
+    pub(super) side: *const f32,
+    pub(super) ldc: usize,
     /// Lanes of the last vector of each row that are inside C.
-    mask: u16,
-    first: bool,
-    last: bool,
-    bias: *const f32,
-    relu: bool,
-    cap: f32,
+    pub(super) mask: u16,
+    pub(super) first: bool,
+    pub(super) last: bool,
+    pub(super) bias: *const f32,
+    pub(super) relu: bool,
+    pub(super) cap: f32,
 }
 
 type Kernel = unsafe fn(&Tile);
@@ -503,30 +523,19 @@ fn kernel_for(r: usize, v: usize) -> Kernel {
 }
 
 /// `R x (16 V)` tile: accumulates `kc` rank-1 updates in registers, then
-/// adds bias and applies the activation on the last depth block.
+/// adds bias, then the side operand if any, and applies the activation on
+/// the last depth block.
 ///
 /// # Safety
 ///
 /// AVX-512F; `t` describes memory as [`gemm_rows`] sets it up.
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
     // SAFETY: pointers and extents come from `gemm_rows`, which
     // checks that R rows of `ldc` stride and V vectors (the last one masked)
     // are inside C, and that A and B hold `kc` steps.
     unsafe {
-        if !t.first {
-            for (i, row) in acc.iter_mut().enumerate() {
-                for (j, a) in row.iter_mut().enumerate() {
-                    let p = t.c.add(i * t.ldc + j * 16);
-                    *a = if j + 1 == V {
-                        _mm512_maskz_loadu_ps(t.mask, p)
-                    } else {
-                        _mm512_loadu_ps(p)
-                    };
-                }
-            }
-        }
+        let mut acc = load_tile::<R, V>(t);
         let (mut a, mut b) = (t.a, t.b);
         for _ in 0..t.kc {
             // Weights stream from memory once per use: fetch them (and the
@@ -547,13 +556,71 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
             a = a.add(MR);
             b = b.add(NR);
         }
+        store_tile::<R, V>(t, acc);
+    }
+}
+
+/// The accumulators a tile starts from: zero on the first depth block,
+/// else the partial sums the previous block stored in C.
+///
+/// # Safety
+///
+/// AVX-512F, and inlined into a function compiled for it (the kernels);
+/// R rows of `t.ldc` stride and V vectors (the last masked by `t.mask`)
+/// from `t.c` are readable.
+#[inline(always)]
+pub(super) unsafe fn load_tile<const R: usize, const V: usize>(t: &Tile) -> [[__m512; V]; R] {
+    // SAFETY: AVX-512F and the extents are the caller's contract.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        if !t.first {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (j, a) in row.iter_mut().enumerate() {
+                    let p = t.c.add(i * t.ldc + j * 16);
+                    *a = if j + 1 == V {
+                        _mm512_maskz_loadu_ps(t.mask, p)
+                    } else {
+                        _mm512_loadu_ps(p)
+                    };
+                }
+            }
+        }
+        acc
+    }
+}
+
+/// Stores a tile's accumulators to C; on the last depth block first adds
+/// the bias, then the side operand if any, then applies the activation.
+///
+/// # Safety
+///
+/// AVX-512F, and inlined into a function compiled for it (the kernels);
+/// R rows of `t.ldc` stride and V vectors (the last masked) from `t.c`
+/// (and from `t.side` when not null) are inside their buffers, and
+/// `t.bias` has R values when `t.last`.
+#[inline(always)]
+pub(super) unsafe fn store_tile<const R: usize, const V: usize>(
+    t: &Tile,
+    mut acc: [[__m512; V]; R],
+) {
+    // SAFETY: the extents are the caller's contract.
+    unsafe {
         if t.last {
             let zero = _mm512_setzero_ps();
             let cap = _mm512_set1_ps(t.cap);
             for (i, row) in acc.iter_mut().enumerate() {
                 let bi = _mm512_set1_ps(*t.bias.add(i));
-                for a in row.iter_mut() {
+                for (j, a) in row.iter_mut().enumerate() {
                     let mut v: __m512 = _mm512_add_ps(*a, bi);
+                    if !t.side.is_null() {
+                        let p = t.side.add(i * t.ldc + j * 16);
+                        let s = if j + 1 == V {
+                            _mm512_maskz_loadu_ps(t.mask, p)
+                        } else {
+                            _mm512_loadu_ps(p)
+                        };
+                        v = _mm512_add_ps(v, s);
+                    }
                     if t.relu {
                         v = _mm512_min_ps(_mm512_max_ps(v, zero), cap);
                     }

@@ -11,16 +11,18 @@
 //! every row panel. Accumulation, bias and activation stay f32.
 
 use std::arch::x86_64::{
-    __m512, __m512bh, __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_cvtne2ps_pbh,
-    _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_permutexvar_epi16,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps, _mm512_storeu_si512,
+    __m512, __m512bh, __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps,
+    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_permutexvar_epi16, _mm512_set1_epi32,
+    _mm512_setzero_ps, _mm512_storeu_si512,
 };
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::activation::Activation;
-use super::gemm::{Cols, KC, MR, NC, NR, PACK_LEN, clamps, pack_b, panel_row_range, panel_rows};
+use super::gemm::{
+    Cols, KC, MR, NC, NR, PACK_LEN, Tile, clamps, load_tile, pack_b, panel_row_range, panel_rows,
+    store_tile,
+};
 
 /// u32 elements of the pair buffer [`gemm_rows_bf16`] needs beside the f32
 /// packing buffer.
@@ -102,7 +104,8 @@ impl PackedWeightsBf16 {
 
 /// [`super::gemm::gemm_rows`] in bf16: computes row panels `panels` of
 /// `y = act(bias + A * B)` with A and B rounded to bf16 and the sums in
-/// f32. Every element of those rows is written.
+/// f32; with `side` (laid out as `y`) `act((A * B + bias) + side)`, the
+/// residual join. Every element of those rows is written.
 ///
 /// `pack` is scratch of at least [`PACK_LEN`] f32 and `pairs` of at least
 /// [`PAIRS_LEN`] u32, both best 64-byte aligned.
@@ -119,6 +122,7 @@ pub(super) unsafe fn gemm_rows_bf16(
     n: usize,
     bias: &[f32],
     act: Activation,
+    side: Option<&[f32]>,
     panels: Range<usize>,
     y: &mut [MaybeUninit<f32>],
     pack: &mut [f32],
@@ -129,6 +133,10 @@ pub(super) unsafe fn gemm_rows_bf16(
     assert!(panels.end <= a.panels(), "panel range");
     let base = panel_row_range(m, &panels);
     assert!(y.len() >= base.len() * n && bias.len() >= m);
+    assert!(
+        side.is_none_or(|s| s.len() >= base.len() * n),
+        "side covers y"
+    );
     assert!(pack.len() >= PACK_LEN && pairs.len() >= PAIRS_LEN);
     assert_eq!(a_group.len(), a.panels() * kp * MR, "packed group length");
     cols.check(k, n);
@@ -163,13 +171,13 @@ pub(super) unsafe fn gemm_rows_bf16(
                     let cw = NR.min(nc - c0);
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
+                    let at = (row - base.start) * n + n0 + c0;
                     let tile = Tile {
-                        kcp,
-                        a: ap,
-                        b: pairs[(c0 / NR) * kcp * NR..].as_ptr(),
-                        c: y[(row - base.start) * n + n0 + c0..]
-                            .as_mut_ptr()
-                            .cast::<f32>(),
+                        kc: kcp,
+                        a: ap.cast(),
+                        b: pairs[(c0 / NR) * kcp * NR..].as_ptr().cast(),
+                        c: y[at..].as_mut_ptr().cast::<f32>(),
+                        side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
                         mask: if tail == 16 {
                             u16::MAX
@@ -183,7 +191,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                         cap,
                     };
                     // SAFETY: as in `gemm_rows`: the tile's `r <= MR` rows
-                    // and `cw` columns lie inside `y`; its A panel has `kcp`
+                    // and `cw` columns lie inside `y` (and `side`); its A panel has `kcp`
                     // pairs of MR values from pair `k0 / 2`, its B panel
                     // `kcp` pairs of NR values; `bias` has `r` values from
                     // `row`.
@@ -240,21 +248,6 @@ unsafe fn to_pairs(pack: &[f32], kc: usize, panels: usize, pairs: &mut [u32]) {
     }
 }
 
-/// One micro-kernel call: `kcp` pairs of depth.
-struct Tile {
-    kcp: usize,
-    a: *const u32,
-    b: *const u32,
-    c: *mut f32,
-    ldc: usize,
-    mask: u16,
-    first: bool,
-    last: bool,
-    bias: *const f32,
-    relu: bool,
-    cap: f32,
-}
-
 type Kernel = unsafe fn(&Tile);
 
 /// The kernel for `r` rows (1..=MR) and `v` vectors (1..=2) per row.
@@ -270,33 +263,21 @@ fn kernel_for(r: usize, v: usize) -> Kernel {
     table!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
 }
 
-/// `R x (16 V)` tile of bf16 pair products accumulated in f32; bias and
-/// activation on the last depth block, as the f32 kernel.
+/// `R x (16 V)` tile of bf16 pair products accumulated in f32 (`t.kc`
+/// pairs; `t.a` and `t.b` point at pairs); the store is the f32 kernel's.
 ///
 /// # Safety
 ///
 /// AVX-512F/BF16; `t` describes memory as [`gemm_rows_bf16`] sets it up.
 #[target_feature(enable = "avx512f,avx512bf16")]
 unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
-    let mut acc = [[_mm512_setzero_ps(); V]; R];
     // SAFETY: pointers and extents come from `gemm_rows_bf16`, which checks
     // that R rows of `ldc` stride and V vectors (the last one masked) are
-    // inside C, and that A and B hold `kcp` pairs.
+    // inside C (and the side operand), and that A and B hold `kc` pairs.
     unsafe {
-        if !t.first {
-            for (i, row) in acc.iter_mut().enumerate() {
-                for (j, a) in row.iter_mut().enumerate() {
-                    let p = t.c.add(i * t.ldc + j * 16);
-                    *a = if j + 1 == V {
-                        _mm512_maskz_loadu_ps(t.mask, p)
-                    } else {
-                        _mm512_loadu_ps(p)
-                    };
-                }
-            }
-        }
-        let (mut a, mut b) = (t.a, t.b);
-        for _ in 0..t.kcp {
+        let mut acc = load_tile::<R, V>(t);
+        let (mut a, mut b) = (t.a.cast::<u32>(), t.b.cast::<u32>());
+        for _ in 0..t.kc {
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * 24).cast());
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * 8).cast());
             let mut bv: [__m512bh; V] =
@@ -317,29 +298,6 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
             a = a.add(MR);
             b = b.add(NR);
         }
-        if t.last {
-            let zero = _mm512_setzero_ps();
-            let cap = _mm512_set1_ps(t.cap);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let bi = _mm512_set1_ps(*t.bias.add(i));
-                for a in row.iter_mut() {
-                    let mut v: __m512 = _mm512_add_ps(*a, bi);
-                    if t.relu {
-                        v = _mm512_min_ps(_mm512_max_ps(v, zero), cap);
-                    }
-                    *a = v;
-                }
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (j, &a) in row.iter().enumerate() {
-                let p = t.c.add(i * t.ldc + j * 16);
-                if j + 1 == V {
-                    _mm512_mask_storeu_ps(p, t.mask, a);
-                } else {
-                    _mm512_storeu_ps(p, a);
-                }
-            }
-        }
+        store_tile::<R, V>(t, acc);
     }
 }

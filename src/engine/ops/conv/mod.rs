@@ -17,6 +17,10 @@
 //! otherwise                          -> im2col.rs + the `gemm` crate
 //! ```
 //!
+//! A residual join can ride in the same store ([`Conv2d::forward_add`]):
+//! `act((conv + bias) + side)`, the additions in the order a separate
+//! pass would make them, so the result is the same bit for bit.
+//!
 //! Weights are packed for a path the first time it runs (a layer's
 //! packing depends on its input size). Every path first pads and
 //! phase-splits the input (`im2col::phase_split`; 1x1 convolutions read it
@@ -38,7 +42,7 @@ mod winograd;
 pub use im2col::gemm_f32;
 use ndarray::Array4;
 
-use super::activation::Activation;
+use super::activation::{Activation, add_activate};
 use super::norm::BatchNorm2d;
 use super::window_out;
 use crate::engine::isa::Isa;
@@ -166,6 +170,42 @@ enum Path {
 }
 
 impl Conv2d {
+    /// `act(self(x) + side)`, the residual join done in the convolution's
+    /// final store rather than in a second pass over the output: bit for
+    /// bit `forward` followed by adding `side` (laid out as the output) and
+    /// applying `act`. The store takes the join only when this
+    /// convolution's own activation is the identity and it is not
+    /// depthwise; otherwise the join is a second pass.
+    ///
+    /// Panics if `side` is not as long as the output.
+    pub fn forward_add(
+        &self,
+        x: &Tensor,
+        side: &[f32],
+        act: Activation,
+        ws: &mut Workspace,
+    ) -> Tensor {
+        self.forward_add_with(x, side, act, ws, Path::Fast)
+    }
+
+    fn forward_add_with(
+        &self,
+        x: &Tensor,
+        side: &[f32],
+        act: Activation,
+        ws: &mut Workspace,
+        path: Path,
+    ) -> Tensor {
+        let out = self.output_shape(x.shape()).expect("conv input shape");
+        assert_eq!(side.len(), out.len(), "side operand laid out as the output");
+        if self.act != Activation::Identity || self.is_depthwise() {
+            let mut y = self.forward_with(x, ws, path, None);
+            add_activate(y.as_mut_slice(), side, act);
+            return y;
+        }
+        self.forward_with(x, ws, path, Some((side, act)))
+    }
+
     /// The same convolution followed by `act`.
     pub fn with_activation(mut self, act: Activation) -> Self {
         self.act = act;
@@ -275,13 +315,32 @@ impl Conv2d {
         self.kh == 1 && self.kw == 1 && self.cfg.stride > 1 && self.cfg.padding == 0
     }
 
-    fn forward_with(&self, x: &Tensor, ws: &mut Workspace, path: Path) -> Tensor {
+    /// The convolution on `path`; with `join` (a side operand laid out as
+    /// the output, and the activation after it), `act((conv + bias) +
+    /// side)`, which needs `self.act` to be the identity and the
+    /// convolution not depthwise.
+    fn forward_with(
+        &self,
+        x: &Tensor,
+        ws: &mut Workspace,
+        path: Path,
+        join: Option<(&[f32], Activation)>,
+    ) -> Tensor {
         let s = x.shape();
         let out = self.output_shape(s).expect("conv input shape");
         let (oh, ow) = (out.h, out.w);
         if out.is_empty() {
             return Tensor::zeros(out);
         }
+        assert!(
+            join.is_none() || (self.act == Activation::Identity && !self.is_depthwise()),
+            "a join in the store follows an identity, not depthwise, convolution"
+        );
+        let (side, act) = join.map_or((None, self.act), |(side, act)| (Some(side), act));
+        assert!(
+            side.is_none_or(|s| s.len() == out.len()),
+            "side shaped as the output"
+        );
         let ph = Phases::new(s.h, s.w, self.cfg.padding, self.cfg.stride);
         #[cfg(target_arch = "x86_64")]
         if self.avx512 && path == Path::Fast {
@@ -289,9 +348,9 @@ impl Conv2d {
             let mut y = Vec::with_capacity(out.len());
             let dst = &mut y.spare_capacity_mut()[..out.len()];
             if self.uses_winograd(s) {
-                self.forward_winograd(x.as_slice(), s, dst, oh, ow, ws);
+                self.forward_winograd(x.as_slice(), s, dst, (oh, ow), (side, act), ws);
             } else {
-                self.forward_packed(x.as_slice(), s, ph, dst, oh, ow, ws);
+                self.forward_packed(x.as_slice(), s, ph, dst, (oh, ow), (side, act), ws);
             }
             // SAFETY: `forward_winograd` writes every output of every image
             // (all tiles, clipped to the output), `forward_packed` runs
@@ -355,7 +414,15 @@ impl Conv2d {
             return Tensor::from_vec(out, y);
         }
         let mut y = Tensor::zeros(out);
-        self.forward_portable(x.as_slice(), s, ph, y.as_mut_slice(), oh, ow, ws);
+        self.forward_portable(
+            x.as_slice(),
+            s,
+            ph,
+            y.as_mut_slice(),
+            (oh, ow),
+            (side, act),
+            ws,
+        );
         y
     }
 
@@ -365,8 +432,8 @@ impl Conv2d {
         x: &[f32],
         s: Shape,
         y: &mut [std::mem::MaybeUninit<f32>],
-        oh: usize,
-        ow: usize,
+        (oh, ow): (usize, usize),
+        (side, act): (Option<&[f32]>, Activation),
         ws: &mut Workspace,
     ) {
         let wg = self
@@ -382,13 +449,16 @@ impl Conv2d {
             ow,
         };
         let (scratch, pool) = ws.scratch_and_pool(t.scratch_len());
-        for (xi, yi) in x
+        let per_out = self.cout * oh * ow;
+        for (i, (xi, yi)) in x
             .chunks_exact(s.per_image())
-            .zip(y.chunks_exact_mut(self.cout * oh * ow))
+            .zip(y.chunks_exact_mut(per_out))
+            .enumerate()
         {
+            let si = side.map(|sd| &sd[i * per_out..(i + 1) * per_out]);
             // SAFETY: Winograd is used only when `avx512` is set, which
             // needs AVX-512F.
-            unsafe { winograd::forward(wg, &t, xi, &self.bias, self.act, yi, scratch, pool) };
+            unsafe { winograd::forward(wg, &t, xi, &self.bias, act, si, yi, scratch, pool) };
         }
     }
 
@@ -400,8 +470,8 @@ impl Conv2d {
         s: Shape,
         ph: Phases,
         y: &mut [std::mem::MaybeUninit<f32>],
-        oh: usize,
-        ow: usize,
+        (oh, ow): (usize, usize),
+        (side, act): (Option<&[f32]>, Activation),
         ws: &mut Workspace,
     ) {
         let g = self.cfg.groups;
@@ -438,9 +508,10 @@ impl Conv2d {
             Some(_) => (r.start * gemm::NR).min(cout_g)..(r.end * gemm::NR).min(cout_g),
             None => gemm::panel_row_range(cout_g, r),
         };
-        for (xi, yi) in x
+        for (i, (xi, yi)) in x
             .chunks_exact(s.per_image())
             .zip(y.chunks_exact_mut(self.cout * n))
+            .enumerate()
         {
             let (xp, v) = self.prepare(xi, s, ph, (oh, ow), buf);
             for gi in 0..g {
@@ -459,15 +530,20 @@ impl Conv2d {
                 // Contiguous panel ranges, one per thread, each with the
                 // output rows it writes.
                 let mut rest = &mut yi[gi * cout_g * n..(gi + 1) * cout_g * n];
+                // The side operand's rows, as `y`'s (its offset in `side`).
+                let mut at = (i * self.cout + gi * cout_g) * n;
                 let parts = threads.min(panels).max(1);
                 let mut work = Vec::with_capacity(parts);
                 for t in 0..parts {
                     let range = t * panels / parts..(t + 1) * panels / parts;
-                    let (mine, tail) = rest.split_at_mut(rows_of(&range).len() * n);
+                    let len = rows_of(&range).len() * n;
+                    let (mine, tail) = rest.split_at_mut(len);
                     rest = tail;
-                    work.push((range, mine));
+                    let sr = side.map(|sd| &sd[at..at + len]);
+                    at += len;
+                    work.push((range, mine, sr));
                 }
-                par_for_each(pool, work, |(range, yr)| {
+                par_for_each(pool, work, |(range, yr, sr)| {
                     with_thread_scratch(gemm::PACK_LEN + 16 + ct_len + pairs_len, |tb| {
                         let align = tb.as_ptr().align_offset(64).min(16);
                         let (head, rest) = tb.split_at_mut(gemm::PACK_LEN + 16);
@@ -493,7 +569,8 @@ impl Conv2d {
                                     &cols,
                                     n,
                                     bias,
-                                    self.act,
+                                    act,
+                                    sr,
                                     range,
                                     yr,
                                     pack,
@@ -509,7 +586,8 @@ impl Conv2d {
                                     &cols,
                                     n,
                                     bias,
-                                    self.act,
+                                    act,
+                                    sr,
                                     range,
                                     yr,
                                     pack,
@@ -525,7 +603,8 @@ impl Conv2d {
                                     &cols,
                                     n,
                                     bias,
-                                    self.act,
+                                    act,
+                                    sr,
                                     range,
                                     yr,
                                     pack,
@@ -545,8 +624,8 @@ impl Conv2d {
         s: Shape,
         ph: Phases,
         y: &mut [f32],
-        oh: usize,
-        ow: usize,
+        (oh, ow): (usize, usize),
+        (side, act): (Option<&[f32]>, Activation),
         ws: &mut Workspace,
     ) {
         let g = self.cfg.groups;
@@ -556,9 +635,10 @@ impl Conv2d {
         let xp_len = self.prepared_len(s, ph, oh, ow);
         let buf = ws.scratch(xp_len + k * n);
         let (xp_buf, cols_buf) = buf.split_at_mut(xp_len);
-        for (xi, yi) in x
+        for (i, (xi, yi)) in x
             .chunks_exact(s.per_image())
             .zip(y.chunks_exact_mut(self.cout * n))
+            .enumerate()
         {
             let (xp, v) = self.prepare(xi, s, ph, (oh, ow), xp_buf);
             for gi in 0..g {
@@ -573,9 +653,16 @@ impl Conv2d {
                 };
                 im2col::gemm_f32(cout_g, n, k, wg, cols, yg);
                 for (o, row) in yg.chunks_exact_mut(n).enumerate() {
-                    let b = self.bias[gi * cout_g + o];
-                    let act = self.act;
-                    row.iter_mut().for_each(|v| *v = act.apply_one(*v + b));
+                    let c = gi * cout_g + o;
+                    let b = self.bias[c];
+                    if let Some(sd) = side {
+                        let sr = &sd[(i * self.cout + c) * n..(i * self.cout + c + 1) * n];
+                        row.iter_mut()
+                            .zip(sr)
+                            .for_each(|(v, &s)| *v = act.apply_one((*v + b) + s));
+                    } else {
+                        row.iter_mut().for_each(|v| *v = act.apply_one(*v + b));
+                    }
                 }
             }
         }
@@ -676,7 +763,11 @@ impl Layer for Conv2d {
     }
 
     fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
-        self.forward_with(x, ws, Path::Fast)
+        self.forward_with(x, ws, Path::Fast, None)
+    }
+
+    fn as_conv(&self) -> Option<&Conv2d> {
+        Some(self)
     }
 
     fn cost(&self, input: Shape) -> Cost {

@@ -211,7 +211,7 @@ fn check(case: &Case, seed: u64) -> Result<(), String> {
     let k = case.cin / case.groups * case.k * case.k;
     let mut ws = Workspace::new();
     for path in [Path::Fast, Path::Avx2, Path::Portable] {
-        let y = conv.forward_with(&x, &mut ws, path);
+        let y = conv.forward_with(&x, &mut ws, path, None);
         assert_eq!(y.shape(), conv.output_shape(x.shape()).unwrap());
         #[cfg(target_arch = "x86_64")]
         let r = if path == Path::Fast && conv.uses_winograd(x.shape()) {
@@ -383,7 +383,7 @@ fn folded_batch_norm_matches_conv_then_batch_norm() {
             let tol = (k + 4) as f64 * f64::from(f32::EPSILON);
             let hw = unfolded.shape().h * unfolded.shape().w;
             for path in [Path::Fast, Path::Avx2, Path::Portable] {
-                let y = folded.forward_with(&x, &mut ws, path);
+                let y = folded.forward_with(&x, &mut ws, path, None);
                 for (i, ((&a, &b), &m)) in y
                     .as_slice()
                     .iter()
@@ -490,6 +490,63 @@ fn rejects_inputs_that_do_not_fit() {
     );
 }
 
+/// The join in the store against the convolution then a separate
+/// `act(y + side)` pass, bit for bit, on every path, alone and split over
+/// 3 threads (the convolution's own activation set to the identity; with
+/// another one, or depthwise, `forward_add` is the two passes itself).
+fn check_join(case: &Case, seed: u64) -> Result<(), String> {
+    let conv = Case {
+        act: Identity,
+        ..*case
+    }
+    .build(seed);
+    let x = case.input(seed + 7);
+    let out = conv.output_shape(x.shape()).unwrap();
+    // Side values about the conv's scale, so the clamps cut some sums.
+    let mut side = Tensor::random(out, seed + 11);
+    side.as_mut_slice().iter_mut().for_each(|v| *v *= 4.0);
+    let pool = std::sync::Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap(),
+    );
+    let bits = |t: &Tensor| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for mut ws in [Workspace::new(), Workspace::with_pool(pool)] {
+        for path in [Path::Fast, Path::Avx2, Path::Portable] {
+            for act in [Identity, Relu, Relu6] {
+                let mut want = conv.forward_with(&x, &mut ws, path, None);
+                add_activate(want.as_mut_slice(), side.as_slice(), act);
+                let got = conv.forward_add_with(&x, side.as_slice(), act, &mut ws, path);
+                if got.shape() != out || bits(&got) != bits(&want) {
+                    return Err(format!("{case:?} {path:?} {act:?}: fused differs"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn join_in_the_store_is_bit_identical() {
+    for (i, c) in cases().iter().enumerate() {
+        check_join(c, 300 + i as u64).unwrap();
+    }
+}
+
+#[test]
+fn join_after_an_activation_is_two_passes() {
+    let c = case((1, 8, 16, 9, 11), (3, 1, 1, 1), true, Relu);
+    let conv = c.build(3);
+    let x = c.input(4);
+    let side = Tensor::random(conv.output_shape(x.shape()).unwrap(), 5);
+    let mut ws = Workspace::new();
+    let mut want = conv.forward(&x, &mut ws);
+    add_activate(want.as_mut_slice(), side.as_slice(), Relu6);
+    let got = conv.forward_add(&x, side.as_slice(), Relu6, &mut ws);
+    assert_eq!(got.as_slice(), want.as_slice());
+}
+
 fn activation() -> impl Strategy<Value = Activation> {
     prop_oneof![Just(Identity), Just(Relu), Just(Relu6)]
 }
@@ -535,5 +592,16 @@ proptest! {
         prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
         let c = case((n, cin, cout, h, w), (k, stride, pad, groups), bias, act);
         prop_assert_eq!(check(&c, seed), Ok(()));
+    }
+
+    #[test]
+    fn random_joins_are_bit_identical(
+        n in 1usize..3, cin in 1usize..40, cout in 1usize..40,
+        h in 1usize..20, w in 1usize..20, k in prop_oneof![Just(1usize), Just(3)],
+        stride in 1usize..3, pad in 0usize..2, bias in any::<bool>(), seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let c = case((n, cin, cout, h, w), (k, stride, pad, 1), bias, Identity);
+        prop_assert_eq!(check_join(&c, seed), Ok(()));
     }
 }

@@ -138,7 +138,8 @@ impl Tiling {
     }
 }
 
-/// One image: `y` (`[cout][oh][ow]`) from `x` (`[cin][h][w]`).
+/// One image: `y` (`[cout][oh][ow]`) from `x` (`[cin][h][w]`); with `side`
+/// (laid out as `y`), `y = act((conv + bias) + side)`.
 ///
 /// # Safety
 ///
@@ -151,12 +152,17 @@ pub(super) unsafe fn forward(
     x: &[f32],
     bias: &[f32],
     act: Activation,
+    side: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
     scratch: &mut [f32],
     pool: Option<&rayon::ThreadPool>,
 ) {
     let (cin, cout, tw, th) = (t.cin, t.cout, t.tw(), t.th());
     assert!(x.len() == cin * t.h * t.w && y.len() == cout * t.oh * t.ow);
+    assert!(
+        side.is_none_or(|s| s.len() == y.len()),
+        "side laid out as y"
+    );
     assert!(scratch.len() >= t.scratch_len() && bias.len() == cout);
     assert_eq!(t.oh + 2, t.h + 2 * t.pad, "3x3 stride 1");
     let ph = t.phases();
@@ -203,6 +209,7 @@ pub(super) unsafe fn forward(
                         tc,
                         &wg.zeros,
                         Activation::Identity,
+                        None,
                         0..u.panels(),
                         me,
                         pack,
@@ -211,7 +218,7 @@ pub(super) unsafe fn forward(
             });
         });
         // SAFETY: AVX-512F (this function's contract).
-        unsafe { output_transform(&m[..16 * cout * tc], t, ty0, nrows, bias, act, y) };
+        unsafe { output_transform(&m[..16 * cout * tc], t, ty0, nrows, bias, act, side, y) };
         ty0 += nrows;
     }
 }
@@ -298,13 +305,14 @@ fn lanes(n: usize) -> u16 {
     }
 }
 
-/// `y = act(At M A + bias)` for the tiles of rows `ty0..ty0 + nrows`,
-/// clipped to the output: 16 tiles (32 columns of two output rows) at a
-/// time.
+/// `y = act(At M A + bias)` (with `side`: `act((At M A + bias) + side)`)
+/// for the tiles of rows `ty0..ty0 + nrows`, clipped to the output: 16
+/// tiles (32 columns of two output rows) at a time.
 ///
 /// # Safety
 ///
 /// AVX-512F.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn output_transform(
     m: &[f32],
@@ -313,11 +321,13 @@ unsafe fn output_transform(
     nrows: usize,
     bias: &[f32],
     act: Activation,
+    side: Option<&[f32]>,
     y: &mut [MaybeUninit<f32>],
 ) {
     let (cout, tw, oh, ow) = (t.cout, t.tw(), t.oh, t.ow);
     let tc = nrows * tw;
     assert!(m.len() >= 16 * cout * tc && y.len() >= cout * oh * ow && bias.len() >= cout);
+    assert!(side.is_none_or(|s| s.len() >= cout * oh * ow));
     let (relu, cap) = match act {
         Activation::Identity => (false, f32::INFINITY),
         Activation::Relu => (true, f32::INFINITY),
@@ -335,8 +345,8 @@ unsafe fn output_transform(
             while tx < tw {
                 let mask = lanes(tw - tx);
                 // SAFETY: loads at (e, co, r * tw + tx + lane) < 16 cout tc
-                // for unmasked lanes; stores at output row oy < oh, columns
-                // 2 tx + c < ow (masks clip both).
+                // for unmasked lanes; side loads and stores at output row
+                // oy < oh, columns 2 tx + c < ow (masks clip both).
                 unsafe {
                     let mut mm = [[_mm512_setzero_ps(); 4]; 4];
                     for (i, mi) in mm.iter_mut().enumerate() {
@@ -363,16 +373,25 @@ unsafe fn output_transform(
                         let mut y1 = _mm512_sub_ps(_mm512_sub_ps(sa[1], sa[2]), sa[3]);
                         y0 = _mm512_add_ps(y0, bv);
                         y1 = _mm512_add_ps(y1, bv);
-                        if relu {
-                            y0 = _mm512_min_ps(_mm512_max_ps(y0, zero), capv);
-                            y1 = _mm512_min_ps(_mm512_max_ps(y1, zero), capv);
-                        }
-                        let (first, second) = (
+                        let (mut first, mut second) = (
                             _mm512_permutex2var_ps(y0, lo, y1),
                             _mm512_permutex2var_ps(y0, hi, y1),
                         );
                         let left = ow - 2 * tx;
-                        let row = yp.add((co * oh + oy) * ow + 2 * tx);
+                        let at = (co * oh + oy) * ow + 2 * tx;
+                        if let Some(s) = side {
+                            let sp = s.as_ptr().add(at);
+                            first = _mm512_add_ps(first, _mm512_maskz_loadu_ps(lanes(left), sp));
+                            if left > 16 {
+                                let sv = _mm512_maskz_loadu_ps(lanes(left - 16), sp.add(16));
+                                second = _mm512_add_ps(second, sv);
+                            }
+                        }
+                        if relu {
+                            first = _mm512_min_ps(_mm512_max_ps(first, zero), capv);
+                            second = _mm512_min_ps(_mm512_max_ps(second, zero), capv);
+                        }
+                        let row = yp.add(at);
                         _mm512_mask_storeu_ps(row, lanes(left), first);
                         if left > 16 {
                             _mm512_mask_storeu_ps(row.add(16), lanes(left - 16), second);
