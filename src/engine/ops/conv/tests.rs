@@ -536,4 +536,21 @@ proptest! {
         let c = case((n, cin, cout, h, w), (k, stride, pad, groups), bias, act);
         prop_assert_eq!(check(&c, seed), Ok(()));
     }
+
+    /// Depthwise convolutions wide enough for several 16-lane chunks per
+    /// row (and a masked last one), every border case of the direct
+    /// AVX-512 kernel (stride 1 and 2, padding up to 3, kernels up to
+    /// 7x7), stride 3 for the phase-split fallback; `check` runs the
+    /// fast (AVX-512), AVX2 and portable paths.
+    #[test]
+    fn random_depthwise_convs_match_the_reference(
+        n in 1usize..3, c in 2usize..6, h in 1usize..20, w in 1usize..70,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+        stride in 1usize..4, pad in 0usize..4, bias in any::<bool>(),
+        act in activation(), seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let c = case((n, c, c, h, w), (k, stride, pad, c), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
 }
