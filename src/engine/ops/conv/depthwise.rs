@@ -1,7 +1,9 @@
 //! Depthwise convolution: one filter per channel, vectorised over each
-//! output row. Each input plane is padded and phase-split first (see
-//! `super::im2col::phase_split`) into a buffer that stays in L1, so every
-//! tap of a row of outputs reads a contiguous slice, for any stride.
+//! output row. On AVX-512 at stride 1 and 2 the kernel reads the unpadded
+//! input in place (masked loads for the borders). Otherwise each input
+//! plane is padded and phase-split first (see `super::im2col::phase_split`)
+//! into a buffer that stays in L1, so every tap of a row of outputs reads a
+//! contiguous slice, for any stride.
 
 use std::mem::MaybeUninit;
 
