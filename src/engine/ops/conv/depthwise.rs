@@ -1,7 +1,9 @@
 //! Depthwise convolution: one filter per channel, vectorised over each
-//! output row. Each input plane is padded and phase-split first (see
-//! `super::im2col::phase_split`) into a buffer that stays in L1, so every
-//! tap of a row of outputs reads a contiguous slice, for any stride.
+//! output row. On AVX-512 at stride 1 and 2 the kernel reads the unpadded
+//! input in place (masked loads for the borders). Otherwise each input
+//! plane is padded and phase-split first (see `super::im2col::phase_split`)
+//! into a buffer that stays in L1, so every tap of a row of outputs reads a
+//! contiguous slice, for any stride.
 
 use std::mem::MaybeUninit;
 
@@ -70,6 +72,11 @@ pub(super) fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut
     #[cfg(target_arch = "x86_64")]
     match isa {
         Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+            if direct::fits(d) {
+                // SAFETY: the CPU supports AVX-512F (checked just above);
+                // `direct::depthwise` masks every read to the unpadded planes.
+                return unsafe { direct::depthwise(d, y) };
+            }
             // SAFETY: the CPU supports AVX-512F (checked just above); the
             // asserts above bound every read of the kernel.
             return unsafe { avx512::depthwise(d, y, buf) };
@@ -82,6 +89,325 @@ pub(super) fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut
     }
     let _ = isa;
     body::<false>(d, y, buf);
+}
+
+/// AVX-512 depthwise convolution straight from the unpadded input, at
+/// stride 1 or 2: no phase-split copy. Padding is handled by masked loads
+/// (lanes outside the input's columns, and whole rows outside its rows,
+/// load zeros), so it computes exactly what the phase-split kernel does,
+/// taps in the same order.
+#[cfg(target_arch = "x86_64")]
+mod direct {
+    use std::arch::x86_64::{
+        __m512, __m512i, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_max_ps, _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_set1_ps,
+        _mm512_setzero_ps,
+    };
+
+    use super::{Activation, Depthwise, MaybeUninit};
+
+    /// Taps whose weights are broadcast once per channel.
+    const MAX_TAPS: usize = 49;
+
+    /// True when this kernel takes `d`: stride 1 or 2, at most 7x7 taps.
+    pub(super) fn fits(d: &Depthwise<'_>) -> bool {
+        (d.s == 1 || d.s == 2) && d.kh * d.kw <= MAX_TAPS && d.h * d.w > 0
+    }
+
+    /// Bits `i < n` with `0 <= start + i < w`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "both bounds are clamped to 0..=32"
+    )]
+    fn lanes(start: isize, n: usize, w: usize) -> u32 {
+        let n = n.cast_signed();
+        let lo = (-start).clamp(0, n) as u32;
+        let hi = (w.cast_signed() - start).clamp(0, n) as u32;
+        if hi <= lo {
+            0
+        } else {
+            (((1u64 << hi) - 1) & !((1u64 << lo) - 1)) as u32
+        }
+    }
+
+    /// What every row of one call shares.
+    struct Plan<'a> {
+        h: usize,
+        w: usize,
+        pad: usize,
+        kh: usize,
+        kw: usize,
+        ow: usize,
+        chunks: usize,
+        tail_mask: u16,
+        /// Input-column masks, `[chunk][kx]`: 16 lanes at stride 1, 32
+        /// (two vectors) at stride 2.
+        masks: &'a [u32],
+        relu: bool,
+        cap: __m512,
+        even: __m512i,
+    }
+
+    /// # Safety
+    ///
+    /// AVX-512F; `d` and `y` as [`super::depthwise`] checks them and
+    /// [`fits`] accepts `d`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>]) {
+        let ow = d.ow;
+        let chunks = ow.div_ceil(16);
+        let tail = ow - (chunks - 1) * 16;
+        let tail_mask: u16 = if tail == 16 {
+            u16::MAX
+        } else {
+            (1 << tail) - 1
+        };
+        let span = 16 * d.s;
+        let masks: Vec<u32> = (0..chunks * d.kw)
+            .map(|i| {
+                let (c, kx) = (i / d.kw, i % d.kw);
+                lanes(
+                    (c * span + kx).cast_signed() - d.pad.cast_signed(),
+                    span,
+                    d.w,
+                )
+            })
+            .collect();
+        let (relu, cap) = match d.act {
+            Activation::Identity => (false, f32::INFINITY),
+            Activation::Relu => (true, f32::INFINITY),
+            Activation::Relu6 => (true, 6.0),
+        };
+        let plan = Plan {
+            h: d.h,
+            w: d.w,
+            pad: d.pad,
+            kh: d.kh,
+            kw: d.kw,
+            ow,
+            chunks,
+            tail_mask,
+            masks: &masks,
+            relu,
+            cap: _mm512_set1_ps(cap),
+            even: _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+        };
+        if d.s == 1 {
+            // SAFETY: AVX-512F (this function's contract); `plan` matches `d`.
+            unsafe { run::<1>(d, &plan, y) }
+        } else {
+            // SAFETY: as above.
+            unsafe { run::<2>(d, &plan, y) }
+        }
+    }
+
+    /// Every channel of `d` at stride `S` (`plan.s`).
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F; as [`depthwise`].
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const S: usize>(d: &Depthwise<'_>, plan: &Plan<'_>, y: &mut [MaybeUninit<f32>]) {
+        let (oh, ow, taps, chunks) = (d.oh, d.ow, d.kh * d.kw, plan.chunks);
+        let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+        for (ch, yc) in y.chunks_exact_mut(oh * ow).enumerate() {
+            let xc = d.x[ch * d.h * d.w..(ch + 1) * d.h * d.w].as_ptr();
+            let wk = &d.weight[(ch % d.c) * taps..][..taps];
+            for (v, &w) in wv.iter_mut().zip(wk) {
+                *v = _mm512_set1_ps(w);
+            }
+            let bias = _mm512_set1_ps(d.bias[ch % d.c]);
+            let out = yc.as_mut_ptr().cast::<f32>();
+            if chunks == 1 {
+                // One chunk per row: four rows at a time keep four
+                // independent FMA chains.
+                let mut oy = 0;
+                // SAFETY: as below, for rows `oy .. oy + R < oh`.
+                unsafe {
+                    while oy + 4 <= oh {
+                        plan.rows::<4, S>(xc, out, oy, &wv, bias);
+                        oy += 4;
+                    }
+                    match oh - oy {
+                        3 => plan.rows::<3, S>(xc, out, oy, &wv, bias),
+                        2 => plan.rows::<2, S>(xc, out, oy, &wv, bias),
+                        1 => plan.rows::<1, S>(xc, out, oy, &wv, bias),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            for oy in 0..oh {
+                let mut c = 0;
+                // SAFETY: every load is masked to columns `0..w` of rows
+                // `0..h` of this channel's plane; every store to the `ow`
+                // outputs of row `oy` of `yc`.
+                unsafe {
+                    while c + 4 <= chunks {
+                        plan.chunks::<4, S>(xc, out, oy, c, &wv, bias);
+                        c += 4;
+                    }
+                    match chunks - c {
+                        3 => plan.chunks::<3, S>(xc, out, oy, c, &wv, bias),
+                        2 => plan.chunks::<2, S>(xc, out, oy, c, &wv, bias),
+                        1 => plan.chunks::<1, S>(xc, out, oy, c, &wv, bias),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    impl Plan<'_> {
+        /// Rows `oy0 .. oy0 + R` of a one-chunk output (`ow <= 16`) at
+        /// stride `S`; input rows outside the plane load zeros.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `x` one `h x w` plane, `out` its `oh x ow` outputs,
+        /// `oy0 + R <= oh`, `chunks == 1`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the low and high 16 lanes of a 32-lane mask"
+        )]
+        unsafe fn rows<const R: usize, const S: usize>(
+            &self,
+            x: *const f32,
+            out: *mut f32,
+            oy0: usize,
+            wv: &[__m512; MAX_TAPS],
+            bias: __m512,
+        ) {
+            let mut acc = [bias; R];
+            debug_assert!(self.chunks == 1 && self.masks.len() >= self.kw);
+            for ky in 0..self.kh {
+                let mut row = [x; R];
+                let mut ok = [0u32; R];
+                for r in 0..R {
+                    let iy = ((oy0 + r) * S + ky).wrapping_sub(self.pad);
+                    if iy < self.h {
+                        ok[r] = u32::MAX;
+                        // Masked lanes are not read, so the address may
+                        // precede the plane.
+                        row[r] = x.wrapping_add(iy * self.w).wrapping_sub(self.pad);
+                    }
+                }
+                for kx in 0..self.kw {
+                    let w = wv[(ky * self.kw + kx) % MAX_TAPS];
+                    // SAFETY: `masks` holds `kw` entries for chunk 0.
+                    let m0 = unsafe { *self.masks.as_ptr().add(kx) };
+                    for r in 0..R {
+                        let m = m0 & ok[r];
+                        let p = row[r].wrapping_add(kx);
+                        // SAFETY: `m` keeps only lanes inside columns `0..w`
+                        // of row `iy` of the plane, none when `iy` is outside.
+                        let v = unsafe {
+                            if S == 1 {
+                                _mm512_maskz_loadu_ps(m as u16, p)
+                            } else {
+                                let lo = _mm512_maskz_loadu_ps(m as u16, p);
+                                let hi =
+                                    _mm512_maskz_loadu_ps((m >> 16) as u16, p.wrapping_add(16));
+                                _mm512_permutex2var_ps(lo, self.even, hi)
+                            }
+                        };
+                        acc[r] = _mm512_fmadd_ps(w, v, acc[r]);
+                    }
+                }
+            }
+            let zero = _mm512_setzero_ps();
+            for (r, &a) in acc.iter().enumerate() {
+                let v = if self.relu {
+                    _mm512_min_ps(_mm512_max_ps(a, zero), self.cap)
+                } else {
+                    a
+                };
+                // SAFETY: the `ow <= 16` lanes of `tail_mask` are row `oy0 +
+                // r` of the outputs.
+                unsafe { _mm512_mask_storeu_ps(out.add((oy0 + r) * self.ow), self.tail_mask, v) };
+            }
+        }
+
+        /// Chunks `c0 .. c0 + U` (16 outputs each) of output row `oy`, at
+        /// stride `S`. Input rows outside the plane are skipped: their
+        /// taps would add `w * 0`.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `x` one `h x w` plane, `out` its `oh x ow` outputs,
+        /// `oy < oh`, `c0 + U <= chunks`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the low and high 16 lanes of a 32-lane mask"
+        )]
+        unsafe fn chunks<const U: usize, const S: usize>(
+            &self,
+            x: *const f32,
+            out: *mut f32,
+            oy: usize,
+            c0: usize,
+            wv: &[__m512; MAX_TAPS],
+            bias: __m512,
+        ) {
+            let mut acc = [bias; U];
+            debug_assert!(self.masks.len() >= (c0 + U) * self.kw);
+            let masks = self.masks.as_ptr().wrapping_add(c0 * self.kw);
+            for ky in 0..self.kh {
+                let iy = (oy * S + ky).wrapping_sub(self.pad);
+                if iy >= self.h {
+                    continue;
+                }
+                // Columns from the first chunk's start minus the padding;
+                // masked lanes are not read, so the address may precede the
+                // plane.
+                let row = x
+                    .wrapping_add(iy * self.w + c0 * 16 * S)
+                    .wrapping_sub(self.pad);
+                for kx in 0..self.kw {
+                    let w = wv[(ky * self.kw + kx) % MAX_TAPS];
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let p = row.wrapping_add(j * 16 * S + kx);
+                        // SAFETY: `masks` holds `[chunk][kx]` for chunks
+                        // `c0 .. c0 + U`; each keeps only lanes inside
+                        // columns `0..w` of row `iy`, which is in the plane.
+                        let v = unsafe {
+                            let m = *masks.add(j * self.kw + kx);
+                            if S == 1 {
+                                _mm512_maskz_loadu_ps(m as u16, p)
+                            } else {
+                                let lo = _mm512_maskz_loadu_ps(m as u16, p);
+                                let hi =
+                                    _mm512_maskz_loadu_ps((m >> 16) as u16, p.wrapping_add(16));
+                                _mm512_permutex2var_ps(lo, self.even, hi)
+                            }
+                        };
+                        *a = _mm512_fmadd_ps(w, v, *a);
+                    }
+                }
+            }
+            let zero = _mm512_setzero_ps();
+            for (j, &a) in acc.iter().enumerate() {
+                let v = if self.relu {
+                    _mm512_min_ps(_mm512_max_ps(a, zero), self.cap)
+                } else {
+                    a
+                };
+                let mask = if c0 + j + 1 == self.chunks {
+                    self.tail_mask
+                } else {
+                    u16::MAX
+                };
+                // SAFETY: lanes of `mask` are outputs `16 c .. ow` of row
+                // `oy`, inside the plane's outputs.
+                unsafe { _mm512_mask_storeu_ps(out.add(oy * self.ow + (c0 + j) * 16), mask, v) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -20,7 +20,8 @@
 //!
 //! Invariants: A is pre-packed as `[panel][k][MR]` (rows past a panel's
 //! rows are zero; panels split M evenly);
-//! packed B is `[panel][k][NR]`. Every element of C in the computed rows is
+//! packed B is `[panel][k][NR]`; a 1x1 convolution's B (its input, `[k][n]`)
+//! is read in place, no packing. Every element of C in the computed rows is
 //! written by the first KC block and read back only by later ones, so C
 //! need not be initialised. Edge tiles use fewer rows (a kernel per row
 //! count) and masked loads and stores for the last columns.
@@ -265,6 +266,9 @@ pub(super) unsafe fn gemm_rows(
     assert_eq!(a_group.len(), a.panels() * k * MR, "packed group length");
     cols.check(k, n);
     let (relu, cap) = clamps(act);
+    // A 1x1 view with contiguous positions is B itself, `B[k][j] = x[k *
+    // plane + j]`: the kernel reads it in place instead of a packed copy.
+    let direct = cols.kh == 1 && cols.kw == 1 && cols.row_stride == cols.ow;
     // Balanced blocks: K = 576 gives 3 x 192 rather than 256 + 256 + 64.
     let kc_max = k.div_ceil(k.div_ceil(KC).max(1));
     let nc_max = n
@@ -277,10 +281,13 @@ pub(super) unsafe fn gemm_rows(
         let mut k0 = 0;
         while k0 < k {
             let kc = kc_max.min(k - k0);
-            // SAFETY: AVX-512F is available (this function's contract); the
-            // asserts above bound every index `pack_b` reads in `cols.x`, and
-            // it writes `nc.div_ceil(NR) * kc * NR <= PACK_LEN` elements.
-            unsafe { pack_b(cols, k0, kc, n0, nc, pack) };
+            if !direct {
+                // SAFETY: AVX-512F is available (this function's contract);
+                // the asserts above bound every index `pack_b` reads in
+                // `cols.x`, and it writes `nc.div_ceil(NR) * kc * NR <=
+                // PACK_LEN` elements.
+                unsafe { pack_b(cols, k0, kc, n0, nc, pack) };
+            }
             for p in panels.clone() {
                 let rows = panel_rows(m, p);
                 let (row, r) = (rows.start, rows.len());
@@ -294,7 +301,12 @@ pub(super) unsafe fn gemm_rows(
                     let tile = Tile {
                         kc,
                         a: ap,
-                        b: pack[(c0 / NR) * kc * NR..].as_ptr(),
+                        b: if direct {
+                            cols.x[k0 * cols.plane + n0 + c0..].as_ptr()
+                        } else {
+                            pack[(c0 / NR) * kc * NR..].as_ptr()
+                        },
+                        ldb: if direct { cols.plane } else { NR },
                         c: y[at..].as_mut_ptr().cast::<f32>(),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
@@ -313,8 +325,10 @@ pub(super) unsafe fn gemm_rows(
                     // inside `y` and `side` when given (base.start <= row,
                     // row + r <= base.end, n0 + c0 + cw <= n); its A
                     // panel has `kc` steps of MR values from `k0`, its B
-                    // panel `kc` steps of NR values; `bias` has `r` values
-                    // from `row`.
+                    // panel `kc` steps of `ldb` values (packed, or `cols.x`
+                    // in place, whose last row ends inside `cols.x` by
+                    // `cols.check`; lanes past `cw` are masked); `bias` has
+                    // `r` values from `row`.
                     unsafe { kernel_for(r, v)(&tile) };
                     c0 += NR;
                 }
@@ -384,6 +398,7 @@ pub(super) unsafe fn gemm_small_n(
                     kc,
                     a: pack[p * kc * MR..].as_ptr(),
                     b: a_group[(j * k + k0) * NR..].as_ptr(),
+                    ldb: NR,
                     c: ct[rows.start * m + j * NR..].as_mut_ptr(),
                     side: std::ptr::null(),
                     ldc: m,
@@ -489,11 +504,13 @@ unsafe fn pack_bt(cols: &Cols<'_>, k0: usize, kc: usize, n: usize, dst: &mut [f3
 }
 
 /// One micro-kernel call (the bf16 kernel reads `kc` as pairs of depth
-/// and `a`, `b` as bf16 pairs).
+/// and `a`, `b` as bf16 pairs, always packed).
 pub(super) struct Tile {
     pub(super) kc: usize,
     pub(super) a: *const f32,
     pub(super) b: *const f32,
+    /// Distance between the depth steps of B: `NR` when packed.
+    pub(super) ldb: usize,
     pub(super) c: *mut f32,
     /// Null, or the side operand laid out as C, added after the bias.
     pub(super) side: *const f32,
@@ -542,10 +559,16 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
             // packed B panel) a few hundred cycles ahead. Prefetches do not
             // fault, and `wrapping_add` keeps the address arithmetic defined.
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PF_A).cast());
-            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * PF_B).cast());
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(t.ldb * PF_B).cast());
             let mut bv = [_mm512_setzero_ps(); V];
             for (j, bj) in bv.iter_mut().enumerate() {
-                *bj = _mm512_loadu_ps(b.add(j * 16));
+                // The last vector is masked to the tile's columns (packed
+                // panels hold zeros there, in-place B the next row).
+                *bj = if j + 1 == V {
+                    _mm512_maskz_loadu_ps(t.mask, b.add(j * 16))
+                } else {
+                    _mm512_loadu_ps(b.add(j * 16))
+                };
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*a.add(i));
@@ -554,7 +577,7 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
                 }
             }
             a = a.add(MR);
-            b = b.add(NR);
+            b = b.wrapping_add(t.ldb);
         }
         store_tile::<R, V>(t, acc);
     }

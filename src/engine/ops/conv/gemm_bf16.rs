@@ -176,6 +176,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                         kc: kcp,
                         a: ap.cast(),
                         b: pairs[(c0 / NR) * kcp * NR..].as_ptr().cast(),
+                        ldb: NR,
                         c: y[at..].as_mut_ptr().cast::<f32>(),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,

@@ -22,10 +22,11 @@
 //! pass would make them, so the result is the same bit for bit.
 //!
 //! Weights are packed for a path the first time it runs (a layer's
-//! packing depends on its input size). Every path first pads and
-//! phase-splits the input (`im2col::phase_split`; 1x1 convolutions read it
+//! packing depends on its input size). The GEMM paths first pad and
+//! phase-split the input (`im2col::phase_split`; 1x1 convolutions read it
 //! as is or subsampled), so a row of outputs reads each tap as one
-//! contiguous run, at any stride. The GEMM kernels work on any range of
+//! contiguous run, at any stride; the AVX-512 depthwise kernel reads the
+//! unpadded input at stride 1 and 2, the others phase-split each plane. The GEMM kernels work on any range of
 //! output-channel panels, the unit a later intra-op split would hand to
 //! each thread.
 

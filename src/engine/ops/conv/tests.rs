@@ -604,4 +604,33 @@ proptest! {
         let c = case((n, cin, cout, h, w), (k, stride, pad, 1), bias, Identity);
         prop_assert_eq!(check_join(&c, seed), Ok(()));
     }
+
+    /// 1x1 convolutions, whose B the AVX-512 GEMM reads in place: edge
+    /// tiles in rows and columns, N past one column block (512), K past one
+    /// depth block (256).
+    #[test]
+    fn random_pointwise_convs_match_the_reference(
+        cin in 1usize..300, cout in 1usize..40, h in 1usize..30, w in 1usize..31,
+        bias in any::<bool>(), act in activation(), seed in 0u64..1000,
+    ) {
+        let c = case((1, cin, cout, h, w), (1, 1, 0, 1), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
+
+    /// Depthwise convolutions wide enough for several 16-lane chunks per
+    /// row (and a masked last one), every border case of the direct
+    /// AVX-512 kernel (stride 1 and 2, padding up to 3, kernels up to
+    /// 7x7), stride 3 for the phase-split fallback; `check` runs the
+    /// fast (AVX-512), AVX2 and portable paths.
+    #[test]
+    fn random_depthwise_convs_match_the_reference(
+        n in 1usize..3, c in 2usize..6, h in 1usize..20, w in 1usize..70,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+        stride in 1usize..4, pad in 0usize..4, bias in any::<bool>(),
+        act in activation(), seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let c = case((n, c, c, h, w), (k, stride, pad, c), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
 }
