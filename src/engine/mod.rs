@@ -10,6 +10,7 @@
 //! checks and propagates shapes, and `cost` (FLOPs and bytes) seeds the
 //! cost profile before anything has been measured.
 
+pub mod bf16;
 pub mod isa;
 pub mod npy;
 pub mod onnx;

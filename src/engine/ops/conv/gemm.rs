@@ -45,8 +45,8 @@ pub(super) const MR: usize = 14;
 /// Columns (output positions) of a micro-kernel tile: two zmm registers.
 pub(super) const NR: usize = 32;
 /// Prefetch distances, in depth steps, of the A and B panels.
-const PF_A: usize = 24;
-const PF_B: usize = 8;
+pub(super) const PF_A: usize = 24;
+pub(super) const PF_B: usize = 8;
 /// Largest depth block.
 pub(super) const KC: usize = 256;
 /// Largest column block (a multiple of NR).

@@ -20,33 +20,14 @@ use std::ops::Range;
 
 use super::super::activation::Activation;
 use super::gemm::{
-    Cols, KC, MR, NC, NR, PACK_LEN, Tile, clamps, load_tile, pack_b, panel_row_range, panel_rows,
-    store_tile,
+    Cols, KC, MR, NC, NR, PACK_LEN, PF_A, PF_B, Tile, clamps, load_tile, pack_b, panel_row_range,
+    panel_rows, store_tile,
 };
+use crate::engine::bf16::f32_to_bf16;
 
 /// u32 elements of the pair buffer [`gemm_rows_bf16`] needs beside the f32
 /// packing buffer.
 pub(super) const PAIRS_LEN: usize = PACK_LEN / 2;
-
-/// The bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "the high half of a u32 fits in u16"
-)]
-pub(crate) fn bf16_bits(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
-    }
-    let round = 0x7fff + ((b >> 16) & 1);
-    (b.wrapping_add(round) >> 16) as u16
-}
-
-/// `x` rounded to the nearest bf16, as an f32.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn round_bf16(x: f32) -> f32 {
-    f32::from_bits(u32::from(bf16_bits(x)) << 16)
-}
 
 /// Weights of every group rounded to bf16 and packed into row panels of
 /// at most `MR` rows (the panels of [`super::gemm::PackedWeights`]), two
@@ -80,8 +61,8 @@ impl PackedWeightsBf16 {
                 for (r, row) in panel_rows(m, p).enumerate() {
                     let wr = &w[row * k..(row + 1) * k];
                     for q in 0..pairs {
-                        let lo = bf16_bits(wr[2 * q]);
-                        let hi = wr.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
+                        let lo = f32_to_bf16(wr[2 * q]);
+                        let hi = wr.get(2 * q + 1).map_or(0, |&v| f32_to_bf16(v));
                         panel[q * MR + r] = u32::from(lo) | (u32::from(hi) << 16);
                     }
                 }
@@ -279,8 +260,8 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
         let mut acc = load_tile::<R, V>(t);
         let (mut a, mut b) = (t.a.cast::<u32>(), t.b.cast::<u32>());
         for _ in 0..t.kc {
-            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * 24).cast());
-            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * 8).cast());
+            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PF_A).cast());
+            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * PF_B).cast());
             let mut bv: [__m512bh; V] =
                 [std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()); V];
             for (j, bj) in bv.iter_mut().enumerate() {

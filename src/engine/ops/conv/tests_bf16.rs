@@ -8,9 +8,9 @@
 
 use proptest::prelude::*;
 
-use super::gemm_bf16::{bf16_bits, round_bf16};
 use super::tests::{Case, case, cases, reference, worst_ratio};
 use super::*;
+use crate::engine::bf16::{f32_to_bf16 as bf16_bits, round_bf16};
 use crate::engine::{Layer, Tensor, Workspace};
 
 /// The convolution of `c` with bf16 weights, and the same convolution

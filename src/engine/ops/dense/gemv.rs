@@ -16,6 +16,7 @@
 use std::ops::Range;
 
 use super::super::activation::Activation;
+use crate::engine::bf16::bf16_to_f32;
 use crate::engine::isa::Isa;
 
 /// Weight rows one kernel step streams at once.
@@ -107,28 +108,6 @@ fn gemv_portable(g: &Gemv<'_>, rows: Range<usize>, ys: &mut [&mut [f32]]) {
             y[j] = g.act.apply_one(s + g.bias[o]);
         }
     }
-}
-
-/// The f32 value of a bfloat16 bit pattern (exact).
-#[inline(always)]
-pub(super) fn bf16_to_f32(b: u16) -> f32 {
-    f32::from_bits(u32::from(b) << 16)
-}
-
-/// `v` rounded to the nearest bfloat16, ties to even; NaNs stay NaNs
-/// (made quiet), infinities stay infinite, and values beyond the largest
-/// bfloat16 round to infinity.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "the shifted value fits in 16 bits"
-)]
-pub(super) fn f32_to_bf16(v: f32) -> u16 {
-    let bits = v.to_bits();
-    if v.is_nan() {
-        return ((bits >> 16) | 0x0040) as u16;
-    }
-    let round = 0x7fff + ((bits >> 16) & 1);
-    (bits.wrapping_add(round) >> 16) as u16
 }
 
 /// [`super::dot`] of bfloat16 weights with f32 inputs, widening each weight.
@@ -457,6 +436,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::engine::bf16::f32_to_bf16;
 
     /// Nested-loop f64 `act(b + sum w x)` per (image, row) of `rows`, and
     /// `|b| + sum |w x|`, the scale of the f32 rounding error.

@@ -1,7 +1,7 @@
 //! Fully connected layers. The input is flattened per image (NCHW order),
 //! as PyTorch's `torch.flatten(x, 1)` followed by `nn.Linear`.
 //!
-//! Up to [`ROW_BY_ROW_MAX_BATCH`] images the layer is a matrix-vector
+//! Up to `ROW_BY_ROW_MAX_BATCH` images the layer is a matrix-vector
 //! product per image (`gemv.rs`: AVX-512, AVX2 or portable kernels, as
 //! [`Isa::active`] says), its output rows split over the workspace's
 //! threads in contiguous ranges; beyond, the `gemm` crate. Weights may be
@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use ndarray::Array2;
 
 use super::activation::Activation;
+use crate::engine::bf16::{bf16_to_f32, f32_to_bf16};
 use crate::engine::isa::Isa;
 use crate::engine::{
     Cost, Layer, Precision, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each,
@@ -89,7 +90,7 @@ impl Dense {
     pub fn weight(&self) -> Cow<'_, [f32]> {
         match &self.weight {
             Stored::F32(w) => Cow::Borrowed(w),
-            Stored::Bf16(w) => Cow::Owned(w.iter().map(|&b| gemv::bf16_to_f32(b)).collect()),
+            Stored::Bf16(w) => Cow::Owned(w.iter().map(|&b| bf16_to_f32(b)).collect()),
         }
     }
 
@@ -225,7 +226,7 @@ impl Layer for Dense {
     fn set_precision(&mut self, precision: Precision) -> usize {
         match (&self.weight, precision) {
             (Stored::F32(w), Precision::Bf16) if Isa::bf16() => {
-                let converted: Vec<u16> = w.iter().map(|&v| gemv::f32_to_bf16(v)).collect();
+                let converted: Vec<u16> = w.iter().map(|&v| f32_to_bf16(v)).collect();
                 self.weight = Stored::Bf16(converted);
                 self.weight_len()
             }
