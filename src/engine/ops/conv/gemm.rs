@@ -30,8 +30,8 @@
 //! hand each thread a block of output channels ([`gemm_rows`]).
 
 use std::arch::x86_64::{
-    __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
-    _mm512_mask_i32gather_ps, _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps,
+    __m512, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps,
+    _mm512_loadu_ps, _mm512_mask_i32gather_ps, _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps,
     _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32,
     _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
@@ -298,6 +298,9 @@ pub(super) unsafe fn gemm_rows(
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
                     let at = (row - base.start) * n + n0 + c0;
+                    // The first tile of a panel fetches the next panel's
+                    // weights for this depth block.
+                    let ahead = c0 == 0 && p + 1 < a.panels();
                     let tile = Tile {
                         kc,
                         a: ap,
@@ -320,6 +323,12 @@ pub(super) unsafe fn gemm_rows(
                         bias: bias[row..].as_ptr(),
                         relu,
                         cap,
+                        pf: if ahead {
+                            a_group[(p + 1) * k * MR + k0 * MR..].as_ptr()
+                        } else {
+                            ap
+                        },
+                        pf_step: if ahead { MR } else { 0 },
                     };
                     // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
                     // inside `y` and `side` when given (base.start <= row,
@@ -394,6 +403,10 @@ pub(super) unsafe fn gemm_small_n(
             let tail = cw - (v - 1) * 16;
             for p in 0..row_panels {
                 let rows = panel_rows(n, p);
+                // The weights are B here, `NR` channels (two lines) per depth
+                // step: the first two position panels fetch one line each
+                // of the next channel panel's block.
+                let ahead = p < 2 && j + 1 < a.panels();
                 let tile = Tile {
                     kc,
                     a: pack[p * kc * MR..].as_ptr(),
@@ -412,6 +425,12 @@ pub(super) unsafe fn gemm_small_n(
                     bias: bias.as_ptr(),
                     relu,
                     cap,
+                    pf: if ahead {
+                        a_group[((j + 1) * k + k0) * NR + p * 16..].as_ptr()
+                    } else {
+                        a_group[(j * k + k0) * NR..].as_ptr()
+                    },
+                    pf_step: if ahead { NR } else { 0 },
                 };
                 // SAFETY: the tile's rows (positions `rows`) and `cw`
                 // channel columns from `j * NR` lie inside `ct` (n x m);
@@ -522,6 +541,12 @@ pub(super) struct Tile {
     pub(super) bias: *const f32,
     pub(super) relu: bool,
     pub(super) cap: f32,
+    /// Far prefetch into L2: depth step `kk` touches `pf + kk * pf_step`
+    /// (`pf_step` 0 re-touches one line the tile reads anyway). The weights
+    /// of the next panel stream from memory while this tile computes, so
+    /// the next tile finds them in L2 instead of waiting on DRAM.
+    pub(super) pf: *const f32,
+    pub(super) pf_step: usize,
 }
 
 type Kernel = unsafe fn(&Tile);
@@ -553,8 +578,10 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
     // are inside C, and that A and B hold `kc` steps.
     unsafe {
         let mut acc = load_tile::<R, V>(t);
-        let (mut a, mut b) = (t.a, t.b);
+        let (mut a, mut b, mut pf) = (t.a, t.b, t.pf);
         for _ in 0..t.kc {
+            _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+            pf = pf.wrapping_add(t.pf_step);
             // Weights stream from memory once per use: fetch them (and the
             // packed B panel) a few hundred cycles ahead. Prefetches do not
             // fault, and `wrapping_add` keeps the address arithmetic defined.

@@ -11,9 +11,9 @@
 //! every row panel. Accumulation, bias and activation stay f32.
 
 use std::arch::x86_64::{
-    __m512, __m512bh, __m512i, _MM_HINT_T0, _mm_prefetch, _mm512_cvtne2ps_pbh, _mm512_dpbf16_ps,
-    _mm512_loadu_ps, _mm512_loadu_si512, _mm512_permutexvar_epi16, _mm512_set1_epi32,
-    _mm512_setzero_ps, _mm512_storeu_si512,
+    __m512, __m512bh, __m512i, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_cvtne2ps_pbh,
+    _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_permutexvar_epi16,
+    _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_si512,
 };
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -153,6 +153,8 @@ pub(super) unsafe fn gemm_rows_bf16(
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
                     let at = (row - base.start) * n + n0 + c0;
+                    // As in `gemm_rows`: fetch the next panel's weights.
+                    let ahead = c0 == 0 && p + 1 < a.panels();
                     let tile = Tile {
                         kc: kcp,
                         a: ap.cast(),
@@ -171,6 +173,12 @@ pub(super) unsafe fn gemm_rows_bf16(
                         bias: bias[row..].as_ptr(),
                         relu,
                         cap,
+                        pf: if ahead {
+                            a_group[((p + 1) * kp + k0 / 2) * MR..].as_ptr().cast()
+                        } else {
+                            ap.cast()
+                        },
+                        pf_step: if ahead { MR } else { 0 },
                     };
                     // SAFETY: as in `gemm_rows`: the tile's `r <= MR` rows
                     // and `cw` columns lie inside `y` (and `side`); its A panel has `kcp`
@@ -258,8 +266,10 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
     // inside C (and the side operand), and that A and B hold `kc` pairs.
     unsafe {
         let mut acc = load_tile::<R, V>(t);
-        let (mut a, mut b) = (t.a.cast::<u32>(), t.b.cast::<u32>());
+        let (mut a, mut b, mut pf) = (t.a.cast::<u32>(), t.b.cast::<u32>(), t.pf);
         for _ in 0..t.kc {
+            _mm_prefetch::<_MM_HINT_T1>(pf.cast());
+            pf = pf.wrapping_add(t.pf_step);
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PF_A).cast());
             _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(NR * PF_B).cast());
             let mut bv: [__m512bh; V] =
