@@ -2,8 +2,11 @@
 //! one thread. Throughput is in FLOPs (2 per multiply-accumulate), so
 //! criterion's "Gelem/s" reads as GFLOP/s.
 //!
-//! `taskset -c 1 cargo bench --bench conv` (about a minute); filter with
-//! e.g. `cargo bench --bench conv -- dw_`.
+//! Then the same over a pool of two threads (group `conv_2t`), as a PE of
+//! two CPUs runs them.
+//!
+//! `cargo bench --bench conv` (about two minutes); filter with e.g.
+//! `cargo bench --bench conv -- conv/dw_`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -45,7 +48,21 @@ const SPECS: &[Spec] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    let mut group = c.benchmark_group("conv");
+    run(c, "conv", Workspace::new());
+    // A PE of two CPUs: the layer split over a pool of two threads.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("two-thread pool");
+    run(
+        c,
+        "conv_2t",
+        Workspace::with_pool(std::sync::Arc::new(pool)),
+    );
+}
+
+fn run(c: &mut Criterion, name: &str, mut ws: Workspace) {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
@@ -63,7 +80,6 @@ fn bench(c: &mut Criterion) {
         let input = Shape::new(1, cin, hw, hw);
         let x = Tensor::random(input, 2);
         group.throughput(Throughput::Elements(2 * conv.cost(input).macs));
-        let mut ws = Workspace::new();
         group.bench_function(name, |b| b.iter(|| conv.forward(black_box(&x), &mut ws)));
     }
     group.finish();

@@ -518,8 +518,18 @@ impl Model {
             "input shape of unit {}",
             range.start
         );
-        rest.iter()
-            .fold(first.layer.forward(x, ws), |x, u| u.layer.forward(&x, ws))
+        let run = |ws: &mut Workspace| {
+            rest.iter()
+                .fold(first.layer.forward(x, ws), |x, u| u.layer.forward(&x, ws))
+        };
+        match ws.pool.clone() {
+            // The units run on one of the pool's workers, so each layer's
+            // split forks from inside the pool (a job on that worker's own
+            // queue, which the others steal) rather than being injected
+            // from outside while the calling thread waits on a latch.
+            Some(pool) => pool.install(|| run(ws)),
+            None => run(ws),
+        }
     }
 
     /// The whole forward pass.
@@ -611,8 +621,9 @@ mod tests {
         check_model("vgg16", 4);
     }
 
-    /// Intra-op parallelism splits work over output channels only, so a
-    /// pool of any size gives the single-threaded output bit for bit.
+    /// Intra-op parallelism splits work over output channels or output
+    /// positions, never over the depth of a sum, so a pool of any size
+    /// gives the single-threaded output bit for bit.
     #[test]
     fn thread_pools_give_bit_identical_outputs() {
         for name in ["resnet50", "mobilenet_v2", "alexnet"] {

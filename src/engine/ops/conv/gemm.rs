@@ -103,19 +103,101 @@ impl PackedWeights {
 
 /// Rows of panel `p` when `m` rows are split evenly into `ceil(m / MR)`
 /// panels of at most `MR`.
-/// Rows of `m` covered by the panels `panels` (empty for no panel).
-pub(super) fn panel_row_range(m: usize, panels: &Range<usize>) -> Range<usize> {
-    if panels.is_empty() {
-        return 0..0;
-    }
-    panel_rows(m, panels.start).start..panel_rows(m, panels.end - 1).end
-}
-
 pub(super) fn panel_rows(m: usize, p: usize) -> Range<usize> {
     let panels = m.div_ceil(MR);
     let (base, extra) = (m / panels.max(1), m % panels.max(1));
     let start = p * base + p.min(extra);
     start..start + base + usize::from(p < extra)
+}
+
+/// One group's output, `m` rows of `n` values, shared by the threads that
+/// compute disjoint blocks of it (a range of row panels by a range of
+/// columns): a `&mut [MaybeUninit<f32>]` whose writers split it by blocks,
+/// which slices cannot express when the blocks are column ranges.
+#[derive(Clone, Copy)]
+pub(super) struct Out<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _y: std::marker::PhantomData<&'a mut [MaybeUninit<f32>]>,
+}
+
+// SAFETY: an `Out` is its slice's unique borrow for `'a`; the GEMM
+// functions that write through it require the calls running at one time to
+// write disjoint blocks, so sharing it between threads races on nothing.
+unsafe impl Send for Out<'_> {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Out<'_> {}
+
+impl<'a> Out<'a> {
+    pub(super) fn new(y: &'a mut [MaybeUninit<f32>]) -> Self {
+        Self {
+            ptr: y.as_mut_ptr().cast(),
+            len: y.len(),
+            _y: std::marker::PhantomData,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Pointer to element `at`.
+    pub(super) fn at(&self, at: usize) -> *mut f32 {
+        assert!(at < self.len, "output index");
+        self.ptr.wrapping_add(at)
+    }
+}
+
+/// Splits one group's [`gemm_rows`] (`m` rows, `n` columns) over at most
+/// `threads` threads as (panel range, column range) blocks of about equal
+/// work: by row panels, unless that leaves one thread clearly more work
+/// than columns would. Few panels divide badly (64 channels are 5 panels,
+/// 3 + 2 on two threads), and with B packed (`packs`) each panel range
+/// packs all of B while a column range packs only its own columns. Column
+/// ranges start at multiples of 16, one vector.
+///
+/// Every block computes its outputs exactly as one thread would: the depth
+/// blocks, and so the order of the sums, depend on K alone.
+pub(super) fn split_rows(
+    m: usize,
+    n: usize,
+    threads: usize,
+    packs: bool,
+) -> Vec<(Range<usize>, Range<usize>)> {
+    let panels = m.div_ceil(MR);
+    let parts = threads.min(panels).max(1);
+    let by_panels: Vec<_> = (0..parts)
+        .map(|t| (t * panels / parts..(t + 1) * panels / parts, 0..n))
+        .collect();
+    let parts_c = threads.min(n.div_ceil(16));
+    if threads <= 1 || parts_c <= 1 {
+        return by_panels;
+    }
+    let bound = |t: usize| {
+        if t == parts_c {
+            n
+        } else {
+            ((t * n / parts_c + 8) / 16 * 16).min(n)
+        }
+    };
+    let by_columns: Vec<_> = (0..parts_c)
+        .map(|t| (0..panels, bound(t)..bound(t + 1)))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
+    // Work per depth step in vector operations: a tile of r rows and v
+    // vectors costs (r + 1) v (the FMAs and the loads of B), packing a
+    // column about 2 / 16 (a load and a store per vector).
+    let cost = |(p, c): &(Range<usize>, Range<usize>)| {
+        let rows: usize = p.clone().map(|p| panel_rows(m, p).len() + 1).sum();
+        let pack = if packs { 2 * c.len() / 16 } else { 0 };
+        rows * c.len().div_ceil(16) + pack
+    };
+    let worst = |b: &[(Range<usize>, Range<usize>)]| b.iter().map(cost).max().unwrap_or(0);
+    if 100 * worst(&by_columns) < 97 * worst(&by_panels) {
+        by_columns
+    } else {
+        by_panels
+    }
 }
 
 /// Weights transposed into `NR`-column panels, `[group][panel][k][NR]`
@@ -228,19 +310,20 @@ pub(super) fn clamps(act: Activation) -> (bool, f32) {
     }
 }
 
-/// Computes row panels `panels` (of this group's output channels, see
-/// [`PackedWeights`]) of `y = act(bias + A * B)`, `y` holding the rows of
-/// those panels (from the first row of `panels.start`), `n` values each,
+/// Computes the block of row panels `panels` (of this group's output
+/// channels, see [`PackedWeights`]) by columns `columns` of
+/// `y = act(bias + A * B)`, `y` being the group's `m` rows of `n` values,
 /// row-major. With `side` (laid out as `y`), it is
-/// `y = act((A * B + bias) + side)` instead: a residual join in the store. Every element of those rows is written (so `y` may start
-/// uninitialised), and read back only after it was; disjoint panel ranges
-/// cover disjoint rows, so threads can share one output.
+/// `y = act((A * B + bias) + side)` instead: a residual join in the store.
+/// Every element of the block is written (so `y` may start uninitialised),
+/// and read back only after it was; nothing outside it is touched.
 ///
 /// `pack` is scratch of at least [`PACK_LEN`] elements, best 64-byte aligned.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512F.
+/// The CPU must support AVX-512F, and calls running at the same time on
+/// one `y` must compute disjoint blocks.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn gemm_rows(
@@ -251,18 +334,14 @@ pub(super) unsafe fn gemm_rows(
     bias: &[f32],
     act: Activation,
     side: Option<&[f32]>,
-    panels: Range<usize>,
-    y: &mut [MaybeUninit<f32>],
+    (panels, columns): (Range<usize>, Range<usize>),
+    y: Out<'_>,
     pack: &mut [f32],
 ) {
     let (m, k) = (a.m, a.k);
-    assert!(panels.end <= a.panels(), "panel range");
-    let base = panel_row_range(m, &panels);
-    assert!(y.len() >= base.len() * n && bias.len() >= m && pack.len() >= PACK_LEN);
-    assert!(
-        side.is_none_or(|s| s.len() >= base.len() * n),
-        "side covers y"
-    );
+    assert!(panels.end <= a.panels() && columns.end <= n, "block");
+    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    assert!(side.is_none_or(|s| s.len() >= m * n), "side covers y");
     assert_eq!(a_group.len(), a.panels() * k * MR, "packed group length");
     cols.check(k, n);
     let (relu, cap) = clamps(act);
@@ -271,13 +350,14 @@ pub(super) unsafe fn gemm_rows(
     let direct = cols.kh == 1 && cols.kw == 1 && cols.row_stride == cols.ow;
     // Balanced blocks: K = 576 gives 3 x 192 rather than 256 + 256 + 64.
     let kc_max = k.div_ceil(k.div_ceil(KC).max(1));
-    let nc_max = n
-        .div_ceil(n.div_ceil(NC).max(1))
+    let width = columns.len();
+    let nc_max = width
+        .div_ceil(width.div_ceil(NC).max(1))
         .next_multiple_of(NR)
         .min(NC);
-    let mut n0 = 0;
-    while n0 < n {
-        let nc = nc_max.min(n - n0);
+    let mut n0 = columns.start;
+    while n0 < columns.end {
+        let nc = nc_max.min(columns.end - n0);
         let mut k0 = 0;
         while k0 < k {
             let kc = kc_max.min(k - k0);
@@ -297,7 +377,7 @@ pub(super) unsafe fn gemm_rows(
                     let cw = NR.min(nc - c0);
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
-                    let at = (row - base.start) * n + n0 + c0;
+                    let at = row * n + n0 + c0;
                     // The first tile of a panel fetches the next panel's
                     // weights for this depth block.
                     let ahead = c0 == 0 && p + 1 < a.panels();
@@ -310,7 +390,7 @@ pub(super) unsafe fn gemm_rows(
                             pack[(c0 / NR) * kc * NR..].as_ptr()
                         },
                         ldb: if direct { cols.plane } else { NR },
-                        c: y[at..].as_mut_ptr().cast::<f32>(),
+                        c: y.at(at),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
                         mask: if tail == 16 {
@@ -331,8 +411,9 @@ pub(super) unsafe fn gemm_rows(
                         pf_step: if ahead { MR } else { 0 },
                     };
                     // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
-                    // inside `y` and `side` when given (base.start <= row,
-                    // row + r <= base.end, n0 + c0 + cw <= n); its A
+                    // inside the block, so inside `y` and `side` when given
+                    // (row + r <= m, n0 + c0 + cw <= columns.end <= n), and
+                    // no other call writes them (the contract); its A
                     // panel has `kc` steps of MR values from `k0`, its B
                     // panel `kc` steps of `ldb` values (packed, or `cols.x`
                     // in place, whose last row ends inside `cols.x` by
@@ -353,16 +434,16 @@ pub(super) unsafe fn gemm_rows(
 /// of output channels, accumulates in `ct` (`[n][m]`), then writes
 /// `y[m][n] = act(ct[n][m] + bias[m])` (with `side`, laid out as `y`:
 /// `act((ct[n][m] + bias[m]) + side[m][n])`) for the channels of column panels
-/// `panels` (of `NR` channels, see [`PackedWeightsT`]), `y` holding those
-/// channels' rows from channel `panels.start * NR`. Every element of them
-/// is written; disjoint panel ranges cover disjoint rows, so threads can
-/// share one output (each with its own `ct`).
+/// `panels` (of `NR` channels, see [`PackedWeightsT`]), `y` being the
+/// group's `m` rows of `n` values. Every element of those channels' rows is
+/// written, nothing else.
 ///
 /// `pack` holds at least [`PACK_LEN`] elements and `ct` `n * m`.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512F.
+/// The CPU must support AVX-512F, and calls running at the same time on
+/// one `y` (each with its own `ct`) must take disjoint panel ranges.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn gemm_small_n(
@@ -374,16 +455,15 @@ pub(super) unsafe fn gemm_small_n(
     act: Activation,
     side: Option<&[f32]>,
     panels: Range<usize>,
-    y: &mut [MaybeUninit<f32>],
+    y: Out<'_>,
     pack: &mut [f32],
     ct: &mut [f32],
 ) {
     let (m, k) = (a.m, a.k);
     assert!(n <= SMALL_N && panels.end <= a.panels(), "panel range");
     let (first, end) = (panels.start * NR, (panels.end * NR).min(m));
-    assert!(y.len() >= end.saturating_sub(first) * n && bias.len() >= m && pack.len() >= PACK_LEN);
-    let rows = end.saturating_sub(first) * n;
-    assert!(side.is_none_or(|s| s.len() >= rows), "side covers y");
+    assert!(y.len() >= m * n && bias.len() >= m && pack.len() >= PACK_LEN);
+    assert!(side.is_none_or(|s| s.len() >= m * n), "side covers y");
     assert!(ct.len() >= n * m);
     assert_eq!(a_group.len(), a.panels() * k * NR, "packed group length");
     cols.check(k, n);
@@ -450,7 +530,6 @@ pub(super) unsafe fn gemm_small_n(
         step,
     );
     let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
-    let yp = y.as_mut_ptr().cast::<f32>();
     let mut ch = first;
     while ch < end {
         let left = end - ch;
@@ -461,22 +540,23 @@ pub(super) unsafe fn gemm_small_n(
         };
         // SAFETY: unmasked lanes read `bias[ch..end]` and `ct[pos * m +
         // ch..]` (pos < n, ch + lane < end <= m), and load from `side` and
-        // store to `y` at `(ch - first + lane) * n + pos < (end - first) *
-        // n`; `n <= SMALL_N` keeps the indices in i32.
+        // store to `y` at `(ch + lane) * n + pos < end * n <= m * n`, rows
+        // of this call's panels that no other call writes (the contract);
+        // `n <= SMALL_N` keeps the indices in i32.
         unsafe {
             let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(ch));
             for pos in 0..n {
                 let mut v = _mm512_maskz_loadu_ps(mask, ct.as_ptr().add(pos * m + ch));
                 v = _mm512_add_ps(v, bv);
                 if let Some(s) = side {
-                    let sp = s.as_ptr().add((ch - first) * n + pos);
+                    let sp = s.as_ptr().add(ch * n + pos);
                     let sv = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, sp);
                     v = _mm512_add_ps(v, sv);
                 }
                 if relu {
                     v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
                 }
-                _mm512_mask_i32scatter_ps::<4>(yp.add((ch - first) * n + pos), mask, idx, v);
+                _mm512_mask_i32scatter_ps::<4>(y.at(ch * n + pos), mask, idx, v);
             }
         }
         ch += 16;

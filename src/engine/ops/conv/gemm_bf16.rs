@@ -15,13 +15,12 @@ use std::arch::x86_64::{
     _mm512_dpbf16_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_permutexvar_epi16,
     _mm512_set1_epi32, _mm512_setzero_ps, _mm512_storeu_si512,
 };
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::activation::Activation;
 use super::gemm::{
-    Cols, KC, MR, NC, NR, PACK_LEN, PF_A, PF_B, Tile, clamps, load_tile, pack_b, panel_row_range,
-    panel_rows, store_tile,
+    Cols, KC, MR, NC, NR, Out, PACK_LEN, PF_A, PF_B, Tile, clamps, load_tile, pack_b, panel_rows,
+    store_tile,
 };
 use crate::engine::bf16::f32_to_bf16;
 
@@ -83,17 +82,19 @@ impl PackedWeightsBf16 {
     }
 }
 
-/// [`super::gemm::gemm_rows`] in bf16: computes row panels `panels` of
-/// `y = act(bias + A * B)` with A and B rounded to bf16 and the sums in
+/// [`super::gemm::gemm_rows`] in bf16: computes the block of row panels
+/// `panels` by columns `columns` of `y = act(bias + A * B)` (`y` the
+/// group's `m` rows of `n`) with A and B rounded to bf16 and the sums in
 /// f32; with `side` (laid out as `y`) `act((A * B + bias) + side)`, the
-/// residual join. Every element of those rows is written.
+/// residual join. Every element of the block is written, nothing else.
 ///
 /// `pack` is scratch of at least [`PACK_LEN`] f32 and `pairs` of at least
 /// [`PAIRS_LEN`] u32, both best 64-byte aligned.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512F, AVX-512BW and AVX512-BF16.
+/// The CPU must support AVX-512F, AVX-512BW and AVX512-BF16, and calls
+/// running at the same time on one `y` must compute disjoint blocks.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn gemm_rows_bf16(
@@ -104,33 +105,30 @@ pub(super) unsafe fn gemm_rows_bf16(
     bias: &[f32],
     act: Activation,
     side: Option<&[f32]>,
-    panels: Range<usize>,
-    y: &mut [MaybeUninit<f32>],
+    (panels, columns): (Range<usize>, Range<usize>),
+    y: Out<'_>,
     pack: &mut [f32],
     pairs: &mut [u32],
 ) {
     let (m, k) = (a.m, a.k);
     let kp = k.div_ceil(2);
-    assert!(panels.end <= a.panels(), "panel range");
-    let base = panel_row_range(m, &panels);
-    assert!(y.len() >= base.len() * n && bias.len() >= m);
-    assert!(
-        side.is_none_or(|s| s.len() >= base.len() * n),
-        "side covers y"
-    );
+    assert!(panels.end <= a.panels() && columns.end <= n, "block");
+    assert!(y.len() >= m * n && bias.len() >= m);
+    assert!(side.is_none_or(|s| s.len() >= m * n), "side covers y");
     assert!(pack.len() >= PACK_LEN && pairs.len() >= PAIRS_LEN);
     assert_eq!(a_group.len(), a.panels() * kp * MR, "packed group length");
     cols.check(k, n);
     let (relu, cap) = clamps(act);
     // Depth blocks of an even length, so every block starts on a pair.
     let kc_max = k.div_ceil(k.div_ceil(KC).max(1)).next_multiple_of(2);
-    let nc_max = n
-        .div_ceil(n.div_ceil(NC).max(1))
+    let width = columns.len();
+    let nc_max = width
+        .div_ceil(width.div_ceil(NC).max(1))
         .next_multiple_of(NR)
         .min(NC);
-    let mut n0 = 0;
-    while n0 < n {
-        let nc = nc_max.min(n - n0);
+    let mut n0 = columns.start;
+    while n0 < columns.end {
+        let nc = nc_max.min(columns.end - n0);
         let mut k0 = 0;
         while k0 < k {
             let kc = kc_max.min(k - k0);
@@ -152,7 +150,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                     let cw = NR.min(nc - c0);
                     let v = cw.div_ceil(16);
                     let tail = cw - (v - 1) * 16;
-                    let at = (row - base.start) * n + n0 + c0;
+                    let at = row * n + n0 + c0;
                     // As in `gemm_rows`: fetch the next panel's weights.
                     let ahead = c0 == 0 && p + 1 < a.panels();
                     let tile = Tile {
@@ -160,7 +158,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                         a: ap.cast(),
                         b: pairs[(c0 / NR) * kcp * NR..].as_ptr().cast(),
                         ldb: NR,
-                        c: y[at..].as_mut_ptr().cast::<f32>(),
+                        c: y.at(at),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
                         mask: if tail == 16 {
@@ -181,7 +179,8 @@ pub(super) unsafe fn gemm_rows_bf16(
                         pf_step: if ahead { MR } else { 0 },
                     };
                     // SAFETY: as in `gemm_rows`: the tile's `r <= MR` rows
-                    // and `cw` columns lie inside `y` (and `side`); its A panel has `kcp`
+                    // and `cw` columns lie inside the block, so inside `y`
+                    // (and `side`), which no other call writes; its A panel has `kcp`
                     // pairs of MR values from pair `k0 / 2`, its B panel
                     // `kcp` pairs of NR values; `bias` has `r` values from
                     // `row`.

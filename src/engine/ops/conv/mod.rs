@@ -504,11 +504,6 @@ impl Conv2d {
         } else {
             0
         };
-        // Output rows (channels) covered by a range of panels.
-        let rows_of = |r: &std::ops::Range<usize>| match packed_t {
-            Some(_) => (r.start * gemm::NR).min(cout_g)..(r.end * gemm::NR).min(cout_g),
-            None => gemm::panel_row_range(cout_g, r),
-        };
         for (i, (xi, yi)) in x
             .chunks_exact(s.per_image())
             .zip(y.chunks_exact_mut(self.cout * n))
@@ -528,23 +523,21 @@ impl Conv2d {
                     row_stride: v.row_stride,
                 };
                 let bias = &self.bias[gi * cout_g..(gi + 1) * cout_g];
-                // Contiguous panel ranges, one per thread, each with the
-                // output rows it writes.
-                let mut rest = &mut yi[gi * cout_g * n..(gi + 1) * cout_g * n];
-                // The side operand's rows, as `y`'s (its offset in `side`).
-                let mut at = (i * self.cout + gi * cout_g) * n;
-                let parts = threads.min(panels).max(1);
-                let mut work = Vec::with_capacity(parts);
-                for t in 0..parts {
-                    let range = t * panels / parts..(t + 1) * panels / parts;
-                    let len = rows_of(&range).len() * n;
-                    let (mine, tail) = rest.split_at_mut(len);
-                    rest = tail;
-                    let sr = side.map(|sd| &sd[at..at + len]);
-                    at += len;
-                    work.push((range, mine, sr));
-                }
-                par_for_each(pool, work, |(range, yr, sr)| {
+                let yg = gemm::Out::new(&mut yi[gi * cout_g * n..(gi + 1) * cout_g * n]);
+                // The side operand's rows, as `y`'s.
+                let at = (i * self.cout + gi * cout_g) * n;
+                let sg = side.map(|sd| &sd[at..at + cout_g * n]);
+                // One block per thread: channel panels by output columns.
+                let work: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = if small_n {
+                    let parts = threads.min(panels).max(1);
+                    (0..parts)
+                        .map(|t| (t * panels / parts..(t + 1) * panels / parts, 0..n))
+                        .collect()
+                } else {
+                    let packs = !(kh == 1 && kw == 1 && v.row_stride == ow);
+                    gemm::split_rows(cout_g, n, threads, packs)
+                };
+                par_for_each(pool, work, |block| {
                     with_thread_scratch(gemm::PACK_LEN + 16 + ct_len + pairs_len, |tb| {
                         let align = tb.as_ptr().align_offset(64).min(16);
                         let (head, rest) = tb.split_at_mut(gemm::PACK_LEN + 16);
@@ -571,9 +564,9 @@ impl Conv2d {
                                     n,
                                     bias,
                                     act,
-                                    sr,
-                                    range,
-                                    yr,
+                                    sg,
+                                    block,
+                                    yg,
                                     pack,
                                     pairs,
                                 );
@@ -588,9 +581,9 @@ impl Conv2d {
                                     n,
                                     bias,
                                     act,
-                                    sr,
-                                    range,
-                                    yr,
+                                    sg,
+                                    block.0,
+                                    yg,
                                     pack,
                                     ct,
                                 );
@@ -605,9 +598,9 @@ impl Conv2d {
                                     n,
                                     bias,
                                     act,
-                                    sr,
-                                    range,
-                                    yr,
+                                    sg,
+                                    block,
+                                    yg,
                                     pack,
                                 );
                             }

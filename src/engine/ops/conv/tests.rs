@@ -547,6 +547,72 @@ fn join_after_an_activation_is_two_passes() {
     assert_eq!(got.as_slice(), want.as_slice());
 }
 
+/// The same convolution alone and over pools of 2 and 3 threads, with and
+/// without a join, bit for bit: the split into blocks of channels or of
+/// columns (`gemm::split_rows`) never changes a sum.
+fn check_threads(case: &Case, seed: u64) -> Result<(), String> {
+    let conv = case.build(seed);
+    let x = case.input(seed + 1);
+    let side = Tensor::random(conv.output_shape(x.shape()).unwrap(), seed + 2);
+    let alone = |ws: &mut Workspace| {
+        let plain = conv.forward(&x, ws);
+        let joined = (case.act == Identity && !conv.is_depthwise())
+            .then(|| conv.forward_add(&x, side.as_slice(), Relu, ws));
+        (plain, joined)
+    };
+    let want = alone(&mut Workspace::new());
+    for threads in [2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let got = alone(&mut Workspace::with_pool(std::sync::Arc::new(pool)));
+        if got != want {
+            return Err(format!("{case:?}: {threads} threads differ from one"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn split_rows_covers_every_output_once() {
+    for m in [1, 5, 13, 14, 15, 64, 70, 256] {
+        for n in [1, 15, 16, 17, 49, 100, 196, 784, 3136] {
+            for threads in 1..=4 {
+                for packs in [false, true] {
+                    let blocks = gemm::split_rows(m, n, threads, packs);
+                    assert!(!blocks.is_empty() && blocks.len() <= threads);
+                    let mut hits = vec![0u8; m * n];
+                    for (panels, cols) in &blocks {
+                        assert!(cols.start % 16 == 0, "{m}x{n}/{threads}: {cols:?}");
+                        for p in panels.clone() {
+                            for r in gemm::panel_rows(m, p) {
+                                for c in cols.clone() {
+                                    hits[r * n + c] += 1;
+                                }
+                            }
+                        }
+                    }
+                    assert!(
+                        hits.iter().all(|&h| h == 1),
+                        "{m}x{n}/{threads}: {blocks:?}"
+                    );
+                }
+            }
+        }
+    }
+    // 64 channels are 5 panels: 3 + 2 on two threads, so columns instead.
+    let blocks = gemm::split_rows(64, 3136, 2, false);
+    assert_eq!(blocks.len(), 2);
+    assert!(blocks.iter().all(|(p, c)| p.len() == 5 && c.len() == 1568));
+    // 256 channels (19 panels) of 196 positions: channels.
+    assert!(
+        gemm::split_rows(256, 196, 2, true)
+            .iter()
+            .all(|(_, c)| c.len() == 196)
+    );
+}
+
 fn activation() -> impl Strategy<Value = Activation> {
     prop_oneof![Just(Identity), Just(Relu), Just(Relu6)]
 }
@@ -603,6 +669,18 @@ proptest! {
         prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
         let c = case((n, cin, cout, h, w), (k, stride, pad, 1), bias, Identity);
         prop_assert_eq!(check_join(&c, seed), Ok(()));
+    }
+
+    /// Few channels and many positions, where two threads split columns.
+    #[test]
+    fn random_splits_over_threads_are_bit_identical(
+        cin in 1usize..24, cout in 1usize..72, h in 4usize..48, w in 4usize..48,
+        k in prop_oneof![Just(1usize), Just(3), Just(5)], stride in 1usize..3,
+        pad in 0usize..3, bias in any::<bool>(), act in activation(), seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let c = case((1, cin, cout, h, w), (k, stride, pad, 1), bias, act);
+        prop_assert_eq!(check_threads(&c, seed), Ok(()));
     }
 
     /// 1x1 convolutions, whose B the AVX-512 GEMM reads in place: edge

@@ -19,9 +19,10 @@ use std::arch::x86_64::{
     _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps,
 };
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::super::activation::Activation;
-use super::gemm::{self, Cols, PACK_LEN, PackedWeights};
+use super::gemm::{self, Cols, Out, PACK_LEN, PackedWeights};
 use super::im2col::{Phases, phase_split};
 use crate::engine::{par_for_each, with_thread_scratch};
 
@@ -172,11 +173,27 @@ pub(super) unsafe fn forward(
     let (v, rest) = rest.split_at_mut(16 * cin * rows * tw);
     let (m, _) = rest.split_at_mut(16 * cout * rows * tw);
     let mut ty0 = 0;
+    // Contiguous channel ranges, one per thread, for the transforms.
+    let threads = pool.map_or(1, rayon::ThreadPool::current_num_threads);
+    let split = |c: usize| {
+        let parts = threads.min(c).max(1);
+        (0..parts).map(move |t| t * c / parts..(t + 1) * c / parts)
+    };
+    let per_out = t.oh * t.ow;
     while ty0 < th {
         let nrows = rows.min(th - ty0);
         let tc = nrows * tw;
-        // SAFETY: AVX-512F (this function's contract).
-        unsafe { input_transform(xp, ph, cin, ty0, nrows, tw, &mut v[..16 * cin * tc]) };
+        {
+            let v = &mut v[..16 * cin * tc];
+            // SAFETY: f32 and MaybeUninit<f32> share a layout, and the view
+            // only receives initialised stores.
+            let vo = Out::new(unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) });
+            par_for_each(pool, split(cin).collect(), |chs| {
+                // SAFETY: AVX-512F (this function's contract); the channel
+                // ranges are disjoint.
+                unsafe { input_transform(xp, ph, cin, chs, ty0, nrows, tw, vo) };
+            });
+        }
         // The 16 element-wise GEMMs are independent: spread them over the pool.
         let v = &v[..16 * cin * tc];
         let work: Vec<(usize, &mut [f32])> = m[..16 * cout * tc]
@@ -198,8 +215,8 @@ pub(super) unsafe fn forward(
             with_thread_scratch(PACK_LEN + 16, |tb| {
                 let align = tb.as_ptr().align_offset(64).min(16);
                 let pack = &mut tb[align..align + PACK_LEN];
-                // SAFETY: AVX-512F (this function's contract). The view only
-                // receives initialised f32 stores.
+                // SAFETY: AVX-512F (this function's contract); one call
+                // per output. The view only receives initialised f32 stores.
                 unsafe {
                     let me = &mut *(me as *mut [f32] as *mut [MaybeUninit<f32>]);
                     gemm::gemm_rows(
@@ -210,41 +227,56 @@ pub(super) unsafe fn forward(
                         &wg.zeros,
                         Activation::Identity,
                         None,
-                        0..u.panels(),
-                        me,
+                        (0..u.panels(), 0..tc),
+                        gemm::Out::new(me),
                         pack,
                     );
                 }
             });
         });
-        // SAFETY: AVX-512F (this function's contract).
-        unsafe { output_transform(&m[..16 * cout * tc], t, ty0, nrows, bias, act, side, y) };
+        let m = &m[..16 * cout * tc];
+        let mut rest = &mut *y;
+        let mut work = Vec::with_capacity(threads);
+        for chs in split(cout) {
+            let (mine, tail) = rest.split_at_mut(chs.len() * per_out);
+            rest = tail;
+            work.push((chs, mine));
+        }
+        par_for_each(pool, work, |(chs, yc)| {
+            let sc = side.map(|s| &s[chs.start * per_out..chs.end * per_out]);
+            // SAFETY: AVX-512F (this function's contract).
+            unsafe { output_transform(m, t, ty0, nrows, bias, act, sc, chs, yc) };
+        });
         ty0 += nrows;
     }
 }
 
-/// `V_e[ci][tile]` for the tiles of rows `ty0..ty0 + nrows`, into `v`
-/// (`[16][cin][nrows * tw]`): 16 tiles at a time, `V = Bt d B` in registers.
+/// `V_e[ci][tile]` for the input channels `channels` and the tiles of rows
+/// `ty0..ty0 + nrows`, into `v` (`[16][cin][nrows * tw]`): 16 tiles at a
+/// time, `V = Bt d B` in registers.
 ///
 /// # Safety
 ///
-/// AVX-512F.
+/// AVX-512F, and calls running at the same time on one `v` must take
+/// disjoint channel ranges.
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(
     xp: &[f32],
     ph: Phases,
     cin: usize,
+    channels: Range<usize>,
     ty0: usize,
     nrows: usize,
     tw: usize,
-    v: &mut [f32],
+    v: Out<'_>,
 ) {
     let tc = nrows * tw;
+    assert!(channels.end <= cin);
     assert!(v.len() >= 16 * cin * tc && xp.len() >= cin * ph.plane());
     // The last tile reads padded row 2 (ty0 + nrows - 1) + 3 and phase
     // column tw - 1 + 1, inside the layout `Tiling::phases` sizes.
     assert!(2 * (ty0 + nrows) + 2 <= ph.hp && tw < ph.l);
-    for ci in 0..cin {
+    for ci in channels {
         let xc = xp[ci * ph.plane()..].as_ptr();
         for r in 0..nrows {
             let ty = ty0 + r;
@@ -254,7 +286,8 @@ unsafe fn input_transform(
                 // SAFETY: every load is at padded row 2 ty + i < hp, phase
                 // j % 2, column j / 2 + tx + lane < l for unmasked lanes
                 // (asserted above); every store at (e, ci, r * tw + tx +
-                // lane) < 16 cin tc.
+                // lane) < 16 cin tc, of this call's channels, which no
+                // other call writes (the contract).
                 unsafe {
                     let mut d = [[_mm512_setzero_ps(); 4]; 4];
                     for (i, di) in d.iter_mut().enumerate() {
@@ -282,7 +315,7 @@ unsafe fn input_transform(
                         for (b, &vab) in va.iter().enumerate() {
                             let e = a * 4 + b;
                             let at = (e * cin + ci) * tc + r * tw + tx;
-                            _mm512_mask_storeu_ps(v.as_mut_ptr().add(at), mask, vab);
+                            _mm512_mask_storeu_ps(v.at(at), mask, vab);
                         }
                     }
                 }
@@ -307,7 +340,8 @@ fn lanes(n: usize) -> u16 {
 
 /// `y = act(At M A + bias)` (with `side`: `act((At M A + bias) + side)`)
 /// for the tiles of rows `ty0..ty0 + nrows`, clipped to the output: 16
-/// tiles (32 columns of two output rows) at a time.
+/// tiles (32 columns of two output rows) at a time, for output channels
+/// `channels`, whose planes `y` and `side` hold (from `channels.start`).
 ///
 /// # Safety
 ///
@@ -322,12 +356,16 @@ unsafe fn output_transform(
     bias: &[f32],
     act: Activation,
     side: Option<&[f32]>,
+    channels: Range<usize>,
     y: &mut [MaybeUninit<f32>],
 ) {
     let (cout, tw, oh, ow) = (t.cout, t.tw(), t.oh, t.ow);
     let tc = nrows * tw;
-    assert!(m.len() >= 16 * cout * tc && y.len() >= cout * oh * ow && bias.len() >= cout);
-    assert!(side.is_none_or(|s| s.len() >= cout * oh * ow));
+    let c0 = channels.start;
+    let planes = channels.len() * oh * ow;
+    assert!(channels.end <= cout && bias.len() >= cout);
+    assert!(m.len() >= 16 * cout * tc && y.len() >= planes);
+    assert!(side.is_none_or(|s| s.len() >= planes));
     let (relu, cap) = match act {
         Activation::Identity => (false, f32::INFINITY),
         Activation::Relu => (true, f32::INFINITY),
@@ -338,8 +376,8 @@ unsafe fn output_transform(
     let hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
     let yp = y.as_mut_ptr().cast::<f32>();
-    for (co, &b) in bias[..cout].iter().enumerate() {
-        let bv = _mm512_set1_ps(b);
+    for co in channels {
+        let bv = _mm512_set1_ps(bias[co]);
         for r in 0..nrows {
             let mut tx = 0;
             while tx < tw {
@@ -378,7 +416,7 @@ unsafe fn output_transform(
                             _mm512_permutex2var_ps(y0, hi, y1),
                         );
                         let left = ow - 2 * tx;
-                        let at = (co * oh + oy) * ow + 2 * tx;
+                        let at = ((co - c0) * oh + oy) * ow + 2 * tx;
                         if let Some(s) = side {
                             let sp = s.as_ptr().add(at);
                             first = _mm512_add_ps(first, _mm512_maskz_loadu_ps(lanes(left), sp));
