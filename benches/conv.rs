@@ -80,7 +80,12 @@ fn run(c: &mut Criterion, name: &str, mut ws: Workspace) {
         let input = Shape::new(1, cin, hw, hw);
         let x = Tensor::random(input, 2);
         group.throughput(Throughput::Elements(2 * conv.cost(input).macs));
-        group.bench_function(name, |b| b.iter(|| conv.forward(black_box(&x), &mut ws)));
+        // On a worker of the pool, as `Model::forward_range` runs layers.
+        let pool = ws.pool_handle();
+        group.bench_function(name, |b| match &pool {
+            Some(pool) => b.iter(|| pool.install(|| conv.forward(black_box(&x), &mut ws))),
+            None => b.iter(|| conv.forward(black_box(&x), &mut ws)),
+        });
     }
     group.finish();
 }

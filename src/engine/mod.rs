@@ -122,6 +122,11 @@ impl Workspace {
         self.pool.as_deref()
     }
 
+    /// The pool itself, shared, to run work on its threads.
+    pub fn pool_handle(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.pool.clone()
+    }
+
     /// Threads a layer may use (1 without a pool).
     pub fn threads(&self) -> usize {
         self.pool.as_ref().map_or(1, |p| p.current_num_threads())
@@ -143,6 +148,36 @@ impl Workspace {
         }
         (&mut self.scratch[..len], self.pool.as_deref())
     }
+}
+
+/// Runs `f` on the current worker of `pool` while every other worker
+/// spins, running the jobs `f` forks as soon as they appear, until `f`
+/// returns. A sleeping worker takes tens of microseconds to wake (longer on
+/// a virtual CPU the host has to reschedule), once per layer; the PE's CPUs
+/// are the stage's own for the frame anyway.
+fn spinning<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    let runner = rayon::current_thread_index();
+    rayon::scope(|s| {
+        for _ in 1..pool.current_num_threads() {
+            s.spawn(|_| {
+                // The runner itself may pop a spinner while it waits for a
+                // split of `f`: spinning there would wait on itself.
+                if rayon::current_thread_index() == runner {
+                    return;
+                }
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let out = f();
+        done.store(true, Ordering::Release);
+        out
+    })
 }
 
 /// Runs `f` on every item, spread over `pool`'s threads when there is a
@@ -522,12 +557,12 @@ impl Model {
             rest.iter()
                 .fold(first.layer.forward(x, ws), |x, u| u.layer.forward(&x, ws))
         };
-        match ws.pool.clone() {
+        match ws.pool_handle() {
             // The units run on one of the pool's workers, so each layer's
             // split forks from inside the pool (a job on that worker's own
             // queue, which the others steal) rather than being injected
             // from outside while the calling thread waits on a latch.
-            Some(pool) => pool.install(|| run(ws)),
+            Some(pool) => pool.install(|| spinning(&pool, || run(ws))),
             None => run(ws),
         }
     }
