@@ -19,7 +19,6 @@ use std::arch::x86_64::{
     _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_sub_ps,
 };
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 use super::super::activation::Activation;
 use super::gemm::{self, Cols, Out, PACK_LEN, PackedWeights};
@@ -132,10 +131,25 @@ impl Tiling {
         (budget / per_row.max(1)).clamp(1, self.th())
     }
 
-    /// Scratch elements [`forward`] needs.
+    /// Tile rows per chunk on `threads` threads: at most the cache budget's
+    /// [`Tiling::rows_per_chunk`], in a number of chunks that is a multiple
+    /// of `threads`, so each thread gets as many.
+    fn rows_for(&self, threads: usize) -> usize {
+        let th = self.th();
+        let chunks = th.div_ceil(self.rows_per_chunk());
+        th.div_ceil(chunks.next_multiple_of(threads.max(1)).min(th))
+    }
+
+    /// Scratch elements [`forward`] needs from the workspace: the
+    /// phase-split input.
     pub(super) fn scratch_len(&self) -> usize {
-        let tc = self.rows_per_chunk() * self.tw();
-        self.cin * self.phases().plane() + 16 * (self.cin + self.cout) * tc + PACK_LEN + 16
+        self.cin * self.phases().plane()
+    }
+
+    /// Per-thread scratch of a chunk of `rows` tile rows: the packing
+    /// buffer (64-byte aligned) and the transformed input and products.
+    fn chunk_len(&self, rows: usize) -> usize {
+        PACK_LEN + 16 + 16 * (self.cin + self.cout) * rows * self.tw()
     }
 }
 
@@ -167,54 +181,37 @@ pub(super) unsafe fn forward(
     assert!(scratch.len() >= t.scratch_len() && bias.len() == cout);
     assert_eq!(t.oh + 2, t.h + 2 * t.pad, "3x3 stride 1");
     let ph = t.phases();
-    let rows = t.rows_per_chunk();
-    let (xp, rest) = scratch.split_at_mut(cin * ph.plane());
-    phase_split(x, t.h, t.w, t.pad, ph, xp);
-    let (v, rest) = rest.split_at_mut(16 * cin * rows * tw);
-    let (m, _) = rest.split_at_mut(16 * cout * rows * tw);
-    let mut ty0 = 0;
-    // Contiguous channel ranges, one per thread, for the transforms.
     let threads = pool.map_or(1, rayon::ThreadPool::current_num_threads);
-    let split = |c: usize| {
-        let parts = threads.min(c).max(1);
-        (0..parts).map(move |t| t * c / parts..(t + 1) * c / parts)
-    };
-    let per_out = t.oh * t.ow;
-    while ty0 < th {
+    let rows = t.rows_for(threads);
+    let xp = &mut scratch[..cin * ph.plane()];
+    phase_split(x, t.h, t.w, t.pad, ph, xp);
+    let xp = &*xp;
+    let yo = Out::new(y);
+    // Chunks of tile rows are independent (their own outputs): each
+    // thread takes whole chunks, transforms and GEMMs on its own scratch.
+    par_for_each(pool, (0..th).step_by(rows).collect(), |ty0| {
         let nrows = rows.min(th - ty0);
         let tc = nrows * tw;
-        {
-            let v = &mut v[..16 * cin * tc];
-            // SAFETY: f32 and MaybeUninit<f32> share a layout, and the view
-            // only receives initialised stores.
-            let vo = Out::new(unsafe { &mut *(v as *mut [f32] as *mut [MaybeUninit<f32>]) });
-            par_for_each(pool, split(cin).collect(), |chs| {
-                // SAFETY: AVX-512F (this function's contract); the channel
-                // ranges are disjoint.
-                unsafe { input_transform(xp, ph, cin, chs, ty0, nrows, tw, vo) };
-            });
-        }
-        // The 16 element-wise GEMMs are independent: spread them over the pool.
-        let v = &v[..16 * cin * tc];
-        let work: Vec<(usize, &mut [f32])> = m[..16 * cout * tc]
-            .chunks_exact_mut(cout * tc)
-            .enumerate()
-            .collect();
-        par_for_each(pool, work, |(e, me)| {
-            let cols = Cols {
-                x: &v[e * cin * tc..(e + 1) * cin * tc],
-                plane: tc,
-                kh: 1,
-                kw: 1,
-                s: 1,
-                l: tc,
-                ow: tc,
-                row_stride: tc,
-            };
-            let u = &wg.u[e];
-            with_thread_scratch(PACK_LEN + 16, |tb| {
-                let align = tb.as_ptr().align_offset(64).min(16);
-                let pack = &mut tb[align..align + PACK_LEN];
+        with_thread_scratch(t.chunk_len(rows), |buf| {
+            let align = buf.as_ptr().align_offset(64).min(16);
+            let (pack, rest) = buf[align..].split_at_mut(PACK_LEN);
+            let (v, rest) = rest.split_at_mut(16 * cin * tc);
+            let m = &mut rest[..16 * cout * tc];
+            // SAFETY: AVX-512F (this function's contract).
+            unsafe { input_transform(xp, ph, cin, ty0, nrows, tw, v) };
+            let v = &*v;
+            for (e, me) in m.chunks_exact_mut(cout * tc).enumerate() {
+                let cols = Cols {
+                    x: &v[e * cin * tc..(e + 1) * cin * tc],
+                    plane: tc,
+                    kh: 1,
+                    kw: 1,
+                    s: 1,
+                    l: tc,
+                    ow: tc,
+                    row_stride: tc,
+                };
+                let u = &wg.u[e];
                 // SAFETY: AVX-512F (this function's contract); one call
                 // per output. The view only receives initialised f32 stores.
                 unsafe {
@@ -232,51 +229,38 @@ pub(super) unsafe fn forward(
                         pack,
                     );
                 }
-            });
+            }
+            // SAFETY: AVX-512F (this function's contract); the chunks'
+            // tile rows are disjoint.
+            unsafe { output_transform(m, t, ty0, nrows, bias, act, side, yo) };
         });
-        let m = &m[..16 * cout * tc];
-        let mut rest = &mut *y;
-        let mut work = Vec::with_capacity(threads);
-        for chs in split(cout) {
-            let (mine, tail) = rest.split_at_mut(chs.len() * per_out);
-            rest = tail;
-            work.push((chs, mine));
-        }
-        par_for_each(pool, work, |(chs, yc)| {
-            let sc = side.map(|s| &s[chs.start * per_out..chs.end * per_out]);
-            // SAFETY: AVX-512F (this function's contract).
-            unsafe { output_transform(m, t, ty0, nrows, bias, act, sc, chs, yc) };
-        });
-        ty0 += nrows;
-    }
+    });
 }
 
-/// `V_e[ci][tile]` for the input channels `channels` and the tiles of rows
-/// `ty0..ty0 + nrows`, into `v` (`[16][cin][nrows * tw]`): 16 tiles at a
-/// time, `V = Bt d B` in registers.
+/// `V_e[ci][tile]` for the tiles of rows `ty0..ty0 + nrows`, into `v`
+/// (`[16][cin][nrows * tw]`): 16 tiles at a time, `V = Bt d B` in
+/// registers.
 ///
 /// # Safety
 ///
-/// AVX-512F, and calls running at the same time on one `v` must take
-/// disjoint channel ranges.
+/// AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn input_transform(
     xp: &[f32],
     ph: Phases,
     cin: usize,
-    channels: Range<usize>,
     ty0: usize,
     nrows: usize,
     tw: usize,
-    v: Out<'_>,
+    v: &mut [f32],
 ) {
     let tc = nrows * tw;
-    assert!(channels.end <= cin);
     assert!(v.len() >= 16 * cin * tc && xp.len() >= cin * ph.plane());
     // The last tile reads padded row 2 (ty0 + nrows - 1) + 3 and phase
     // column tw - 1 + 1, inside the layout `Tiling::phases` sizes.
     assert!(2 * (ty0 + nrows) + 2 <= ph.hp && tw < ph.l);
-    for ci in channels {
+    let vp = v.as_mut_ptr();
+    for ci in 0..cin {
         let xc = xp[ci * ph.plane()..].as_ptr();
         for r in 0..nrows {
             let ty = ty0 + r;
@@ -286,8 +270,7 @@ unsafe fn input_transform(
                 // SAFETY: every load is at padded row 2 ty + i < hp, phase
                 // j % 2, column j / 2 + tx + lane < l for unmasked lanes
                 // (asserted above); every store at (e, ci, r * tw + tx +
-                // lane) < 16 cin tc, of this call's channels, which no
-                // other call writes (the contract).
+                // lane) < 16 cin tc <= v.len() for unmasked lanes.
                 unsafe {
                     let mut d = [[_mm512_setzero_ps(); 4]; 4];
                     for (i, di) in d.iter_mut().enumerate() {
@@ -315,7 +298,7 @@ unsafe fn input_transform(
                         for (b, &vab) in va.iter().enumerate() {
                             let e = a * 4 + b;
                             let at = (e * cin + ci) * tc + r * tw + tx;
-                            _mm512_mask_storeu_ps(v.at(at), mask, vab);
+                            _mm512_mask_storeu_ps(vp.add(at), mask, vab);
                         }
                     }
                 }
@@ -340,12 +323,12 @@ fn lanes(n: usize) -> u16 {
 
 /// `y = act(At M A + bias)` (with `side`: `act((At M A + bias) + side)`)
 /// for the tiles of rows `ty0..ty0 + nrows`, clipped to the output: 16
-/// tiles (32 columns of two output rows) at a time, for output channels
-/// `channels`, whose planes `y` and `side` hold (from `channels.start`).
+/// tiles (32 columns of two output rows) at a time.
 ///
 /// # Safety
 ///
-/// AVX-512F.
+/// AVX-512F, and calls running at the same time on one `y` must take
+/// disjoint tile rows.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn output_transform(
@@ -356,16 +339,12 @@ unsafe fn output_transform(
     bias: &[f32],
     act: Activation,
     side: Option<&[f32]>,
-    channels: Range<usize>,
-    y: &mut [MaybeUninit<f32>],
+    y: Out<'_>,
 ) {
     let (cout, tw, oh, ow) = (t.cout, t.tw(), t.oh, t.ow);
     let tc = nrows * tw;
-    let c0 = channels.start;
-    let planes = channels.len() * oh * ow;
-    assert!(channels.end <= cout && bias.len() >= cout);
-    assert!(m.len() >= 16 * cout * tc && y.len() >= planes);
-    assert!(side.is_none_or(|s| s.len() >= planes));
+    assert!(m.len() >= 16 * cout * tc && y.len() >= cout * oh * ow && bias.len() >= cout);
+    assert!(side.is_none_or(|s| s.len() >= cout * oh * ow));
     let (relu, cap) = match act {
         Activation::Identity => (false, f32::INFINITY),
         Activation::Relu => (true, f32::INFINITY),
@@ -375,16 +354,16 @@ unsafe fn output_transform(
     let lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     let hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
-    let yp = y.as_mut_ptr().cast::<f32>();
-    for co in channels {
-        let bv = _mm512_set1_ps(bias[co]);
+    for (co, &b) in bias[..cout].iter().enumerate() {
+        let bv = _mm512_set1_ps(b);
         for r in 0..nrows {
             let mut tx = 0;
             while tx < tw {
                 let mask = lanes(tw - tx);
                 // SAFETY: loads at (e, co, r * tw + tx + lane) < 16 cout tc
                 // for unmasked lanes; side loads and stores at output row
-                // oy < oh, columns 2 tx + c < ow (masks clip both).
+                // oy < oh, columns 2 tx + c < ow (masks clip both): rows of
+                // this call's tiles, which no other call writes (the contract).
                 unsafe {
                     let mut mm = [[_mm512_setzero_ps(); 4]; 4];
                     for (i, mi) in mm.iter_mut().enumerate() {
@@ -416,7 +395,7 @@ unsafe fn output_transform(
                             _mm512_permutex2var_ps(y0, hi, y1),
                         );
                         let left = ow - 2 * tx;
-                        let at = ((co - c0) * oh + oy) * ow + 2 * tx;
+                        let at = (co * oh + oy) * ow + 2 * tx;
                         if let Some(s) = side {
                             let sp = s.as_ptr().add(at);
                             first = _mm512_add_ps(first, _mm512_maskz_loadu_ps(lanes(left), sp));
@@ -429,7 +408,7 @@ unsafe fn output_transform(
                             first = _mm512_min_ps(_mm512_max_ps(first, zero), capv);
                             second = _mm512_min_ps(_mm512_max_ps(second, zero), capv);
                         }
-                        let row = yp.add(at);
+                        let row = y.at(at);
                         _mm512_mask_storeu_ps(row, lanes(left), first);
                         if left > 16 {
                             _mm512_mask_storeu_ps(row.add(16), lanes(left - 16), second);
