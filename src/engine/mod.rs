@@ -180,6 +180,35 @@ fn spinning<R: Send>(pool: &rayon::ThreadPool, f: impl FnOnce() -> R + Send) -> 
     })
 }
 
+/// `layers` one after the other on `x` (`None` when there are none), a
+/// pointwise convolution and the depthwise one that reads its output
+/// fused where [`ops::Conv2d::fuses_with`] allows: the same values, without
+/// the expanded tensor between them leaving the cache.
+pub(crate) fn forward_layers(
+    layers: &[Box<dyn Layer>],
+    x: &Tensor,
+    ws: &mut Workspace,
+) -> Option<Tensor> {
+    let mut h: Option<Tensor> = None;
+    let mut i = 0;
+    while i < layers.len() {
+        let input = h.as_ref().unwrap_or(x);
+        let pair = layers[i]
+            .as_conv()
+            .zip(layers.get(i + 1).and_then(|l| l.as_conv()));
+        if let Some((a, b)) = pair
+            && a.fuses_with(b, input.shape())
+        {
+            h = Some(a.forward_fused(b, input, ws));
+            i += 2;
+        } else {
+            h = Some(layers[i].forward(input, ws));
+            i += 1;
+        }
+    }
+    h
+}
+
 /// Runs `f` on every item, spread over `pool`'s threads when there is a
 /// pool and more than one item, else on the calling thread in order.
 pub fn par_for_each<T: Send>(
@@ -315,11 +344,7 @@ impl Layer for Sequential {
     }
 
     fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
-        let Some((first, rest)) = self.layers.split_first() else {
-            return x.clone();
-        };
-        rest.iter()
-            .fold(first.forward(x, ws), |x, l| l.forward(&x, ws))
+        forward_layers(&self.layers, x, ws).unwrap_or_else(|| x.clone())
     }
 
     fn cost(&self, input: Shape) -> Cost {

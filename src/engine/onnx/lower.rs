@@ -36,7 +36,7 @@ use super::ops::{Op, elementwise as ew, reduce, spatial};
 use crate::engine::ops::{
     Activation, AdaptiveAvgPool2d, AvgPool2d, Conv2dConfig, MaxPool2d, PoolConfig, conv2d, dense,
 };
-use crate::engine::{Cost, Layer, Shape, f32_bytes};
+use crate::engine::{Cost, Layer, Sequential, Shape, f32_bytes};
 
 /// Where a step reads an input from.
 #[derive(Clone, Debug)]
@@ -447,7 +447,7 @@ impl<'g> Lowerer<'g> {
         }
         let output = self.resolve(self.g.output);
         Lowered {
-            steps: fuse_conv_adds(self.steps, output),
+            steps: pair_pointwise_depthwise(fuse_conv_adds(self.steps, output), output),
             dims: self.dims,
             dtypes: self.dtypes,
             input: self.g.input,
@@ -1053,6 +1053,66 @@ fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
             outputs: add.outputs,
             cost: conv.cost + add.cost,
             params: conv.params + add.params,
+        });
+    }
+    steps.into_iter().flatten().collect()
+}
+
+/// A pointwise convolution and the depthwise convolution that is the only
+/// reader of its output become one step holding both as a `Sequential`,
+/// which runs them fused where the shapes call for it (MobileNetV2's
+/// expand + depthwise; `Conv2d::fuses_with`) and one after the other
+/// otherwise. The depthwise step follows its input's producer, so putting
+/// the pair in its place keeps the order topological.
+fn pair_pointwise_depthwise(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
+    let mut readers: HashMap<TensorId, usize> = HashMap::new();
+    let mut producer: HashMap<TensorId, usize> = HashMap::new();
+    for (i, s) in steps.iter().enumerate() {
+        for t in s.args.iter().filter_map(Arg::tensor) {
+            *readers.entry(t).or_default() += 1;
+        }
+        for &o in &s.outputs {
+            producer.insert(o, i);
+        }
+    }
+    let conv_of = |s: &Step, kind: &str| match &s.kernel {
+        Kernel::Layer(l) if l.kind() == kind && s.args.len() == 1 => l.as_conv().is_some(),
+        _ => false,
+    };
+    let pointwise = |s: &Step| {
+        s.outputs.len() == 1
+            && conv_of(s, "conv")
+            && matches!(&s.kernel, Kernel::Layer(l) if l.as_conv().is_some_and(|c| c.is_pointwise()))
+    };
+    let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    for j in 0..steps.len() {
+        let Some(dw) = &steps[j] else { continue };
+        if !conv_of(dw, "dwconv") {
+            continue;
+        }
+        let Some(c) = dw.args[0].tensor() else {
+            continue;
+        };
+        let Some(&p) = producer.get(&c) else { continue };
+        if c == output || readers.get(&c) != Some(&1) || !steps[p].as_ref().is_some_and(pointwise) {
+            continue;
+        }
+        let pw = steps[p].take().expect("a producing step");
+        let dw = steps[j].take().expect("the depthwise step");
+        let (Kernel::Layer(a), Kernel::Layer(b)) = (pw.kernel, dw.kernel) else {
+            unreachable!("both are layers")
+        };
+        let mut op_types = pw.op_types;
+        op_types.extend(dw.op_types);
+        steps[j] = Some(Step {
+            name: format!("{} + {}", pw.name, dw.name),
+            op_types,
+            kind: "conv_dwconv",
+            kernel: Kernel::Layer(Box::new(Sequential::new("conv_dwconv", vec![a, b]))),
+            args: pw.args,
+            outputs: dw.outputs,
+            cost: pw.cost + dw.cost,
+            params: pw.params + dw.params,
         });
     }
     steps.into_iter().flatten().collect()

@@ -5,6 +5,7 @@
 use super::activation::{Activation, add_activate};
 use crate::engine::{
     Cost, Layer, Precision, Sequential, Shape, ShapeError, Tensor, Workspace, f32_bytes,
+    forward_layers,
 };
 
 /// A residual block, one unit of partitioning.
@@ -61,10 +62,7 @@ impl Layer for Residual {
         if let Some((last, rest)) = self.body.layers().split_last()
             && let Some(conv) = last.as_conv()
         {
-            let mut h = None;
-            for l in rest {
-                h = Some(l.forward(h.as_ref().unwrap_or(x), ws));
-            }
+            let h = forward_layers(rest, x, ws);
             let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
             let side = side.as_ref().unwrap_or(x);
             return conv.forward_add(h.as_ref().unwrap_or(x), side.as_slice(), self.act, ws);

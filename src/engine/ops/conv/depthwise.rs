@@ -91,6 +91,31 @@ pub(super) fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>], buf: &mut
     body::<false>(d, y, buf);
 }
 
+/// True when the AVX-512 direct kernel takes a `kh x kw` depthwise
+/// convolution at `stride`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn direct_fits(stride: usize, kh: usize, kw: usize) -> bool {
+    (stride == 1 || stride == 2) && kh * kw <= direct::MAX_TAPS
+}
+
+/// Output rows `oys` of one image from a band of its input rows; see
+/// `direct::band`.
+///
+/// # Safety
+///
+/// As `direct::band`.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn direct_band(
+    d: &Depthwise<'_>,
+    band: &[f32],
+    rows: (usize, usize),
+    oys: std::ops::Range<usize>,
+    y: *mut f32,
+) {
+    // SAFETY: this function's contract.
+    unsafe { direct::band(d, band, rows, oys, y) }
+}
+
 /// AVX-512 depthwise convolution straight from the unpadded input, at
 /// stride 1 or 2: no phase-split copy. Padding is handled by masked loads
 /// (lanes outside the input's columns, and whole rows outside its rows,
@@ -107,7 +132,7 @@ mod direct {
     use super::{Activation, Depthwise, MaybeUninit};
 
     /// Taps whose weights are broadcast once per channel.
-    const MAX_TAPS: usize = 49;
+    pub(super) const MAX_TAPS: usize = 49;
 
     /// True when this kernel takes `d`: stride 1 or 2, at most 7x7 taps.
     pub(super) fn fits(d: &Depthwise<'_>) -> bool {
@@ -155,6 +180,84 @@ mod direct {
     /// [`fits`] accepts `d`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn depthwise(d: &Depthwise<'_>, y: &mut [MaybeUninit<f32>]) {
+        // SAFETY: AVX-512F (this function's contract); `plan` matches `d`.
+        unsafe {
+            with_plan(d, |plan| {
+                if d.s == 1 {
+                    run::<1>(d, plan, y);
+                } else {
+                    run::<2>(d, plan, y);
+                }
+            });
+        }
+    }
+
+    /// Output rows `oys` of every channel of one image, from a band of
+    /// input rows `r0 .. r0 + rows` (`band`: `[c][rows][w]`) rather than
+    /// whole planes: the same taps in the same order as [`depthwise`], so
+    /// the same values. `y` is the image's `[c][oh][ow]` outputs; only rows
+    /// `oys` of each plane are written.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F; [`fits`] accepts `d`; `d.x` is ignored; the band holds
+    /// every input row the windows of `oys` read; `y` is valid for writes
+    /// of `d.c * d.oh * d.ow` elements, and calls running at the same time
+    /// take disjoint `oys`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn band(
+        d: &Depthwise<'_>,
+        band: &[f32],
+        (r0, rows): (usize, usize),
+        oys: std::ops::Range<usize>,
+        y: *mut f32,
+    ) {
+        let (w, taps) = (d.w, d.kh * d.kw);
+        assert!(band.len() >= d.c * rows * w && oys.end <= d.oh && r0 + rows <= d.h);
+        // The first and last rows the windows of `oys` read, clipped to the
+        // plane, are inside the band.
+        if !oys.is_empty() {
+            let first = (oys.start * d.s).saturating_sub(d.pad);
+            let last = ((oys.end - 1) * d.s + d.kh)
+                .saturating_sub(d.pad + 1)
+                .min(d.h - 1);
+            assert!(r0 <= first && last < r0 + rows, "band covers the windows");
+        }
+        // SAFETY: AVX-512F (this function's contract).
+        unsafe {
+            with_plan(d, |plan| {
+                let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+                for ch in 0..d.c {
+                    // A plane whose row `iy` is the band's row `iy - r0`:
+                    // only rows inside the band are read (asserted above).
+                    let xc = band
+                        .as_ptr()
+                        .wrapping_add(ch * rows * w)
+                        .wrapping_sub(r0 * w);
+                    for (v, &wt) in wv.iter_mut().zip(&d.weight[ch * taps..][..taps]) {
+                        *v = _mm512_set1_ps(wt);
+                    }
+                    let bias = _mm512_set1_ps(d.bias[ch]);
+                    let out = y.wrapping_add(ch * d.oh * d.ow);
+                    for oy in oys.clone() {
+                        if d.s == 1 {
+                            plan.row::<1>(xc, out, oy, &wv, bias);
+                        } else {
+                            plan.row::<2>(xc, out, oy, &wv, bias);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Runs `f` with the plan of `d`.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn with_plan<R>(d: &Depthwise<'_>, f: impl FnOnce(&Plan<'_>) -> R) -> R {
         let ow = d.ow;
         let chunks = ow.div_ceil(16);
         let tail = ow - (chunks - 1) * 16;
@@ -193,13 +296,7 @@ mod direct {
             cap: _mm512_set1_ps(cap),
             even: _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
         };
-        if d.s == 1 {
-            // SAFETY: AVX-512F (this function's contract); `plan` matches `d`.
-            unsafe { run::<1>(d, &plan, y) }
-        } else {
-            // SAFETY: as above.
-            unsafe { run::<2>(d, &plan, y) }
-        }
+        f(&plan)
     }
 
     /// Every channel of `d` at stride `S` (`plan.s`).
@@ -260,6 +357,42 @@ mod direct {
     }
 
     impl Plan<'_> {
+        /// Output row `oy` of one plane, as [`run`] computes it.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `x` a plane whose rows the windows of row `oy` read
+        /// are readable, `out` its `oh x ow` outputs, `oy < oh`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn row<const S: usize>(
+            &self,
+            x: *const f32,
+            out: *mut f32,
+            oy: usize,
+            wv: &[__m512; MAX_TAPS],
+            bias: __m512,
+        ) {
+            // SAFETY: this function's contract, as `run`'s calls.
+            unsafe {
+                if self.chunks == 1 {
+                    self.rows::<1, S>(x, out, oy, wv, bias);
+                    return;
+                }
+                let mut c = 0;
+                while c + 4 <= self.chunks {
+                    self.chunks::<4, S>(x, out, oy, c, wv, bias);
+                    c += 4;
+                }
+                match self.chunks - c {
+                    3 => self.chunks::<3, S>(x, out, oy, c, wv, bias),
+                    2 => self.chunks::<2, S>(x, out, oy, c, wv, bias),
+                    1 => self.chunks::<1, S>(x, out, oy, c, wv, bias),
+                    _ => {}
+                }
+            }
+        }
+
         /// Rows `oy0 .. oy0 + R` of a one-chunk output (`ow <= 16`) at
         /// stride `S`; input rows outside the plane load zeros.
         ///

@@ -32,6 +32,8 @@
 
 mod depthwise;
 #[cfg(target_arch = "x86_64")]
+mod fused;
+#[cfg(target_arch = "x86_64")]
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_bf16;
@@ -305,8 +307,9 @@ impl Conv2d {
             && winograd::worth_it(self.cin, self.cout, out.h, out.w)
     }
 
-    /// True when the input can be read as the GEMM's B matrix directly.
-    fn is_pointwise(&self) -> bool {
+    /// True when the input can be read as the GEMM's B matrix directly: a
+    /// 1x1, stride-1, unpadded convolution.
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.cfg.stride == 1 && self.cfg.padding == 0
     }
 
@@ -723,6 +726,18 @@ impl Conv2d {
             };
             (buf, view)
         }
+    }
+}
+
+/// Off x86-64 there is no fused pointwise + depthwise path.
+#[cfg(not(target_arch = "x86_64"))]
+impl Conv2d {
+    pub(crate) fn fuses_with(&self, _dw: &Conv2d, _input: Shape) -> bool {
+        false
+    }
+
+    pub(crate) fn forward_fused(&self, _dw: &Conv2d, _x: &Tensor, _ws: &mut Workspace) -> Tensor {
+        unreachable!("fuses_with is false off x86-64")
     }
 }
 

@@ -617,8 +617,79 @@ fn activation() -> impl Strategy<Value = Activation> {
     prop_oneof![Just(Identity), Just(Relu), Just(Relu6)]
 }
 
+/// `dw(pw(x))` fused in bands of `band` rows against the two layers run
+/// one after the other, on one thread and on two.
+#[cfg(target_arch = "x86_64")]
+fn check_fused(pw: &Case, dw: &Case, band: usize, seed: u64) -> Result<(), String> {
+    let (a, b) = (pw.build(seed), dw.build(seed + 1));
+    let x = pw.input(seed + 2);
+    if !a.pair_fits(&b, x.shape()) {
+        // Only AVX-512 fuses; elsewhere the layers run one by one.
+        return if Isa::active() == Isa::Avx512 {
+            Err(format!("{pw:?} + {dw:?} should fuse"))
+        } else {
+            Ok(())
+        };
+    }
+    let mut ws = Workspace::new();
+    let want = b.forward(&a.forward(&x, &mut ws), &mut ws);
+    let got = a.forward_fused_in(&b, &x, &mut ws, band);
+    if got != want {
+        return Err(format!("{pw:?} + {dw:?}, bands of {band}: fused differs"));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let mut ws = Workspace::with_pool(std::sync::Arc::new(pool));
+    let band = a.band_rows(&b, x.shape(), 2).min(band);
+    if a.forward_fused_in(&b, &x, &mut ws, band) != want {
+        return Err(format!(
+            "{pw:?} + {dw:?}, bands of {band}: two threads differ"
+        ));
+    }
+    Ok(())
+}
+
+/// A MobileNetV2 expansion at 56x56 is large enough to fuse, and a
+/// `Sequential` of the pair gives exactly the unfused values.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn sequential_fuses_a_large_expansion_bit_identically() {
+    let pw = case((1, 24, 144, 56, 56), (1, 1, 0, 1), true, Relu6);
+    let dw = case((1, 144, 144, 56, 56), (3, 2, 1, 144), true, Relu6);
+    let (a, b) = (pw.build(3), dw.build(4));
+    let x = pw.input(5);
+    let mut ws = Workspace::new();
+    let want = b.forward(&a.forward(&x, &mut ws), &mut ws);
+    assert_eq!(
+        a.fuses_with(&b, x.shape()),
+        Isa::active() == Isa::Avx512,
+        "an expansion of 1.8 MB fuses exactly where the AVX-512 kernels run"
+    );
+    let seq = crate::engine::Sequential::new("invres", vec![Box::new(a), Box::new(b)]);
+    assert!(seq.forward(&x, &mut ws) == want);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Fused pointwise + depthwise on random shapes, bands of any size
+    /// (one row, halo rows shared by neighbours, a short last band),
+    /// stride 1 and 2, kernels 3x3 and 5x5 with every padding that fits.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn random_fused_pointwise_depthwise_are_bit_identical(
+        n in 1usize..3, cin in 1usize..20, hidden in 2usize..40, h in 1usize..30,
+        w in 1usize..40, k in prop_oneof![Just(3usize), Just(5)], stride in 1usize..3,
+        pad in 0usize..3, band in 1usize..7, act in activation(), bias in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let pw = case((n, cin, hidden, h, w), (1, 1, 0, 1), bias, act);
+        let dw = case((n, hidden, hidden, h, w), (k, stride, pad, hidden), bias, act);
+        prop_assert_eq!(check_fused(&pw, &dw, band, seed), Ok(()));
+    }
 
     #[test]
     fn shape_arithmetic(
