@@ -93,13 +93,21 @@ pub(crate) fn f32_bytes(elements: usize) -> u64 {
 }
 
 /// Scratch memory a thread reuses across layers and frames (im2col buffers
-/// and the like), so the steady state allocates nothing but activations,
-/// and the threads a layer may spread its work over.
+/// and the like), the activation buffers of layers just run, and the
+/// threads a layer may spread its work over.
 #[derive(Default, Debug)]
 pub struct Workspace {
     scratch: Vec<f32>,
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// Buffers of activations already consumed, newest last: a layer's
+    /// output goes into one of these, whose lines the layers just before
+    /// touched, rather than into memory last written a frame ago (whose
+    /// every store would first read its line from DRAM).
+    spare: Vec<Vec<f32>>,
 }
+
+/// Consumed activation buffers a [`Workspace`] keeps.
+const SPARE_BUFFERS: usize = 3;
 
 impl Workspace {
     /// An empty workspace; layers run on the calling thread alone.
@@ -112,9 +120,33 @@ impl Workspace {
     /// work is split over output channels, never over a sum.
     pub fn with_pool(pool: Arc<rayon::ThreadPool>) -> Self {
         Self {
-            scratch: Vec::new(),
             pool: Some(pool),
+            ..Self::default()
         }
+    }
+
+    /// An empty vector with room for `len` values: the newest consumed
+    /// buffer that fits without wasting more than half of itself, else a
+    /// new allocation.
+    pub(crate) fn buffer(&mut self, len: usize) -> Vec<f32> {
+        let fits = |v: &Vec<f32>| v.capacity() >= len && v.capacity() / 2 <= len;
+        match self.spare.iter().rposition(fits) {
+            Some(i) => {
+                let mut v = self.spare.remove(i);
+                v.clear();
+                v
+            }
+            None => Vec::with_capacity(len),
+        }
+    }
+
+    /// Keeps `t`'s buffer for [`Workspace::buffer`] (the oldest of more
+    /// than [`SPARE_BUFFERS`] is freed).
+    pub(crate) fn recycle(&mut self, t: Tensor) {
+        if self.spare.len() == SPARE_BUFFERS {
+            self.spare.remove(0);
+        }
+        self.spare.push(t.into_vec());
     }
 
     /// The pool layers may use, if any.
@@ -196,14 +228,17 @@ pub(crate) fn forward_layers(
         let pair = layers[i]
             .as_conv()
             .zip(layers.get(i + 1).and_then(|l| l.as_conv()));
-        if let Some((a, b)) = pair
+        let next = if let Some((a, b)) = pair
             && a.fuses_with(b, input.shape())
         {
-            h = Some(a.forward_fused(b, input, ws));
             i += 2;
+            a.forward_fused(b, input, ws)
         } else {
-            h = Some(layers[i].forward(input, ws));
             i += 1;
+            layers[i - 1].forward(input, ws)
+        };
+        if let Some(done) = h.replace(next) {
+            ws.recycle(done);
         }
     }
     h
@@ -579,8 +614,11 @@ impl Model {
             range.start
         );
         let run = |ws: &mut Workspace| {
-            rest.iter()
-                .fold(first.layer.forward(x, ws), |x, u| u.layer.forward(&x, ws))
+            rest.iter().fold(first.layer.forward(x, ws), |x, u| {
+                let y = u.layer.forward(&x, ws);
+                ws.recycle(x);
+                y
+            })
         };
         match ws.pool_handle() {
             // The units run on one of the pool's workers, so each layer's
@@ -701,6 +739,34 @@ mod tests {
                 assert!(shared == alone, "{name} with {threads} threads differs");
             }
         }
+    }
+
+    #[test]
+    fn consumed_buffers_are_reused_newest_first_and_bounded() {
+        let mut ws = Workspace::new();
+        let tensor = |len: usize| Tensor::from_vec(Shape::new(1, 1, 1, len), vec![1.0; len]);
+        let (a, b) = (tensor(1000), tensor(1000));
+        let (a_ptr, b_ptr) = (a.as_slice().as_ptr(), b.as_slice().as_ptr());
+        ws.recycle(a);
+        ws.recycle(b);
+        // The newest that fits, emptied.
+        let v = ws.buffer(900);
+        assert_eq!((v.as_ptr(), v.len()), (b_ptr, 0));
+        assert!(v.capacity() >= 900);
+        // Not one more than twice the request, nor one too small...
+        let (small, large) = (ws.buffer(400), ws.buffer(1001));
+        assert!(small.as_ptr() != a_ptr && large.as_ptr() != a_ptr);
+        // ...but one that fits.
+        let fits = ws.buffer(600);
+        assert_eq!(fits.as_ptr(), a_ptr);
+        for _ in 0..SPARE_BUFFERS + 2 {
+            ws.recycle(tensor(10));
+        }
+        assert_eq!(
+            ws.spare.len(),
+            SPARE_BUFFERS,
+            "at most {SPARE_BUFFERS} kept"
+        );
     }
 
     #[test]

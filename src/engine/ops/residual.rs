@@ -64,8 +64,16 @@ impl Layer for Residual {
         {
             let h = forward_layers(rest, x, ws);
             let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));
-            let side = side.as_ref().unwrap_or(x);
-            return conv.forward_add(h.as_ref().unwrap_or(x), side.as_slice(), self.act, ws);
+            let y = conv.forward_add(
+                h.as_ref().unwrap_or(x),
+                side.as_ref().unwrap_or(x).as_slice(),
+                self.act,
+                ws,
+            );
+            for done in [h, side].into_iter().flatten() {
+                ws.recycle(done);
+            }
+            return y;
         }
         let mut y = self.body.forward(x, ws);
         let side = self.shortcut.as_ref().map(|s| s.forward(x, ws));

@@ -116,7 +116,7 @@ impl Conv2d {
             .max()
             .unwrap_or(0);
         let out = Shape::new(s.n, hidden, oh, ow);
-        let mut y = Vec::with_capacity(out.len());
+        let mut y = ws.buffer(out.len());
         let yo = gemm::Out::new(&mut y.spare_capacity_mut()[..out.len()]);
         let work: Vec<(usize, usize)> = (0..s.n)
             .flat_map(|i| (0..oh).step_by(band).map(move |o0| (i, o0)))

@@ -349,7 +349,7 @@ impl Conv2d {
         #[cfg(target_arch = "x86_64")]
         if self.avx512 && path == Path::Fast {
             // The GEMM writes every output once, so skip zeroing them.
-            let mut y = Vec::with_capacity(out.len());
+            let mut y = ws.buffer(out.len());
             let dst = &mut y.spare_capacity_mut()[..out.len()];
             if self.uses_winograd(s) {
                 self.forward_winograd(x.as_slice(), s, dst, (oh, ow), (side, act), ws);
@@ -386,7 +386,7 @@ impl Conv2d {
                 Path::Avx2 => Isa::Avx2,
                 Path::Portable => Isa::Portable,
             };
-            let mut y = Vec::with_capacity(out.len());
+            let mut y = ws.buffer(out.len());
             let pool = ws.pool();
             let threads = ws.threads().min(self.cout);
             let (plane_in, plane_out) = (s.h * s.w, oh * ow);
