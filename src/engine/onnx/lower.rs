@@ -34,7 +34,8 @@ use super::data::{DType, Data};
 use super::graph::{Graph, Node, TensorId};
 use super::ops::{Op, elementwise as ew, reduce, spatial};
 use crate::engine::ops::{
-    Activation, AdaptiveAvgPool2d, AvgPool2d, Conv2dConfig, MaxPool2d, PoolConfig, conv2d, dense,
+    Activation, AdaptiveAvgPool2d, AvgPool2d, Conv2d, Conv2dConfig, MaxPool2d, PoolConfig, conv2d,
+    dense,
 };
 use crate::engine::{Cost, Layer, Sequential, Shape, f32_bytes};
 
@@ -990,13 +991,8 @@ fn generic_kind(op_type: &str) -> &'static str {
     }
 }
 
-/// Residual joins into the convolutions before them: an `AddAct` one of
-/// whose operands is the only output of a (not depthwise) convolution step
-/// with the identity activation, read by nothing else, becomes one
-/// `ConvAdd` step in the add's place, over the convolution's input and the
-/// other operand. Both were computed before the add, so the order stays
-/// topological; the cost is the two steps' together.
-fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
+/// How many step arguments read each tensor, and which step makes it.
+fn readers_and_producers(steps: &[Step]) -> (HashMap<TensorId, usize>, HashMap<TensorId, usize>) {
     let mut readers: HashMap<TensorId, usize> = HashMap::new();
     let mut producer: HashMap<TensorId, usize> = HashMap::new();
     for (i, s) in steps.iter().enumerate() {
@@ -1007,6 +1003,17 @@ fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
             producer.insert(o, i);
         }
     }
+    (readers, producer)
+}
+
+/// Residual joins into the convolutions before them: an `AddAct` one of
+/// whose operands is the only output of a (not depthwise) convolution step
+/// with the identity activation, read by nothing else, becomes one
+/// `ConvAdd` step in the add's place, over the convolution's input and the
+/// other operand. Both were computed before the add, so the order stays
+/// topological; the cost is the two steps' together.
+fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
+    let (readers, producer) = readers_and_producers(&steps);
     let fusable = |s: &Step| {
         s.outputs.len() == 1
             && matches!(&s.kernel, Kernel::Layer(l) if l.kind() == "conv"
@@ -1065,29 +1072,20 @@ fn fuse_conv_adds(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
 /// otherwise. The depthwise step follows its input's producer, so putting
 /// the pair in its place keeps the order topological.
 fn pair_pointwise_depthwise(steps: Vec<Step>, output: TensorId) -> Vec<Step> {
-    let mut readers: HashMap<TensorId, usize> = HashMap::new();
-    let mut producer: HashMap<TensorId, usize> = HashMap::new();
-    for (i, s) in steps.iter().enumerate() {
-        for t in s.args.iter().filter_map(Arg::tensor) {
-            *readers.entry(t).or_default() += 1;
-        }
-        for &o in &s.outputs {
-            producer.insert(o, i);
+    let (readers, producer) = readers_and_producers(&steps);
+    // The convolution of a one-input layer step of `kind`.
+    fn conv_of<'s>(s: &'s Step, kind: &str) -> Option<&'s Conv2d> {
+        match &s.kernel {
+            Kernel::Layer(l) if l.kind() == kind && s.args.len() == 1 => l.as_conv(),
+            _ => None,
         }
     }
-    let conv_of = |s: &Step, kind: &str| match &s.kernel {
-        Kernel::Layer(l) if l.kind() == kind && s.args.len() == 1 => l.as_conv().is_some(),
-        _ => false,
-    };
-    let pointwise = |s: &Step| {
-        s.outputs.len() == 1
-            && conv_of(s, "conv")
-            && matches!(&s.kernel, Kernel::Layer(l) if l.as_conv().is_some_and(|c| c.is_pointwise()))
-    };
+    let pointwise =
+        |s: &Step| s.outputs.len() == 1 && conv_of(s, "conv").is_some_and(Conv2d::is_pointwise);
     let mut steps: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
     for j in 0..steps.len() {
         let Some(dw) = &steps[j] else { continue };
-        if !conv_of(dw, "dwconv") {
+        if conv_of(dw, "dwconv").is_none() {
             continue;
         }
         let Some(c) = dw.args[0].tensor() else {

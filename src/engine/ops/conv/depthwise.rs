@@ -136,7 +136,7 @@ mod direct {
 
     /// True when this kernel takes `d`: stride 1 or 2, at most 7x7 taps.
     pub(super) fn fits(d: &Depthwise<'_>) -> bool {
-        (d.s == 1 || d.s == 2) && d.kh * d.kw <= MAX_TAPS && d.h * d.w > 0
+        super::direct_fits(d.s, d.kh, d.kw) && d.h * d.w > 0
     }
 
     /// Bits `i < n` with `0 <= start + i < w`.
@@ -336,28 +336,16 @@ mod direct {
                 continue;
             }
             for oy in 0..oh {
-                let mut c = 0;
                 // SAFETY: every load is masked to columns `0..w` of rows
                 // `0..h` of this channel's plane; every store to the `ow`
                 // outputs of row `oy` of `yc`.
-                unsafe {
-                    while c + 4 <= chunks {
-                        plan.chunks::<4, S>(xc, out, oy, c, &wv, bias);
-                        c += 4;
-                    }
-                    match chunks - c {
-                        3 => plan.chunks::<3, S>(xc, out, oy, c, &wv, bias),
-                        2 => plan.chunks::<2, S>(xc, out, oy, c, &wv, bias),
-                        1 => plan.chunks::<1, S>(xc, out, oy, c, &wv, bias),
-                        _ => {}
-                    }
-                }
+                unsafe { plan.row::<S>(xc, out, oy, &wv, bias) };
             }
         }
     }
 
     impl Plan<'_> {
-        /// Output row `oy` of one plane, as [`run`] computes it.
+        /// Output row `oy` of one plane, 16-lane chunks four at a time.
         ///
         /// # Safety
         ///
@@ -373,7 +361,7 @@ mod direct {
             wv: &[__m512; MAX_TAPS],
             bias: __m512,
         ) {
-            // SAFETY: this function's contract, as `run`'s calls.
+            // SAFETY: this function's contract.
             unsafe {
                 if self.chunks == 1 {
                     self.rows::<1, S>(x, out, oy, wv, bias);
