@@ -1,7 +1,7 @@
 //! Max, average and adaptive average pooling.
 
 use super::window_out;
-use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes};
+use crate::engine::{Cost, Layer, Shape, ShapeError, Tensor, Workspace, f32_bytes, par_for_each};
 
 /// Window, stride and padding of a pooling layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,18 +105,35 @@ impl Reducer for SumOf {
 /// row, as `window_out` and `padding <= kernel / 2` guarantee.
 ///
 /// Returns the reduced values; `AvgPool2d` divides them afterwards.
-fn pool_planes<R: Reducer>(x: &Tensor, out: Shape, cfg: PoolConfig) -> Tensor {
+/// Pools every plane of `x`; with a pool in `ws`, the planes are split
+/// into one contiguous run per thread (each plane is computed whole, so
+/// the values do not depend on the split).
+fn pool_planes<R: Reducer>(x: &Tensor, out: Shape, cfg: PoolConfig, ws: &Workspace) -> Tensor {
     let s = x.shape();
+    let mut y = Tensor::zeros(out);
+    let planes = s.n * s.c;
+    let per = planes.div_ceil(ws.threads()).max(1);
+    let runs: Vec<_> = x
+        .as_slice()
+        .chunks(per * s.h * s.w)
+        .zip(y.as_mut_slice().chunks_mut(per * out.h * out.w))
+        .collect();
+    par_for_each(ws.pool(), runs, |(xs, ys)| {
+        pool_run::<R>(xs, s, ys, out, cfg)
+    });
+    y
+}
+
+/// Pools the planes `xs` (of `s`'s height and width) into `ys` (of `out`'s).
+fn pool_run<R: Reducer>(xs: &[f32], s: Shape, ys: &mut [f32], out: Shape, cfg: PoolConfig) {
     let (k, st, p) = (cfg.kernel, cfg.stride, cfg.padding);
     // Padded row: `p` cells, the input row, then up to the last window's end.
     let span = (out.w - 1) * st + k;
     let inner = s.w.min(span - p);
     let mut row = vec![R::PAD; span];
-    let mut y = Tensor::zeros(out);
-    for (xp, yp) in x
-        .as_slice()
+    for (xp, yp) in xs
         .chunks_exact(s.h * s.w)
-        .zip(y.as_mut_slice().chunks_exact_mut(out.h * out.w))
+        .zip(ys.chunks_exact_mut(out.h * out.w))
     {
         for (oy, yrow) in yp.chunks_exact_mut(out.w).enumerate() {
             let y0 = (oy * st).saturating_sub(p);
@@ -132,12 +149,8 @@ fn pool_planes<R: Reducer>(x: &Tensor, out: Shape, cfg: PoolConfig) -> Tensor {
             slide::<R>(&row, k, st, yrow);
         }
     }
-    y
 }
 
-/// `out[i] = reduce(row[i * stride..i * stride + kernel])`. The common
-/// (kernel, stride) pairs get constant sizes, which lets the compiler drop
-/// the bounds checks and vectorise the strided loads.
 fn slide<R: Reducer>(row: &[f32], kernel: usize, stride: usize, out: &mut [f32]) {
     fn fixed<R: Reducer, const K: usize, const S: usize>(row: &[f32], out: &mut [f32]) {
         let row = &row[..(out.len() - 1) * S + K];
@@ -168,9 +181,9 @@ impl Layer for MaxPool2d {
         self.0.out_shape(self.kind(), input)
     }
 
-    fn forward(&self, x: &Tensor, _ws: &mut Workspace) -> Tensor {
+    fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
         let out = self.output_shape(x.shape()).expect("maxpool input shape");
-        pool_planes::<MaxOf>(x, out, self.0)
+        pool_planes::<MaxOf>(x, out, self.0, ws)
     }
 
     fn cost(&self, input: Shape) -> Cost {
@@ -195,9 +208,9 @@ impl Layer for AvgPool2d {
         self.0.out_shape(self.kind(), input)
     }
 
-    fn forward(&self, x: &Tensor, _ws: &mut Workspace) -> Tensor {
+    fn forward(&self, x: &Tensor, ws: &mut Workspace) -> Tensor {
         let out = self.output_shape(x.shape()).expect("avgpool input shape");
-        let mut y = pool_planes::<SumOf>(x, out, self.0);
+        let mut y = pool_planes::<SumOf>(x, out, self.0, ws);
         let s = x.shape();
         let cells_w: Vec<f32> = (0..out.w).map(|ox| self.0.cells(ox, s.w)).collect();
         for plane in y.as_mut_slice().chunks_exact_mut(out.h * out.w) {
@@ -408,6 +421,21 @@ mod tests {
         Some((y, scale))
     }
 
+    /// Pools of 2 and 3 threads, built once for all cases.
+    fn split_pools() -> &'static [std::sync::Arc<rayon::ThreadPool>] {
+        static POOLS: std::sync::OnceLock<Vec<std::sync::Arc<rayon::ThreadPool>>> =
+            std::sync::OnceLock::new();
+        POOLS.get_or_init(|| {
+            [2, 3]
+                .iter()
+                .map(|&t| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build();
+                    std::sync::Arc::new(pool.expect("a rayon pool"))
+                })
+                .collect()
+        })
+    }
+
     /// Checks one configuration against the reference (shape, errors and
     /// values); returns whether it produced an output.
     fn check(shape: Shape, cfg: PoolConfig, seed: u64) -> bool {
@@ -432,7 +460,24 @@ mod tests {
         // for any order, so the two differ by at most 2 * n * eps *
         // sum|x| / cells, plus one rounding of the division each.
         let (want, scale) = reference(&x, cfg, true).expect("same shape as max");
-        let got = avg.forward(&x, &mut ws);
+        let got_avg = avg.forward(&x, &mut ws);
+        // Split over 2 and 3 threads (uneven runs of planes): the same bits.
+        for pool in split_pools() {
+            let mut pws = Workspace::with_pool(pool.clone());
+            assert_eq!(
+                max.forward(&x, &mut pws),
+                got,
+                "{ctx}, {} threads",
+                pws.threads()
+            );
+            assert_eq!(
+                avg.forward(&x, &mut pws),
+                got_avg,
+                "{ctx}, {} threads",
+                pws.threads()
+            );
+        }
+        let got = got_avg;
         assert_eq!(got.shape(), want.shape(), "{ctx}");
         let n = (cfg.kernel * cfg.kernel) as f32;
         for ((g, w), s) in got.as_slice().iter().zip(want.as_slice()).zip(&scale) {
