@@ -5,6 +5,11 @@
 //! Then the same over a pool of two threads (group `conv_2t`), as a PE of
 //! two CPUs runs them.
 //!
+//! With `ODIN_BENCH_COLD=1`, group `conv_cold` times one thread again with
+//! the caches flushed before every call (64 MiB written between calls), as
+//! a layer finds them inside a whole network whose other layers evicted its
+//! input and weights.
+//!
 //! `cargo bench --bench conv` (about two minutes); filter with e.g.
 //! `cargo bench --bench conv -- conv/dw_`.
 
@@ -57,7 +62,10 @@ const SPECS: &[Spec] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    run(c, "conv", Workspace::new());
+    run(c, "conv", Workspace::new(), false);
+    if std::env::var_os("ODIN_BENCH_COLD").is_some() {
+        run(c, "conv_cold", Workspace::new(), true);
+    }
     // A PE of two CPUs: the layer split over a pool of two threads.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
@@ -67,10 +75,11 @@ fn bench(c: &mut Criterion) {
         c,
         "conv_2t",
         Workspace::with_pool(std::sync::Arc::new(pool)),
+        false,
     );
 }
 
-fn run(c: &mut Criterion, name: &str, mut ws: Workspace) {
+fn run(c: &mut Criterion, name: &str, mut ws: Workspace, cold: bool) {
     let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
@@ -90,6 +99,24 @@ fn run(c: &mut Criterion, name: &str, mut ws: Workspace) {
         let x = Tensor::random(input, 2);
         group.throughput(Throughput::Elements(2 * conv.cost(input).macs));
         // On a worker of the pool, as `Model::forward_range` runs layers.
+        if cold {
+            let mut junk = vec![0u8; 64 << 20];
+            group.bench_function(name, |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for i in 0..iters {
+                        junk.iter_mut()
+                            .step_by(64)
+                            .for_each(|v| *v = v.wrapping_add(i as u8));
+                        let start = std::time::Instant::now();
+                        black_box(conv.forward(black_box(&x), &mut ws));
+                        spent += start.elapsed();
+                    }
+                    spent
+                })
+            });
+            continue;
+        }
         let pool = ws.pool_handle();
         group.bench_function(name, |b| match &pool {
             Some(pool) => b.iter(|| pool.install(|| conv.forward(black_box(&x), &mut ws))),

@@ -30,7 +30,7 @@
 //! hand each thread a block of output channels ([`gemm_rows`]).
 
 use std::arch::x86_64::{
-    __m512, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps,
+    __m512, _MM_HINT_ET0, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps,
     _mm512_loadu_ps, _mm512_mask_i32gather_ps, _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps,
     _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32,
     _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
@@ -381,13 +381,19 @@ pub(super) unsafe fn gemm_rows(
                     // The first tile of a panel fetches the next panel's
                     // weights for this depth block.
                     let ahead = c0 == 0 && p + 1 < a.panels();
+                    let b = if direct {
+                        cols.x[k0 * cols.plane + n0 + c0..].as_ptr()
+                    } else {
+                        pack[(c0 / NR) * kc * NR..].as_ptr()
+                    };
                     let tile = Tile {
                         kc,
                         a: ap,
-                        b: if direct {
-                            cols.x[k0 * cols.plane + n0 + c0..].as_ptr()
+                        b,
+                        pfb: if direct {
+                            b.wrapping_add(NR)
                         } else {
-                            pack[(c0 / NR) * kc * NR..].as_ptr()
+                            b.wrapping_add(NR * PF_B)
                         },
                         ldb: if direct { cols.plane } else { NR },
                         c: y.at(at),
@@ -410,6 +416,17 @@ pub(super) unsafe fn gemm_rows(
                         },
                         pf_step: if ahead { MR } else { 0 },
                     };
+                    if k0 == 0 && c0 + NR < nc {
+                        // The next tile's outputs, for writing: their lines
+                        // arrive while this tile computes instead of
+                        // stalling its stores. Prefetches do not fault.
+                        let next = tile.c.wrapping_add(NR);
+                        for i in 0..r {
+                            let line = next.wrapping_add(i * n);
+                            _mm_prefetch::<_MM_HINT_ET0>(line.cast());
+                            _mm_prefetch::<_MM_HINT_ET0>(line.wrapping_add(16).cast());
+                        }
+                    }
                     // SAFETY: the tile's `r <= MR` rows and `cw` columns lie
                     // inside the block, so inside `y` and `side` when given
                     // (row + r <= m, n0 + c0 + cw <= columns.end <= n), and
@@ -491,6 +508,9 @@ pub(super) unsafe fn gemm_small_n(
                     kc,
                     a: pack[p * kc * MR..].as_ptr(),
                     b: a_group[(j * k + k0) * NR..].as_ptr(),
+                    pfb: a_group[(j * k + k0) * NR..]
+                        .as_ptr()
+                        .wrapping_add(NR * PF_B),
                     ldb: NR,
                     c: ct[rows.start * m + j * NR..].as_mut_ptr(),
                     side: std::ptr::null(),
@@ -627,6 +647,12 @@ pub(super) struct Tile {
     /// the next tile finds them in L2 instead of waiting on DRAM.
     pub(super) pf: *const f32,
     pub(super) pf_step: usize,
+    /// Near prefetch into L1 of B: depth step `kk` touches the 32 values
+    /// at `pfb + kk * ldb`. Packed B looks [`PF_B`] steps ahead; B read in
+    /// place (a 1x1 convolution's input, one row per depth step, rows a
+    /// plane apart, which no hardware prefetcher follows) fetches the next
+    /// tile's columns while this tile computes.
+    pub(super) pfb: *const f32,
 }
 
 type Kernel = unsafe fn(&Tile);
@@ -658,7 +684,7 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
     // are inside C, and that A and B hold `kc` steps.
     unsafe {
         let mut acc = load_tile::<R, V>(t);
-        let (mut a, mut b, mut pf) = (t.a, t.b, t.pf);
+        let (mut a, mut b, mut pf, mut pfb) = (t.a, t.b, t.pf, t.pfb);
         for _ in 0..t.kc {
             _mm_prefetch::<_MM_HINT_T1>(pf.cast());
             pf = pf.wrapping_add(t.pf_step);
@@ -666,7 +692,9 @@ unsafe fn kernel<const R: usize, const V: usize>(t: &Tile) {
             // packed B panel) a few hundred cycles ahead. Prefetches do not
             // fault, and `wrapping_add` keeps the address arithmetic defined.
             _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(MR * PF_A).cast());
-            _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(t.ldb * PF_B).cast());
+            _mm_prefetch::<_MM_HINT_T0>(pfb.cast());
+            _mm_prefetch::<_MM_HINT_T0>(pfb.wrapping_add(16).cast());
+            pfb = pfb.wrapping_add(t.ldb);
             let mut bv = [_mm512_setzero_ps(); V];
             for (j, bj) in bv.iter_mut().enumerate() {
                 // The last vector is masked to the tile's columns (packed

@@ -157,6 +157,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                         kc: kcp,
                         a: ap.cast(),
                         b: pairs[(c0 / NR) * kcp * NR..].as_ptr().cast(),
+                        pfb: std::ptr::null(),
                         ldb: NR,
                         c: y.at(at),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
