@@ -307,6 +307,11 @@ mod direct {
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const S: usize>(d: &Depthwise<'_>, plan: &Plan<'_>, y: &mut [MaybeUninit<f32>]) {
         let (oh, ow, taps, chunks) = (d.oh, d.ow, d.kh * d.kw, plan.chunks);
+        if S == 1 && flat_pays(d) {
+            // SAFETY: AVX-512F (this function's contract); `flat_pays`
+            // checked the layout `flat` needs.
+            return unsafe { flat(d, plan, y) };
+        }
         let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
         for (ch, yc) in y.chunks_exact_mut(oh * ow).enumerate() {
             let xc = d.x[ch * d.h * d.w..(ch + 1) * d.h * d.w].as_ptr();
@@ -341,6 +346,140 @@ mod direct {
                 // outputs of row `oy` of `yc`.
                 unsafe { plan.row::<S>(xc, out, oy, &wv, bias) };
             }
+        }
+    }
+
+    /// True when a stride-1 plane is better run as one flat run of
+    /// outputs ([`flat`]) than row by row: its rows are as wide as the
+    /// input's (`ow == w`, a "same" convolution), and whole-plane chunks
+    /// are at least a fifth fewer than rows of chunks (7x7: 4 against 7).
+    fn flat_pays(d: &Depthwise<'_>) -> bool {
+        let flat = (d.oh * d.ow).div_ceil(16);
+        d.s == 1 && d.ow == d.w && 5 * flat <= 4 * d.oh * d.ow.div_ceil(16)
+    }
+
+    /// Every channel of a stride-1 convolution with `ow == w`, each
+    /// plane's `oh * ow` outputs as one flat run of 16-lane chunks: output
+    /// `p` reads input `p + (ky - pad) w + (kx - pad)` for every tap, so a
+    /// chunk's tap is one masked load whose mask drops the lanes whose
+    /// window leaves the plane at that tap (a row edge or the top or
+    /// bottom). Taps in the order of [`Plan::rows`] from the bias, so the
+    /// values are the row kernels'.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F; as [`depthwise`], and [`flat_pays`] accepts `d`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn flat(d: &Depthwise<'_>, plan: &Plan<'_>, y: &mut [MaybeUninit<f32>]) {
+        let (ow, taps, n) = (d.ow, d.kh * d.kw, d.oh * d.ow);
+        let chunks = n.div_ceil(16);
+        // `[chunk][tap]`: lanes whose output is in the plane and whose
+        // window's tap is inside the input.
+        let masks: Vec<u16> = (0..chunks * taps)
+            .map(|i| {
+                let (c, t) = (i / taps, i % taps);
+                let (ky, kx) = (t / d.kw, t % d.kw);
+                (0..16).fold(0u16, |m, lane| {
+                    let p = c * 16 + lane;
+                    let iy = (p / ow + ky).wrapping_sub(d.pad);
+                    let ix = (p % ow + kx).wrapping_sub(d.pad);
+                    if p < n && iy < d.h && ix < d.w {
+                        m | 1 << lane
+                    } else {
+                        m
+                    }
+                })
+            })
+            .collect();
+        // Distance from output `p` to its tap's input, per tap.
+        let offs: Vec<isize> = (0..taps)
+            .map(|t| {
+                let (ky, kx) = ((t / d.kw).cast_signed(), (t % d.kw).cast_signed());
+                let (pad, w) = (d.pad.cast_signed(), d.w.cast_signed());
+                (ky - pad) * w + kx - pad
+            })
+            .collect();
+        let mut wv = [_mm512_setzero_ps(); MAX_TAPS];
+        for (ch, yc) in y.chunks_exact_mut(n).enumerate() {
+            let xc = d.x[ch * d.h * d.w..(ch + 1) * d.h * d.w].as_ptr();
+            let wk = &d.weight[(ch % d.c) * taps..][..taps];
+            for (v, &w) in wv.iter_mut().zip(wk) {
+                *v = _mm512_set1_ps(w);
+            }
+            let bias = _mm512_set1_ps(d.bias[ch % d.c]);
+            let out = yc.as_mut_ptr().cast::<f32>();
+            let mut c0 = 0;
+            // SAFETY: AVX-512F; `masks` and `offs` are this plane's, `xc`
+            // its input and `out` its `oh * ow` outputs.
+            unsafe {
+                while c0 + 4 <= chunks {
+                    flat_chunks::<4>(plan, xc, out, c0, n, &masks, &offs, &wv, bias);
+                    c0 += 4;
+                }
+                match chunks - c0 {
+                    3 => flat_chunks::<3>(plan, xc, out, c0, n, &masks, &offs, &wv, bias),
+                    2 => flat_chunks::<2>(plan, xc, out, c0, n, &masks, &offs, &wv, bias),
+                    1 => flat_chunks::<1>(plan, xc, out, c0, n, &masks, &offs, &wv, bias),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Flat chunks `c0 .. c0 + U` of one plane for [`flat`]: `U`
+    /// independent FMA chains.
+    ///
+    /// # Safety
+    ///
+    /// AVX-512F; `masks` (`[chunk][tap]`) and `offs` (per tap) as [`flat`]
+    /// makes them for this plane's `n` outputs, `x` the plane, `out` its
+    /// outputs, `c0 + U <= n.div_ceil(16)`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn flat_chunks<const U: usize>(
+        plan: &Plan<'_>,
+        x: *const f32,
+        out: *mut f32,
+        c0: usize,
+        n: usize,
+        masks: &[u16],
+        offs: &[isize],
+        wv: &[__m512; MAX_TAPS],
+        bias: __m512,
+    ) {
+        let taps = offs.len();
+        assert!(masks.len() >= (c0 + U) * taps);
+        let mut acc = [bias; U];
+        for (t, &off) in offs.iter().enumerate() {
+            let w = wv[t % MAX_TAPS];
+            for (j, a) in acc.iter_mut().enumerate() {
+                let c = c0 + j;
+                let p = x.wrapping_offset((c * 16).cast_signed() + off);
+                // SAFETY: `c * taps + t < (c0 + U) * taps` (asserted
+                // above); the mask keeps only lanes whose tap is inside the
+                // plane, and masked lanes are not read.
+                let v = unsafe { _mm512_maskz_loadu_ps(*masks.get_unchecked(c * taps + t), p) };
+                *a = _mm512_fmadd_ps(w, v, *a);
+            }
+        }
+        let zero = _mm512_setzero_ps();
+        for (j, &a) in acc.iter().enumerate() {
+            let c = c0 + j;
+            let v = if plan.relu {
+                _mm512_min_ps(_mm512_max_ps(a, zero), plan.cap)
+            } else {
+                a
+            };
+            let left = n - c * 16;
+            let mask = if left >= 16 {
+                u16::MAX
+            } else {
+                (1 << left) - 1
+            };
+            // SAFETY: the lanes of `mask` are outputs `16 c .. min(16 c +
+            // 16, n)` of the plane.
+            unsafe { _mm512_mask_storeu_ps(out.add(c * 16), mask, v) };
         }
     }
 

@@ -771,6 +771,19 @@ proptest! {
     /// AVX-512 kernel (stride 1 and 2, padding up to 3, kernels up to
     /// 7x7), stride 3 for the phase-split fallback; `check` runs the
     /// fast (AVX-512), AVX2 and portable paths.
+    /// "Same" stride-1 depthwise convolutions on small planes, which the
+    /// direct AVX-512 kernel runs as one flat run of outputs per plane
+    /// (7x7 and the like), every tap's row-edge and top and bottom masks.
+    #[test]
+    fn random_same_depthwise_convs_on_small_planes_match_the_reference(
+        n in 1usize..3, c in 2usize..6, h in 1usize..16, w in 1usize..16,
+        k in prop_oneof![Just(1usize), Just(3), Just(5), Just(7)],
+        bias in any::<bool>(), act in activation(), seed in 0u64..1000,
+    ) {
+        let c = case((n, c, c, h, w), (k, 1, (k - 1) / 2, c), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
+
     #[test]
     fn random_depthwise_convs_match_the_reference(
         n in 1usize..3, c in 2usize..6, h in 1usize..20, w in 1usize..70,
