@@ -31,9 +31,9 @@
 
 use std::arch::x86_64::{
     __m512, _MM_HINT_ET0, _MM_HINT_T0, _MM_HINT_T1, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps,
-    _mm512_loadu_ps, _mm512_mask_i32gather_ps, _mm512_mask_i32scatter_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mullo_epi32, _mm512_set_epi32,
-    _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps,
+    _mm512_set1_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_shuffle_ps, _mm512_storeu_ps,
+    _mm512_unpackhi_ps, _mm512_unpacklo_ps,
 };
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -541,46 +541,88 @@ pub(super) unsafe fn gemm_small_n(
         }
         k0 += kc;
     }
-    // Transpose 16 channels at a time: a contiguous load from `ct`, bias,
-    // the side operand gathered down its 16 planes, activation, a scatter
-    // down the 16 output planes.
-    let step = _mm512_set1_epi32(i32::try_from(n).expect("n <= SMALL_N"));
-    let idx = _mm512_mullo_epi32(
-        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        step,
-    );
+    // Blocks of 16 channels by 16 positions: 16 contiguous loads from
+    // `ct`, a transpose in registers, then per channel the bias, the side
+    // operand's row, the activation and a store down its output row.
     let (zero, capv) = (_mm512_setzero_ps(), _mm512_set1_ps(cap));
     let mut ch = first;
     while ch < end {
-        let left = end - ch;
-        let mask = if left >= 16 {
-            u16::MAX
-        } else {
-            (1u16 << left) - 1
-        };
-        // SAFETY: unmasked lanes read `bias[ch..end]` and `ct[pos * m +
-        // ch..]` (pos < n, ch + lane < end <= m), and load from `side` and
-        // store to `y` at `(ch + lane) * n + pos < end * n <= m * n`, rows
-        // of this call's panels that no other call writes (the contract);
-        // `n <= SMALL_N` keeps the indices in i32.
-        unsafe {
-            let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(ch));
-            for pos in 0..n {
-                let mut v = _mm512_maskz_loadu_ps(mask, ct.as_ptr().add(pos * m + ch));
-                v = _mm512_add_ps(v, bv);
-                if let Some(s) = side {
-                    let sp = s.as_ptr().add(ch * n + pos);
-                    let sv = _mm512_mask_i32gather_ps::<4>(zero, mask, idx, sp);
-                    v = _mm512_add_ps(v, sv);
-                }
-                if relu {
-                    v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
-                }
-                _mm512_mask_i32scatter_ps::<4>(y.at(ch * n + pos), mask, idx, v);
+        let chans = (end - ch).min(16);
+        let cmask = lanes(chans);
+        let mut pos0 = 0;
+        while pos0 < n {
+            let count = (n - pos0).min(16);
+            let pmask = lanes(count);
+            let mut rows = [zero; 16];
+            for (i, r) in rows.iter_mut().enumerate().take(count) {
+                // SAFETY: lanes of `cmask` read `ct[(pos0 + i) * m + ch ..
+                // end]`, inside `ct` (n x m) as `pos0 + i < n`.
+                *r = unsafe { _mm512_maskz_loadu_ps(cmask, ct.as_ptr().add((pos0 + i) * m + ch)) };
             }
+            let cols = transpose16(rows);
+            for (l, &c) in cols.iter().enumerate().take(chans) {
+                let at = (ch + l) * n + pos0;
+                // SAFETY: `bias` holds `end > ch + l` values; lanes of
+                // `pmask` are positions `pos0 .. pos0 + count <= n` of
+                // output row `ch + l < end <= m`, inside `side` and `y`
+                // (`m * n` each), rows of this call's panels that no other
+                // call writes (the contract).
+                unsafe {
+                    let mut v = _mm512_add_ps(c, _mm512_set1_ps(*bias.get_unchecked(ch + l)));
+                    if let Some(s) = side {
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(pmask, s.as_ptr().add(at)));
+                    }
+                    if relu {
+                        v = _mm512_min_ps(_mm512_max_ps(v, zero), capv);
+                    }
+                    _mm512_mask_storeu_ps(y.at(at), pmask, v);
+                }
+            }
+            pos0 += 16;
         }
         ch += 16;
     }
+}
+
+/// The mask of the first `count <= 16` lanes.
+fn lanes(count: usize) -> u16 {
+    if count >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << count) - 1
+    }
+}
+
+/// The 16 x 16 transpose of `r`: lane `i` of output `c` is lane `c` of
+/// `r[i]`. Unpacks pair rows within 128-bit blocks, 64-bit shuffles make
+/// 4 x 4 blocks, two block shuffles put the blocks in place.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let mut b = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let lo01 = _mm512_unpacklo_ps(r[4 * g], r[4 * g + 1]);
+        let hi01 = _mm512_unpackhi_ps(r[4 * g], r[4 * g + 1]);
+        let lo23 = _mm512_unpacklo_ps(r[4 * g + 2], r[4 * g + 3]);
+        let hi23 = _mm512_unpackhi_ps(r[4 * g + 2], r[4 * g + 3]);
+        // Block `q` of `b[4 g + e]`: lane `4 q + e` of rows `4 g .. 4 g + 4`.
+        b[4 * g] = _mm512_shuffle_ps::<0x44>(lo01, lo23);
+        b[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(lo01, lo23);
+        b[4 * g + 2] = _mm512_shuffle_ps::<0x44>(hi01, hi23);
+        b[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(hi01, hi23);
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for e in 0..4 {
+        let c0 = _mm512_shuffle_f32x4::<0x88>(b[e], b[4 + e]);
+        let c1 = _mm512_shuffle_f32x4::<0xDD>(b[e], b[4 + e]);
+        let c2 = _mm512_shuffle_f32x4::<0x88>(b[8 + e], b[12 + e]);
+        let c3 = _mm512_shuffle_f32x4::<0xDD>(b[8 + e], b[12 + e]);
+        out[e] = _mm512_shuffle_f32x4::<0x88>(c0, c2);
+        out[4 + e] = _mm512_shuffle_f32x4::<0x88>(c1, c3);
+        out[8 + e] = _mm512_shuffle_f32x4::<0xDD>(c0, c2);
+        out[12 + e] = _mm512_shuffle_f32x4::<0xDD>(c1, c3);
+    }
+    out
 }
 
 /// Packs `B^T[0..n][k0..k0+kc]` into `dst` as `[panel][kk][MR]`, the panels

@@ -479,6 +479,27 @@ fn deinterleave_splits_even_and_odd() {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn transpose16_swaps_rows_and_lanes() {
+    use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+    if !is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    let m: Vec<f32> = (0..256).map(|v| v as f32).collect();
+    let mut t = vec![0.0f32; 256];
+    // SAFETY: AVX-512F checked; 16 rows of 16 values in `m` and `t`.
+    unsafe {
+        let rows = std::array::from_fn(|i| _mm512_loadu_ps(m[16 * i..].as_ptr()));
+        for (c, v) in gemm::transpose16(rows).into_iter().enumerate() {
+            _mm512_storeu_ps(t[16 * c..].as_mut_ptr(), v);
+        }
+    }
+    for (i, c) in (0..16).flat_map(|i| (0..16).map(move |c| (i, c))) {
+        assert_eq!(t[16 * c + i], m[16 * i + c], "row {i} lane {c}");
+    }
+}
+
 #[test]
 fn rejects_inputs_that_do_not_fit() {
     let conv = case((1, 4, 4, 5, 5), (7, 1, 0, 1), true, Identity).build(1);
