@@ -124,9 +124,9 @@ pub(super) unsafe fn direct_band(
 #[cfg(target_arch = "x86_64")]
 mod direct {
     use std::arch::x86_64::{
-        __m512, __m512i, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-        _mm512_max_ps, _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_set1_ps,
-        _mm512_setzero_ps,
+        __m512, __m512i, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,
+        _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps,
+        _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set_epi32, _mm512_set1_ps, _mm512_setzero_ps,
     };
 
     use super::{Activation, Depthwise, MaybeUninit};
@@ -156,6 +156,23 @@ mod direct {
         }
     }
 
+    /// The left and right taps of a 3-wide window over 16 inputs `mid`,
+    /// from the vectors before and after it: `mid` shifted by one lane
+    /// each way, the lane shifted in coming from the neighbour.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn neighbours(before: __m512, mid: __m512, after: __m512) -> (__m512, __m512) {
+        let (b, m, a) = (
+            _mm512_castps_si512(before),
+            _mm512_castps_si512(mid),
+            _mm512_castps_si512(after),
+        );
+        (
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(m, b)),
+            _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(a, m)),
+        )
+    }
+
     /// What every row of one call shares.
     struct Plan<'a> {
         h: usize,
@@ -172,6 +189,10 @@ mod direct {
         relu: bool,
         cap: __m512,
         even: __m512i,
+        /// A 3x3 window with padding 1 and as many output as input
+        /// columns: at stride 1 the row kernels load each input once and
+        /// shift it for the side taps.
+        three: bool,
     }
 
     /// # Safety
@@ -295,6 +316,7 @@ mod direct {
             relu,
             cap: _mm512_set1_ps(cap),
             even: _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+            three: d.kh == 3 && d.kw == 3 && d.pad == 1 && d.ow == d.w,
         };
         f(&plan)
     }
@@ -543,6 +565,32 @@ mod direct {
         ) {
             let mut acc = [bias; R];
             debug_assert!(self.chunks == 1 && self.masks.len() >= self.kw);
+            if S == 1 && self.three {
+                // One masked load per input row: the row's lanes shifted
+                // in registers give the left and right taps (zeros enter
+                // at the edges, as the padding would).
+                let m = self.masks[1];
+                for ky in 0..3 {
+                    let (w0, w1, w2) = (wv[3 * ky], wv[3 * ky + 1], wv[3 * ky + 2]);
+                    for (r, a) in acc.iter_mut().enumerate() {
+                        let iy = (oy0 + r + ky).wrapping_sub(1);
+                        let mid = if iy < self.h {
+                            // SAFETY: `m` keeps columns `0..w` of row `iy`.
+                            unsafe { _mm512_maskz_loadu_ps(m as u16, x.add(iy * self.w)) }
+                        } else {
+                            _mm512_setzero_ps()
+                        };
+                        let (left, right) =
+                            neighbours(_mm512_setzero_ps(), mid, _mm512_setzero_ps());
+                        *a = _mm512_fmadd_ps(w0, left, *a);
+                        *a = _mm512_fmadd_ps(w1, mid, *a);
+                        *a = _mm512_fmadd_ps(w2, right, *a);
+                    }
+                }
+                // SAFETY: this function's contract.
+                unsafe { self.store_rows::<R>(out, oy0, acc) };
+                return;
+            }
             for ky in 0..self.kh {
                 let mut row = [x; R];
                 let mut ok = [0u32; R];
@@ -578,6 +626,19 @@ mod direct {
                     }
                 }
             }
+            // SAFETY: this function's contract.
+            unsafe { self.store_rows::<R>(out, oy0, acc) };
+        }
+
+        /// Stores rows `oy0 .. oy0 + R` of a one-chunk output after the
+        /// activation.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `out` an `oh x ow` plane with `ow <= 16`, `oy0 + R <= oh`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store_rows<const R: usize>(&self, out: *mut f32, oy0: usize, acc: [__m512; R]) {
             let zero = _mm512_setzero_ps();
             for (r, &a) in acc.iter().enumerate() {
                 let v = if self.relu {
@@ -617,6 +678,46 @@ mod direct {
             let mut acc = [bias; U];
             debug_assert!(self.masks.len() >= (c0 + U) * self.kw);
             let masks = self.masks.as_ptr().wrapping_add(c0 * self.kw);
+            if S == 1 && self.three {
+                // Each 16 inputs of a row loaded once (masked to columns
+                // `0..w`; zeros past the ends): chunk `c`'s left and right
+                // taps are its vector shifted in from its neighbours.
+                for ky in 0..3 {
+                    let iy = (oy + ky).wrapping_sub(1);
+                    if iy >= self.h {
+                        continue;
+                    }
+                    let row = x.wrapping_add(iy * self.w);
+                    let mut v = [_mm512_setzero_ps(); 6];
+                    for (k, vk) in v.iter_mut().enumerate().take(U + 2) {
+                        // Chunk `c0 + k - 1`; before the first and after
+                        // the last (columns from `16 chunks >= w`) all
+                        // zeros.
+                        if c0 + k == 0 || c0 + k > self.chunks {
+                            continue;
+                        }
+                        let c = c0 + k - 1;
+                        // SAFETY: `masks` is `[chunk][kx]` for `c <
+                        // chunks`; its `kx = pad` entry keeps columns `16 c
+                        // .. min(16 c + 16, w)` of row `iy`, which is in
+                        // the plane, and masked lanes are not read.
+                        *vk = unsafe {
+                            let m = *self.masks.as_ptr().add(c * 3 + 1);
+                            _mm512_maskz_loadu_ps(m as u16, row.wrapping_add(c * 16))
+                        };
+                    }
+                    let (w0, w1, w2) = (wv[3 * ky], wv[3 * ky + 1], wv[3 * ky + 2]);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let (left, right) = neighbours(v[j], v[j + 1], v[j + 2]);
+                        *a = _mm512_fmadd_ps(w0, left, *a);
+                        *a = _mm512_fmadd_ps(w1, v[j + 1], *a);
+                        *a = _mm512_fmadd_ps(w2, right, *a);
+                    }
+                }
+                // SAFETY: this function's contract.
+                unsafe { self.store_chunks::<U>(out, oy, c0, acc) };
+                return;
+            }
             for ky in 0..self.kh {
                 let iy = (oy * S + ky).wrapping_sub(self.pad);
                 if iy >= self.h {
@@ -650,6 +751,25 @@ mod direct {
                     }
                 }
             }
+            // SAFETY: this function's contract.
+            unsafe { self.store_chunks::<U>(out, oy, c0, acc) };
+        }
+
+        /// Stores chunks `c0 .. c0 + U` of output row `oy` after the
+        /// activation.
+        ///
+        /// # Safety
+        ///
+        /// AVX-512F; `out` an `oh x ow` plane, `oy < oh`, `c0 + U <= chunks`.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn store_chunks<const U: usize>(
+            &self,
+            out: *mut f32,
+            oy: usize,
+            c0: usize,
+            acc: [__m512; U],
+        ) {
             let zero = _mm512_setzero_ps();
             for (j, &a) in acc.iter().enumerate() {
                 let v = if self.relu {
