@@ -805,6 +805,19 @@ proptest! {
         prop_assert_eq!(check(&c, seed), Ok(()));
     }
 
+    /// MobileNet's depthwise shape, 3x3 with padding 1 at stride 1 and 2,
+    /// on rows of one to five 16-lane chunks: the kernels that load each
+    /// input once and shift it (stride 1) or split its even and odd
+    /// columns (stride 2) for the three taps.
+    #[test]
+    fn random_3x3_depthwise_convs_match_the_reference(
+        n in 1usize..3, c in 2usize..6, h in 1usize..20, w in 1usize..160,
+        stride in 1usize..3, bias in any::<bool>(), act in activation(), seed in 0u64..1000,
+    ) {
+        let c = case((n, c, c, h, w), (3, stride, 1, c), bias, act);
+        prop_assert_eq!(check(&c, seed), Ok(()));
+    }
+
     #[test]
     fn random_depthwise_convs_match_the_reference(
         n in 1usize..3, c in 2usize..6, h in 1usize..20, w in 1usize..70,
