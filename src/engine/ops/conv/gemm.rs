@@ -399,11 +399,7 @@ pub(super) unsafe fn gemm_rows(
                         c: y.at(at),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
-                        mask: if tail == 16 {
-                            u16::MAX
-                        } else {
-                            (1u16 << tail) - 1
-                        },
+                        mask: lanes(tail),
                         first: k0 == 0,
                         last: k0 + kc == k,
                         bias: bias[row..].as_ptr(),
@@ -504,22 +500,17 @@ pub(super) unsafe fn gemm_small_n(
                 // step: the first two position panels fetch one line each
                 // of the next channel panel's block.
                 let ahead = p < 2 && j + 1 < a.panels();
+                let b = a_group[(j * k + k0) * NR..].as_ptr();
                 let tile = Tile {
                     kc,
                     a: pack[p * kc * MR..].as_ptr(),
-                    b: a_group[(j * k + k0) * NR..].as_ptr(),
-                    pfb: a_group[(j * k + k0) * NR..]
-                        .as_ptr()
-                        .wrapping_add(NR * PF_B),
+                    b,
+                    pfb: b.wrapping_add(NR * PF_B),
                     ldb: NR,
                     c: ct[rows.start * m + j * NR..].as_mut_ptr(),
                     side: std::ptr::null(),
                     ldc: m,
-                    mask: if tail == 16 {
-                        u16::MAX
-                    } else {
-                        (1u16 << tail) - 1
-                    },
+                    mask: lanes(tail),
                     first: k0 == 0,
                     last: false,
                     bias: bias.as_ptr(),
@@ -584,8 +575,8 @@ pub(super) unsafe fn gemm_small_n(
     }
 }
 
-/// The mask of the first `count <= 16` lanes.
-fn lanes(count: usize) -> u16 {
+/// The mask of the first `count` lanes (all 16 from 16 on).
+pub(super) fn lanes(count: usize) -> u16 {
     if count >= 16 {
         u16::MAX
     } else {

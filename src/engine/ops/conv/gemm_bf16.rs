@@ -19,8 +19,8 @@ use std::ops::Range;
 
 use super::super::activation::Activation;
 use super::gemm::{
-    Cols, KC, MR, NC, NR, Out, PACK_LEN, PF_A, PF_B, Tile, clamps, load_tile, pack_b, panel_rows,
-    store_tile,
+    Cols, KC, MR, NC, NR, Out, PACK_LEN, PF_A, PF_B, Tile, clamps, lanes, load_tile, pack_b,
+    panel_rows, store_tile,
 };
 use crate::engine::bf16::f32_to_bf16;
 
@@ -162,11 +162,7 @@ pub(super) unsafe fn gemm_rows_bf16(
                         c: y.at(at),
                         side: side.map_or(std::ptr::null(), |s| s[at..].as_ptr()),
                         ldc: n,
-                        mask: if tail == 16 {
-                            u16::MAX
-                        } else {
-                            (1u16 << tail) - 1
-                        },
+                        mask: lanes(tail),
                         first: k0 == 0,
                         last: k0 + kc == k,
                         bias: bias[row..].as_ptr(),

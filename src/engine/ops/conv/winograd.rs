@@ -21,7 +21,7 @@ use std::arch::x86_64::{
 use std::mem::MaybeUninit;
 
 use super::super::activation::Activation;
-use super::gemm::{self, Cols, Out, PACK_LEN, PackedWeights};
+use super::gemm::{self, Cols, Out, PACK_LEN, PackedWeights, lanes};
 use super::im2col::{Phases, phase_split};
 use crate::engine::{par_for_each, with_thread_scratch};
 
@@ -305,19 +305,6 @@ unsafe fn input_transform(
                 tx += 16;
             }
         }
-    }
-}
-
-/// The low `n` of 16 lanes.
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "a mask of at most 16 lanes"
-)]
-fn lanes(n: usize) -> u16 {
-    if n >= 16 {
-        u16::MAX
-    } else {
-        ((1u32 << n) - 1) as u16
     }
 }
 
