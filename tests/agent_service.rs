@@ -291,6 +291,52 @@ fn reload_applies_a_valid_config_keeps_running_on_a_broken_one_and_stop_drains()
 }
 
 #[test]
+fn odin_reload_finds_the_agent_by_its_state_directory_and_refuses_when_none_runs() {
+    let mut agent = Agent::start(BASE);
+    let state = agent.config.with_file_name("state");
+    write_config(&agent.config, &format!("{BASE}policy:\n  name: static\n"));
+    let out = odin()
+        .arg("reload")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("odin pid {}", agent.child.id())),
+        "{stdout}"
+    );
+    agent.wait_notify("RELOADING=1");
+    agent.wait_notify("READY=1");
+    let line = agent.wait_stderr(|l| l.contains("reloaded "));
+    assert!(line.contains("static"), "{line}");
+    let v = agent.stop();
+    assert_eq!(v["reloads"], 1);
+
+    // A lock file an agent left behind, held by nobody; no directory.
+    let dir = tempfile::tempdir().unwrap();
+    let left = dir.path().join("state");
+    drop(odin::agent::lock::StateLock::acquire(&left).unwrap());
+    assert!(left.join("lock").exists());
+    for dir in [left.clone(), dir.path().join("no-such-dir")] {
+        let out = odin()
+            .arg("reload")
+            .arg("--state-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(&*dir.to_string_lossy()), "{err}");
+    }
+}
+
+#[test]
 fn a_burst_of_sighups_rebuilding_the_pipeline_loses_no_frame_and_ends_on_the_last_config() {
     let cpus: Vec<usize> = online().iter().take(2).collect();
     // Configurations that need different pipelines: two PEs and one (or,

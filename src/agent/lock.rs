@@ -107,6 +107,32 @@ impl StateLock {
     }
 }
 
+/// The pid of the agent that holds the lock on `dir` now, or `None` when
+/// no process holds it (no agent runs there). The lock file must be
+/// trusted as the agent's own; the holder is alive while it holds the
+/// lock, so the pid is not a stale one.
+pub fn holder(dir: &Path) -> Result<Option<i32>, LockError> {
+    let path = dir.join(FILE);
+    let unusable = |message: String| LockError::Unusable {
+        path: path.clone(),
+        message,
+    };
+    let mut file = crate::trust::open(&path, "state directory lock", false)
+        .map_err(|e| unusable(e.to_string()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| unusable(e.to_string()))?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_free) => Ok(None),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| unusable(format!("holds {:?}, not a pid", text.trim()))),
+        Err((_, e)) => Err(unusable(std::io::Error::from(e).to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +155,20 @@ mod tests {
         assert!(text.contains("--state-dir"), "{text}");
         drop(first);
         StateLock::acquire(&state).unwrap();
+    }
+
+    #[test]
+    fn holder_names_the_live_holder_and_none_once_it_lets_go() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        let lock = StateLock::acquire(&state).unwrap();
+        assert_eq!(holder(&state).unwrap(), Some(std::process::id() as i32));
+        drop(lock);
+        // The file and its pid stay; nobody holds the lock.
+        assert!(state.join(FILE).exists());
+        assert_eq!(holder(&state).unwrap(), None);
+        let e = holder(&d.path().join("missing")).unwrap_err();
+        assert!(matches!(e, LockError::Unusable { .. }), "{e}");
     }
 
     #[test]

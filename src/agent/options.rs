@@ -37,6 +37,8 @@ pub struct Overrides {
     pub http: Option<SocketAddr>,
     /// `--grpc`: serve gRPC here.
     pub grpc: Option<SocketAddr>,
+    /// `--model-name`: the model's name in the server's URLs.
+    pub model_name: Option<String>,
     /// `--state-dir`: the cgroup journal and the instance lock here.
     pub state_dir: Option<PathBuf>,
     /// `--follow-symlinks`: trust a configuration or cost profile reached
@@ -85,6 +87,9 @@ impl Overrides {
             cfg.server.enabled = true;
             cfg.server.grpc = Some(a);
         }
+        if let Some(n) = &self.model_name {
+            cfg.server.model_name = Some(n.clone());
+        }
         if let Some(d) = &self.state_dir {
             cfg.cgroup.state_dir = d.clone();
         }
@@ -127,4 +132,26 @@ pub fn load_config(
         online,
     )?;
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_name_flag_names_the_served_model_and_is_validated() {
+        let online: CpuSet = "0".parse().unwrap();
+        let flags = Overrides {
+            model_name: Some("resnet50-prod".into()),
+            ..Overrides::default()
+        };
+        let cfg = load_config(None, &flags, &online).unwrap();
+        assert_eq!(cfg.server.model_name.as_deref(), Some("resnet50-prod"));
+        let bad = Overrides {
+            model_name: Some("a/b".into()),
+            ..Overrides::default()
+        };
+        let e = load_config(None, &bad, &online).unwrap_err().to_string();
+        assert!(e.contains("server.model_name") && e.contains("a/b"), "{e}");
+    }
 }

@@ -4,8 +4,10 @@ mod check_config;
 mod experiment;
 mod infer;
 mod inspect;
+mod man_pages;
 mod probe;
 mod profile;
+mod reload;
 mod run;
 mod simulate;
 mod stress;
@@ -46,6 +48,11 @@ enum Command {
     Infer(infer::Args),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig(check_config::Args),
+    /// Make the running agent re-read its configuration (SIGHUP), found by its state directory.
+    Reload(reload::Args),
+    /// Write the manual pages into a directory (for packaging).
+    #[command(hide = true)]
+    ManPages(man_pages::Args),
 }
 
 /// The dimensions `--input-shape` gives (one value, so clap does not take
@@ -186,8 +193,10 @@ pub fn main() -> ExitCode {
         Command::Experiment(args) => experiment::run(args),
         Command::Infer(args) => infer::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::ManPages(args) => man_pages::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Reload(args) => reload::run(args),
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Stress(args) => stress::run(args),
@@ -241,6 +250,7 @@ fn valid_choices() -> String {
     let cmd = Cli::command();
     let subs: Vec<String> = cmd
         .get_subcommands()
+        .filter(|s| !s.is_hide_set())
         .map(|s| {
             let flags: Vec<String> = s
                 .get_arguments()

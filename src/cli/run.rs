@@ -73,6 +73,11 @@ pub struct Args {
     /// server.enabled.
     #[arg(long, value_name = "ADDR")]
     grpc: Option<std::net::SocketAddr>,
+    /// The model's name in the server's URLs (/v2/models/NAME), e.g. the
+    /// name KServe gives an InferenceService. Default: server.model_name,
+    /// else the built-in name or the ONNX file's stem.
+    #[arg(long, value_name = "NAME")]
+    model_name: Option<String>,
     /// Keep the cgroup journal and the instance lock in this directory
     /// (default: cgroup.state_dir, /var/lib/odin). One agent per state
     /// directory: a second one exits 2 naming the first.
@@ -116,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         http: args.http,
         grpc: args.grpc,
+        model_name: args.model_name,
         state_dir: args
             .state_dir
             .map(|d| std::path::absolute(&d))
