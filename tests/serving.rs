@@ -30,25 +30,10 @@ fn root() -> PathBuf {
 
 /// The Python with `tritonclient`, or `None` (with a note) outside CI.
 fn python() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("ODIN_TEST_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([root().join(".venv/bin/python")])
-        .collect();
-    for p in &candidates {
-        let ok = Command::new(p)
-            .args(["-c", "import tritonclient.http, tritonclient.grpc, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return Some(p.clone());
-        }
-    }
-    common::skip(format!(
-        "no Python with tritonclient in {candidates:?} (run .ci/run, which installs \
-         tritonclient[http,grpc]==2.41.0 into .venv, or set ODIN_TEST_PYTHON)"
-    ));
-    None
+    common::python_with(
+        "tritonclient.http, tritonclient.grpc, numpy",
+        "tritonclient[http,grpc]==2.41.0",
+    )
 }
 
 fn client(py: &Path, args: &[&str]) -> Value {

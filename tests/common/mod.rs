@@ -99,3 +99,30 @@ pub fn skip(reason: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "SKIP: {reason}");
     assert!(!in_ci(), "skipped under CI: {reason}");
 }
+
+/// The Python that can import `modules` (a comma-separated list, as an
+/// `import` statement takes it): `ODIN_TEST_PYTHON`, else the virtualenv
+/// `.ci/run` makes (`.venv`). `None`, through [`skip`], when neither can;
+/// `install` says what `.ci/run` installs for them.
+pub fn python_with(modules: &str, install: &str) -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates: Vec<std::path::PathBuf> = std::env::var_os("ODIN_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain([root.join(".venv/bin/python")])
+        .collect();
+    for p in &candidates {
+        let ok = std::process::Command::new(p)
+            .args(["-c", &format!("import {modules}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Some(p.clone());
+        }
+    }
+    skip(format!(
+        "no Python with {modules} in {candidates:?} (run .ci/run, which installs {install} \
+         into .venv, or set ODIN_TEST_PYTHON)"
+    ));
+    None
+}
