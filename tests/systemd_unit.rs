@@ -17,18 +17,29 @@ fn unit_verifies_without_warnings() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/odin.service"))
             .unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    // Where the Debian package puts the binary and the configuration.
+    assert!(unit.contains("\nExecStart=/usr/bin/odin run --config /etc/odin/odin.yaml\n"));
     // verify checks that ExecStart's binary exists: point it at the one
-    // cargo built, leave every other line as shipped.
+    // cargo built, leave every other line as shipped. It also looks up the
+    // Documentation= pages with man: the ones in docs/man, as the package
+    // installs them (man1/).
     let dir = tempfile::tempdir().unwrap();
+    let man1 = dir.path().join("man/man1");
+    std::fs::create_dir_all(&man1).unwrap();
+    for e in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/man")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, man1.join(p.file_name().unwrap())).unwrap();
+    }
     let path = dir.path().join("odin.service");
     std::fs::write(
         &path,
-        unit.replace("/usr/local/bin/odin", env!("CARGO_BIN_EXE_odin")),
+        unit.replace("/usr/bin/odin", env!("CARGO_BIN_EXE_odin")),
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
+        .env("MANPATH", dir.path().join("man"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
