@@ -64,16 +64,46 @@ fn f64_of(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("{k} is not a number: {v}"))
 }
 
+/// The lock on the default state directory, /var/lib/odin, as a service
+/// would hold it; the directory is removed again when this made it, so the
+/// test leaves the machine as it found it.
+struct DefaultStateHeld {
+    lock: Option<odin::agent::lock::StateLock>,
+    made: bool,
+}
+
+impl DefaultStateHeld {
+    const DIR: &str = "/var/lib/odin";
+
+    fn acquire() -> Self {
+        let made = !Path::new(Self::DIR).exists();
+        let lock = match odin::agent::lock::StateLock::acquire(Path::new(Self::DIR)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                common::skip(format!("holding the default state directory: {e}"));
+                None
+            }
+        };
+        Self { lock, made }
+    }
+}
+
+impl Drop for DefaultStateHeld {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        if self.made {
+            let _ = std::fs::remove_dir_all(Self::DIR);
+        }
+    }
+}
+
 #[test]
 fn a_short_experiment_runs_the_antagonist_in_its_window_and_reports_every_policy() {
     let _turn = machine();
     // An agent (the service) holds the default state directory: the
     // experiment's agents each have their own, so they neither undo its
     // journal nor are refused by its lock.
-    let service = odin::agent::lock::StateLock::acquire(Path::new("/var/lib/odin"));
-    if let Err(e) = &service {
-        common::skip(format!("holding the default state directory: {e}"));
-    }
+    let _service = DefaultStateHeld::acquire();
     let dir = tempfile::tempdir().unwrap();
     let (svg, csv, out) = (
         dir.path().join("exp.svg"),
