@@ -126,8 +126,8 @@ fn each_kind_of_mistake_is_caught_and_named() {
         // More privilege than advise mode needs.
         (
             "agent/odin-agent.yaml",
-            "add: [SYS_NICE, PERFMON]",
-            "add: [SYS_NICE, PERFMON, SYS_ADMIN]",
+            "add: [PERFMON]",
+            "add: [PERFMON, SYS_ADMIN]",
             "SYS_ADMIN is for cgroup enforce mode",
         ),
         // A probe on the wrong path.
