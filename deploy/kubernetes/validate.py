@@ -26,6 +26,7 @@ exits 1 if there is any, 0 otherwise.
 
 import argparse
 import copy
+import functools
 import gzip
 import os
 import re
@@ -74,16 +75,20 @@ class Problems:
 
 
 def documents(root):
-    """(file, index, document) of every YAML document under root."""
+    """(where, document) of every YAML document under root; where names
+    the file, the document's place in it, its kind and name."""
     for path in sorted(root.rglob("*.yaml")):
-        if "crds" in path.relative_to(root).parts:
+        file = path.relative_to(root)
+        if "crds" in file.parts:
             continue
         with open(path) as f:
             for i, doc in enumerate(yaml.safe_load_all(f)):
                 if doc is not None:
-                    yield path.relative_to(root), i, doc
+                    name = doc.get("metadata", {}).get("name")
+                    yield f"{file} document {i + 1} ({doc.get('kind')} {name})", doc
 
 
+@functools.cache
 def crd_schema(file_name, api_version):
     with gzip.open(HERE / "crds" / file_name, "rt") as f:
         # libyaml's parser where PyYAML has it: the CRDs are 2 MB.
@@ -209,14 +214,14 @@ def check_guaranteed(where, containers, problems):
 
 
 def probe_path(c, kind):
-    return (((c.get(kind) or {}).get("httpGet")) or {}).get("path"), (
-        ((c.get(kind) or {}).get("httpGet")) or {}
-    ).get("port")
+    """The path and port of a container's HTTP probe of this kind."""
+    get = (c.get(kind) or {}).get("httpGet") or {}
+    return get.get("path"), get.get("port")
 
 
-def check_odin_container(where, path, c, cfg, config_mounted, problems):
+def check_odin_container(where, path, c, cfg, problems):
     """Probes, ports and flags of a container running odin with the
-    effective configuration cfg."""
+    effective configuration cfg, mounted from a ConfigMap."""
     args = c.get("args") or []
     ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
     numbers = set(ports.values())
@@ -239,7 +244,7 @@ def check_odin_container(where, path, c, cfg, config_mounted, problems):
             problems.add(where, f"{path}.ports: odin's {name} port {port} ({listen}) is not declared")
         if port is not None and str(listen).startswith("127."):
             problems.add(where, f"odin's {name} listens on loopback {listen}: unreachable from outside the pod")
-    if config_mounted and "--follow-symlinks" not in args:
+    if "--follow-symlinks" not in args:
         problems.add(
             where,
             f"{path}.args: a ConfigMap volume's files are symbolic links; odin refuses them "
@@ -293,8 +298,7 @@ def main():
         raise SystemExit(f"{root}: no manifests")
 
     configs = {}
-    for file, i, doc in docs:
-        where = f"{file} document {i + 1} ({doc.get('kind')} {doc.get('metadata', {}).get('name')})"
+    for where, doc in docs:
         api = doc.get("apiVersion", "")
         group = api.split("/")[0] if "/" in api else ""
         crd = KSERVE_KINDS.get((group, doc.get("kind")))
@@ -318,8 +322,7 @@ def main():
             if cfg is not None:
                 configs[(doc["metadata"].get("namespace"), doc["metadata"]["name"])] = cfg
 
-    for file, i, doc in docs:
-        where = f"{file} document {i + 1} ({doc.get('kind')} {doc.get('metadata', {}).get('name')})"
+    for where, doc in docs:
         pod, containers = containers_of(doc)
         if pod is None:
             continue
@@ -333,21 +336,20 @@ def main():
         for path, c in containers:
             if c.get("name") not in ("odin", "kserve-container"):
                 continue
-            cfg, mounted = None, False
+            cfg = None
             for m in c.get("volumeMounts") or []:
                 v = volumes.get(m["name"], {})
                 if "configMap" in v and m["mountPath"] == "/etc/odin":
                     cfg = configs.get((ns, v["configMap"]["name"]))
-                    mounted = True
             if cfg is None:
                 problems.add(where, f"{path}: no ConfigMap with a valid odin.yaml mounted at /etc/odin")
                 continue
-            check_odin_container(where, path, c, cfg, mounted, problems)
+            check_odin_container(where, path, c, cfg, problems)
             check_privileges(where, pod, path, c, cfg, allowed_caps, problems)
 
     for line in problems.lines:
         print(line)
-    kinds = sorted({d.get("kind") for _, _, d in docs})
+    kinds = sorted({d.get("kind") for _, d in docs})
     if problems.lines:
         print(f"validate.py: {len(problems.lines)} problem(s) in {len(docs)} documents", file=sys.stderr)
         return 1
