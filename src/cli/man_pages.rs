@@ -16,9 +16,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.dir).with_context(|| format!("{}", args.dir.display()))?;
-    // Hidden commands (this one) stay out of the manual.
-    let cmd = super::Cli::command();
-    clap_mangen::generate_to(cmd, &args.dir)
+    // clap_mangen leaves hidden commands (this one) out.
+    clap_mangen::generate_to(super::Cli::command(), &args.dir)
         .with_context(|| format!("writing the manual pages into {}", args.dir.display()))?;
     println!("{}", args.dir.display());
     Ok(())
